@@ -1,0 +1,13 @@
+"""flowforge: normalizing flows (RealNVP, Glow, FFJORD) for PyTorch, with a command line.
+
+>>> import torch, flowforge
+>>> flow = flowforge.models.RealNVP(2, hidden=32, depth=2)
+>>> flow.log_prob(torch.randn(3, 2)).shape
+torch.Size([3])
+"""
+
+from flowforge import distributions, models, transforms
+from flowforge.distributions import Flow, StandardNormal
+
+__version__ = "0.1.0"
+__all__ = ["distributions", "models", "transforms", "Flow", "StandardNormal", "__version__"]

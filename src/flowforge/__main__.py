@@ -1,0 +1,4 @@
+
+from flowforge.cli import run
+
+run()

@@ -1,0 +1,227 @@
+"""The ``flowforge`` command line: train, sample, eval, density, plot.
+
+Every user error ends in one line on stderr and a non-zero exit status
+(1 for bad data or run directories, 2 for bad options).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from flowforge.data import TOY_DATASETS, is_toy, load_points, load_splits, read_table, write_table
+from flowforge.errors import FlowforgeError
+from flowforge.models import MODELS
+from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
+from flowforge.training.checkpoint import CONFIG, read_json
+
+DATA_HELP = f"a toy set ({', '.join(TOY_DATASETS)}) or a .csv/.npy file of shape (N, D)"
+TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
+    "data": "data", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size", "lr": "lr",
+    "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
+    "on_nan": "on_nan", "model": "model", "layers": None, "hidden": None, "depth": None,
+    "standardize": "standardize",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="flowforge")
+def cli() -> None:
+    """Normalizing flows from the command line: train a model, then sample from it,
+    evaluate it, compute densities and draw its pictures.
+
+    \b
+    Quick start:
+      flowforge train --data moons --out runs/moons
+      flowforge eval runs/moons
+      flowforge sample runs/moons -n 1000 -o samples.csv
+    """
+
+
+@cli.command(epilog="""\b
+Examples:
+  flowforge train --data moons --out runs/moons
+  flowforge train --data pinwheel --steps 8000 --layers 8 --out runs/pinwheel
+  flowforge train --data my_table.csv --out runs/mine --seed 1
+  flowforge train --resume runs/moons --steps 6000
+""")
+@click.option("--model", type=click.Choice(sorted(MODELS)), default="realnvp", show_default=True)
+@click.option("--data", default="moons", show_default=True, help=DATA_HELP)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="run directory to create")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
+              help="continue the run in this directory (only --steps may change)")
+@click.option("--force", is_flag=True, help="replace a run already in --out")
+@click.option("--steps", type=click.IntRange(min=1), default=TrainConfig.steps, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
+@click.option("--layers", type=click.IntRange(min=1), default=6, show_default=True, help="coupling layers")
+@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="MLP width")
+@click.option("--depth", type=click.IntRange(min=1), default=4, show_default=True, help="MLP hidden layers")
+@click.option("--n-train", type=click.IntRange(min=10), default=TrainConfig.n_train, show_default=True,
+              help="training points drawn for a toy set")
+@click.option("--eval-every", type=click.IntRange(min=1), default=TrainConfig.eval_every, show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.grad_clip,
+              show_default=True)
+@click.option("--on-nan", type=click.Choice(["rollback", "stop"]), default="rollback", show_default=True,
+              help="on a non-finite loss: restore the last good state and halve the lr, or stop")
+@click.option("--standardize/--no-standardize", default=True, show_default=True,
+              help="train on standardised data (densities and samples stay in data units)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="draw the figures after training")
+@click.pass_context
+def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool, progress: bool,
+          plots: bool, **options) -> None:
+    """Train a flow and write its run directory (config, metrics, weights, plots)."""
+    if resume is not None:
+        changed = [name for name in TRAIN_OPTIONS if name != "steps"
+                   and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if changed:
+            raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps)")
+        config = TrainConfig.from_dict(read_json(resume / CONFIG).get("train", {}))
+        if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
+            config.steps = options["steps"]
+        run_dir = resume
+    else:
+        if out is None:
+            raise click.UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
+        config = TrainConfig(**{field: options[name] for name, field in TRAIN_OPTIONS.items() if field},
+                             model_options={"num_layers": options["layers"], "hidden": options["hidden"],
+                                            "depth": options["depth"]})
+        run_dir = out
+    results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress)
+    click.echo(f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; "
+               f"{results['test_nll_data']:.4f} in data units) · best validation step {results['best_step']}"
+               f" · {results['train_seconds']:.1f} s · run: {run_dir}")
+    if plots:
+        from flowforge.plots import plot_run
+
+        for path in plot_run(run_dir):
+            click.echo(f"wrote {path}")
+
+
+@cli.command(epilog="""\b
+Examples:
+  flowforge sample runs/moons -n 1000 -o samples.csv
+  flowforge sample runs/moons -n 5000 -o samples.npy --seed 3
+""")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="output file, .csv or .npy")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="scale of the latent noise")
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(run: Path, num: int, output: Path, temperature: float, seed: int) -> None:
+    """Draw samples x = g(z), z ~ N(0, T²I), in data units."""
+    flow, _, _ = load_run(run)
+    x = flow.sample(num, temperature=temperature, generator=torch.Generator().manual_seed(seed)).numpy()
+    write_table(output, x, header=",".join(f"x{i}" for i in range(x.shape[1])))
+    click.echo(f"wrote {num} samples to {output}")
+
+
+def _points_for(run: Path, data: str | None, dim: int, config: TrainConfig) -> tuple[str, np.ndarray]:
+    if data is None:  # the run's own held-out split
+        source, points = config.data, load_splits(config.data, config.seed, config.n_train).test
+    else:
+        source, points = data, load_points(data, config.seed)
+    if points.shape[1] != dim:
+        raise FlowforgeError(f"{source} has {points.shape[1]} columns but the model in {run} expects {dim}")
+    return source, points
+
+
+@cli.command("eval", epilog="""\b
+Examples:
+  flowforge eval runs/moons
+  flowforge eval runs/moons --data moons --json
+  flowforge eval runs/mine --data held_out.csv
+""")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--data", default=None, help=f"{DATA_HELP}; default: the run's held-out test split")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def evaluate(run: Path, data: str | None, as_json: bool) -> None:
+    """Mean negative log-likelihood of held-out data, in nats."""
+    flow, config, raw = load_run(run)
+    source, points = _points_for(run, data, int(raw["dim"]), config)
+    summary = nll_summary(flow, points)
+    if as_json:
+        click.echo(json.dumps({**summary, "data": source}))
+    else:
+        click.echo(f"{source}: NLL {summary['nll']:.4f} ± {summary['nll_stderr']:.4f} nats/sample "
+                   f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, "
+                   f"{summary['nll_data']:.4f} nats/sample in data units · {summary['n']} points")
+
+
+@cli.command(epilog="""\b
+Examples:
+  flowforge density runs/moons points.csv -o logp.csv
+  flowforge density runs/moons points.npy            # prints to stdout
+""")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("points", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="output file, .csv or .npy (default: print)")
+def density(run: Path, points: Path, output: Path | None) -> None:
+    """log p(x) of each point (data units), one value per row."""
+    flow, _, raw = load_run(run)
+    table = read_table(points)
+    if table.shape[1] != int(raw["dim"]):
+        raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {raw['dim']}")
+    values = log_prob(flow, table).numpy().astype(np.float64)
+    if output is None:
+        click.echo("\n".join(f"{v:.8g}" for v in values))
+    else:
+        write_table(output, values[:, None], header="log_prob")
+        click.echo(f"wrote {len(values)} log-densities to {output}")
+
+
+@cli.command(epilog="""\b
+Example:
+  flowforge plot runs/moons      # writes runs/moons/plots/*.png
+""")
+@click.argument("run", type=click.Path(path_type=Path))
+def plot(run: Path) -> None:
+    """Draw the chapter's 2×2 figure, the density heat map and the training curve."""
+    from flowforge.plots import plot_run
+
+    for path in plot_run(run):
+        click.echo(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line per error, never a traceback (set FLOWFORGE_DEBUG=1 to see one)."""
+    try:
+        cli.main(args=argv, prog_name="flowforge", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.Abort:
+        click.echo("flowforge: aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        click.echo(f"flowforge: error: {err.format_message()}", err=True)
+        return 2
+    except FlowforgeError as err:
+        click.echo(f"flowforge: error: {err}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("flowforge: interrupted", err=True)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence for the one-line promise
+        if os.environ.get("FLOWFORGE_DEBUG"):
+            raise
+        click.echo(f"flowforge: internal error: {type(err).__name__}: {err} (FLOWFORGE_DEBUG=1 shows more)",
+                   err=True)
+        return 3
+
+
+def run() -> None:
+    """Console-script entry: exit with :func:`main`'s status."""
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Data sets: the 2-D toy densities by name, or a user's .csv/.npy file, split three ways."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flowforge.data.files import read_table, write_table
+from flowforge.data.toy import TOY_DATASETS, sample_toy
+from flowforge.errors import FlowforgeError
+
+TEST_SIZE = 10_000  # held-out points drawn for a toy set
+VAL_SIZE = 2_000  # validation points drawn for a toy set: enough to pick the best step
+
+
+@dataclass
+class Splits:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.train.shape[1]
+
+
+def is_toy(source: str) -> bool:
+    return source in TOY_DATASETS
+
+
+def load_splits(source: str, seed: int = 0, n_train: int = 3000) -> Splits:
+    """Train/validation/test splits of a toy set or a file.
+
+    A toy set draws ``n_train`` training points from ``seed`` and its validation and test
+    points from other seeds. A file is shuffled with ``seed`` and split 80/10/10.
+    """
+    if is_toy(source):
+        train_seed, val_seed, test_seed = np.random.SeedSequence(seed).generate_state(3)
+        return Splits(sample_toy(source, n_train, int(train_seed)),
+                      sample_toy(source, VAL_SIZE, int(val_seed)),
+                      sample_toy(source, TEST_SIZE, int(test_seed)))
+    if not source.lower().endswith((".csv", ".npy")):
+        raise FlowforgeError(f"unknown data {source!r}: give a toy set ({', '.join(TOY_DATASETS)}) "
+                             "or a .csv/.npy file")
+    table = read_table(source)
+    if len(table) < 10:
+        raise FlowforgeError(f"{source}: {len(table)} rows are too few to split for training (need 10)")
+    order = np.random.default_rng(seed).permutation(len(table))
+    n_val = n_test = max(1, len(table) // 10)
+    test, val, train = np.split(table[order], [n_test, n_test + n_val])
+    return Splits(train, val, test)
+
+
+def load_points(source: str, seed: int = 0) -> np.ndarray:
+    """Points to evaluate: a toy set's held-out test split, or every row of a file."""
+    if is_toy(source):
+        return load_splits(source, seed, n_train=1).test
+    return read_table(source)
+
+
+__all__ = ["Splits", "TOY_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",
+           "read_table", "write_table", "is_toy"]

@@ -1,0 +1,127 @@
+"""The chapter's pictures: data → f(X), latent samples → g(Z), the learned density, the curve.
+
+Points are coloured by the angle of their latent code, so the same colour marks the
+same region of latent space in every panel and the eye can follow the map.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed or assumed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from flowforge.distributions import Flow  # noqa: E402
+from flowforge.training.evaluate import log_prob  # noqa: E402
+
+LATENT_COLORMAP = "twilight"  # cyclic, for angles
+
+
+def _angle(z: np.ndarray) -> np.ndarray:
+    return np.arctan2(z[:, 1], z[:, 0])
+
+
+def _scatter(ax, points: np.ndarray, colors: np.ndarray, title: str, latent: bool) -> None:
+    ax.scatter(points[:, 0], points[:, 1], c=colors, cmap=LATENT_COLORMAP, vmin=-np.pi, vmax=np.pi,
+               s=4, alpha=0.8, linewidths=0)
+    if latent:
+        for radius in (1, 2, 3):  # 1σ, 2σ, 3σ circles of the standard normal
+            ax.add_patch(plt.Circle((0, 0), radius, fill=False, color="0.6", lw=0.6, ls="--"))
+        ax.set_xlim(-4, 4)
+        ax.set_ylim(-4, 4)
+    ax.set_title(title)
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(alpha=0.2)
+
+
+def chapter_figure(flow: Flow, data: np.ndarray, path: Path, n_samples: int = 3000, seed: int = 0) -> Path:
+    """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data)."""
+    with torch.inference_mode():
+        latent = flow(torch.as_tensor(data, dtype=torch.float32))[0].numpy()
+        z = flow.base.sample(n_samples, generator=torch.Generator().manual_seed(seed))
+        generated = flow.inverse(z)[0].numpy()
+    z = z.numpy()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 10), layout="constrained")
+    _scatter(axes[0, 0], data, _angle(latent), "Data X", latent=False)
+    _scatter(axes[0, 1], latent, _angle(latent), "f(X): data → latent", latent=True)
+    _scatter(axes[1, 0], z, _angle(z), "Z ~ N(0, I)", latent=True)
+    _scatter(axes[1, 1], generated, _angle(z), "g(Z): latent → data", latent=False)
+    for ax in (axes[0, 0], axes[1, 1]):
+        ax.set_xlim(*_padded(data[:, 0]))
+        ax.set_ylim(*_padded(data[:, 1]))
+    title = "colour = angle of the latent code"
+    if data.shape[1] > 2:
+        title += f" (first 2 of {data.shape[1]} dimensions shown)"
+    fig.suptitle(title, fontsize=13)
+    return _save(fig, path)
+
+
+def _padded(values: np.ndarray, pad: float = 0.15) -> tuple[float, float]:
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    span = hi - lo
+    return float(lo - pad * span), float(hi + pad * span)
+
+
+def density_grid(flow: Flow, xlim: tuple[float, float], ylim: tuple[float, float],
+                 resolution: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log p on a regular ``resolution``² grid: returns (xs, ys, logp[len(ys), len(xs)])."""
+    xs = np.linspace(*xlim, resolution, dtype=np.float32)
+    ys = np.linspace(*ylim, resolution, dtype=np.float32)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    return xs, ys, log_prob(flow, grid).numpy().reshape(resolution, resolution)
+
+
+def density_figure(flow: Flow, data: np.ndarray, path: Path) -> Path:
+    """The learned density p(x) as a heat map with the data drawn over it."""
+    xlim, ylim = _padded(data[:, 0]), _padded(data[:, 1])
+    xs, ys, logp = density_grid(flow, xlim, ylim)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), layout="constrained")
+    mesh = axes[0].pcolormesh(xs, ys, np.exp(logp), cmap="magma", shading="auto")
+    fig.colorbar(mesh, ax=axes, label="p(x)", shrink=0.8)
+    axes[0].set_title("Learned density p(x)")
+    axes[1].pcolormesh(xs, ys, np.exp(logp), cmap="magma", shading="auto")
+    axes[1].scatter(data[:, 0], data[:, 1], s=1.5, c="cyan", alpha=0.35, linewidths=0)
+    axes[1].set_title("Density with the data over it")
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
+    return _save(fig, path)
+
+
+def training_curve(metrics_path: Path, path: Path) -> Path:
+    """Train and validation NLL against step, the best validation step marked."""
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in records]
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    ax.plot(steps, [r["train_nll"] for r in records], label="train NLL", color="tab:blue")
+    ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL", color="tab:orange", marker="o", ms=3)
+    if records:
+        best = min(records, key=lambda r: r["val_nll"])
+        ax.axhline(best["val_nll"], color="tab:orange", lw=0.8, ls=":")
+        ax.annotate(f"best {best['val_nll']:.3f} @ {best['step']}", (best["step"], best["val_nll"]),
+                    textcoords="offset points", xytext=(-60, 12))
+        low = min(min(r["val_nll"], r["train_nll"]) for r in records)
+        high = np.percentile([r["train_nll"] for r in records], 90)
+        ax.set_ylim(low - 0.05 * abs(high - low) - 0.02, high + 0.1 * abs(high - low) + 0.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel("NLL (nats per sample, standardised units)")
+    ax.set_title("Training curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

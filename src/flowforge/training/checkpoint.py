@@ -1,0 +1,105 @@
+"""Run-directory files: weights and training state in safetensors, config in JSON.
+
+Nothing here unpickles: ``safetensors`` holds only tensors and string metadata, so a
+checkpoint can never execute code when loaded. Every write goes to a temporary file
+that is renamed into place, so a crash leaves the previous file whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from flowforge.errors import FlowforgeError
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+RESULTS = "results.json"
+BEST_WEIGHTS = "model.safetensors"
+LAST_CHECKPOINT = "checkpoint.safetensors"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FlowforgeError(f"{path}: missing (is {path.parent} a flowforge run directory?)")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FlowforgeError(f"{path}: corrupt JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise FlowforgeError(f"{path}: corrupt, expected a JSON object")
+    return obj
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata or {})})
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    if not path.is_file():
+        raise FlowforgeError(f"{path}: missing (is {path.parent} a flowforge run directory?)")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = json.loads((fh.metadata() or {}).get("json", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as err:
+        raise FlowforgeError(f"{path}: corrupt or not a safetensors file ({str(err).splitlines()[0]})") from None
+    return tensors, metadata
+
+
+def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Load a state dict, turning a mismatch into an error that names the file."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"wrong shape for {wrong[:3]}")
+        raise FlowforgeError(f"{source}: weights do not match the model in config.json ({detail})")
+    module.load_state_dict(state)
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    state = optimizer.state_dict()
+    tensors = {f"{idx}.{name}": value for idx, slots in state["state"].items()
+               for name, value in slots.items() if torch.is_tensor(value)}
+    return tensors, state["param_groups"]
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           param_groups: list[dict]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for group in param_groups:  # JSON turned tuples into lists
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})

@@ -1,0 +1,63 @@
+"""Training configuration as plain data (saved as config.json in every run directory)."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowforge.errors import FlowforgeError
+
+
+@dataclass
+class TrainConfig:
+    model: str = "realnvp"
+    data: str = "moons"          # a toy set name or a .csv/.npy path
+    n_train: int = 3000          # training points drawn for a toy set
+    steps: int = 4000
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.01   # cosine decay ends at lr * min_lr_ratio
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    eval_every: int = 200
+    seed: int = 0
+    standardize: bool = True
+    on_nan: str = "rollback"     # "rollback" (restore last good state, halve lr) or "stop"
+    model_options: dict[str, Any] = field(
+        default_factory=lambda: {"num_layers": 6, "hidden": 256, "depth": 4})
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.steps >= 1, "--steps must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.n_train >= 10, "--n-train must be at least 10"),
+            (self.eval_every >= 1, "--eval-every must be at least 1"),
+            (self.grad_clip > 0, "--grad-clip must be positive"),
+            (self.on_nan in ("rollback", "stop"), "--on-nan must be 'rollback' or 'stop'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FlowforgeError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def versions() -> dict[str, str]:
+    from flowforge import __version__
+
+    return {"flowforge": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}

@@ -1,0 +1,207 @@
+"""The training loop: read it top to bottom.
+
+Adam(W) on minibatches drawn with a seeded generator, linear warm-up then cosine decay,
+gradient clipping, validation every ``eval_every`` steps, the best weights kept by
+validation NLL, a full checkpoint (model, optimiser, RNG, step) written atomically at
+every evaluation, and a guard that never lets a NaN reach a checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from flowforge.data import load_splits
+from flowforge.errors import FlowforgeError
+from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
+                                           load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                                           save_tensors, split_prefix, write_json)
+from flowforge.training.config import TrainConfig, versions
+from flowforge.training.evaluate import nll_summary, standardization_log_scale
+from flowforge.training.run import build_flow
+from flowforge.transforms import Standardize
+
+MAX_ROLLBACKS = 3
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must carry, besides tensors, to continue a run exactly."""
+    step: int = 0
+    best_val: float = math.inf
+    best_step: int = -1
+    lr_scale: float = 1.0       # halved at every NaN rollback
+    rollbacks: int = 0
+    elapsed: float = 0.0        # seconds of training so far, across resumes
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` at the last step.
+
+    The warm-up is capped at a tenth of the run so that short runs still decay.
+    """
+    warmup = min(config.warmup_steps, config.steps // 10)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    span = max(1, config.steps - warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+
+
+def _snapshot(flow, optimizer, generator, progress: Progress) -> dict[str, Any]:
+    return {"model": copy.deepcopy(flow.state_dict()), "optim": copy.deepcopy(optimizer.state_dict()),
+            "rng": generator.get_state(), "progress": copy.copy(progress)}
+
+
+def _restore(snapshot, flow, optimizer, generator) -> Progress:
+    flow.load_state_dict(snapshot["model"])
+    optimizer.load_state_dict(snapshot["optim"])
+    generator.set_state(snapshot["rng"])
+    return copy.copy(snapshot["progress"])
+
+
+def _save_checkpoint(run_dir: Path, flow, optimizer, generator, progress: Progress) -> None:
+    optim_tensors, param_groups = optimizer_to_tensors(optimizer)
+    tensors = {**{f"model.{k}": v for k, v in flow.state_dict().items()},
+               **{f"optim.{k}": v for k, v in optim_tensors.items()},
+               "rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
+    save_tensors(run_dir / LAST_CHECKPOINT, tensors,
+                 {"progress": asdict(progress), "param_groups": param_groups})
+
+
+def _load_checkpoint(run_dir: Path, flow, optimizer, generator) -> Progress:
+    tensors, meta = load_tensors(run_dir / LAST_CHECKPOINT)
+    try:
+        flow.load_state_dict(split_prefix(tensors, "model."))
+        optimizer_from_tensors(optimizer, split_prefix(tensors, "optim."), meta["param_groups"])
+        generator.set_state(tensors["rng.generator"])
+        torch.set_rng_state(tensors["rng.torch"])
+        return Progress(**meta["progress"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise FlowforgeError(f"{run_dir / LAST_CHECKPOINT}: does not match this run ({err})") from None
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim: int, force: bool) -> None:
+    if (run_dir / CONFIG).exists():
+        if not force:
+            raise FlowforgeError(f"{run_dir} already holds a run; pass --resume to continue it "
+                                 "or --force to start over")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / CONFIG, {"train": config.to_dict(), "dim": dim, "versions": versions()})
+    (run_dir / METRICS).write_text("")
+
+
+def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / METRICS, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _drop_metrics_after(run_dir: Path, step: int) -> None:
+    """On resume, forget records written after the checkpoint (a crash can leave some)."""
+    path = run_dir / METRICS
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+          progress_bar: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (or continue it with ``resume``); returns the results.
+
+    ``stop_after`` ends the run early at that step, as an interruption would (the schedule
+    still plans for ``config.steps``, so a later ``resume`` continues exactly).
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    splits = load_splits(config.data, config.seed, config.n_train)
+    torch.manual_seed(config.seed)
+    flow = build_flow(config, splits.dim)
+    if config.standardize:
+        mean, std = splits.train.mean(0), splits.train.std(0)
+        if (std <= 0).any():
+            raise FlowforgeError(f"{config.data}: a column is constant; it has no density to learn")
+        for layer in flow.modules():
+            if isinstance(layer, Standardize):
+                layer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    optimizer = torch.optim.AdamW(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    if resume:
+        progress = _load_checkpoint(run_dir, flow, optimizer, generator)
+        _drop_metrics_after(run_dir, progress.step)
+    else:
+        _prepare_run_dir(run_dir, config, splits.dim, force)
+        progress = Progress()
+    x_train = torch.from_numpy(splits.train)
+    offset = -standardization_log_scale(flow)  # data-unit NLL + offset = standardised NLL
+    good = _snapshot(flow, optimizer, generator, progress)
+    bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
+               disable=not progress_bar, dynamic_ncols=True)
+    started, running = time.perf_counter() - progress.elapsed, []
+
+    last_step = config.steps if stop_after is None else min(stop_after, config.steps)
+    while progress.step < last_step:
+        lr = learning_rate(config, progress.step) * progress.lr_scale
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = x_train[torch.randint(len(x_train), (config.batch_size,), generator=generator)]
+        loss = -flow.log_prob(batch).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            if config.on_nan == "stop" or progress.rollbacks >= MAX_ROLLBACKS:
+                raise FlowforgeError(
+                    f"training diverged at step {progress.step + 1} (loss {loss.item()}); the last good "
+                    f"checkpoint is in {run_dir}; try a lower --lr")
+            progress = _restore(good, flow, optimizer, generator)
+            progress.rollbacks += 1
+            progress.lr_scale *= 0.5
+            bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
+            continue
+        optimizer.step()
+        progress.step += 1
+        running.append(loss.item() + offset)
+        bar.update(1)
+
+        if progress.step % config.eval_every == 0 or progress.step == last_step:
+            val = nll_summary(flow, splits.val)["nll"]
+            progress.elapsed = time.perf_counter() - started
+            record = {"step": progress.step, "train_nll": sum(running) / len(running), "val_nll": val,
+                      "lr": lr, "time": round(progress.elapsed, 3)}
+            running = []
+            if math.isfinite(val) and val < progress.best_val:
+                progress.best_val, progress.best_step = val, progress.step
+                save_tensors(run_dir / BEST_WEIGHTS, flow.state_dict(), {"step": progress.step, "val_nll": val})
+            _save_checkpoint(run_dir, flow, optimizer, generator, progress)
+            _append_metrics(run_dir, record)
+            good = _snapshot(flow, optimizer, generator, progress)
+            bar.set_postfix(nll=f"{record['train_nll']:.3f}", val=f"{val:.3f}", best=f"{progress.best_val:.3f}")
+    bar.close()
+    return finish(run_dir, flow, splits.test, progress)
+
+
+def finish(run_dir: Path, flow, test_points, progress: Progress) -> dict[str, Any]:
+    """Evaluate the best weights on the held-out test split and write results.json."""
+    if progress.best_step < 0:
+        raise FlowforgeError("no finite validation NLL was reached; nothing to save")
+    tensors, _ = load_tensors(run_dir / BEST_WEIGHTS)
+    flow.load_state_dict(tensors)
+    flow.eval()
+    test = nll_summary(flow, test_points)
+    results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
+               "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
+               "train_seconds": round(progress.elapsed, 2), "rollbacks": progress.rollbacks}
+    write_json(run_dir / RESULTS, results)
+    return results

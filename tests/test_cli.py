@@ -1,0 +1,139 @@
+"""The command line end to end, and its promise: one line on stderr and a non-zero exit for bad input."""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flowforge.cli import main
+
+
+def flowforge(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def test_train_sample_eval_density_plot_resume(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, stdout, _ = flowforge(capsys, "train", "--data", "moons", "--out", out, "--steps", 40,
+                                "--eval-every", 20, "--layers", 2, "--hidden", 16, "--depth", 1,
+                                "--seed", 3, "--no-progress", "--no-plots")
+    assert code == 0 and "test NLL" in stdout
+
+    code, _, _ = flowforge(capsys, "sample", out, "-n", 100, "-o", tmp_path / "s.csv", "--seed", 1)
+    samples = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
+    assert code == 0 and samples.shape == (100, 2) and np.isfinite(samples).all()
+    code, _, _ = flowforge(capsys, "sample", out, "-n", 100, "-o", tmp_path / "s.npy", "--seed", 1)
+    assert np.allclose(np.load(tmp_path / "s.npy"), samples, atol=1e-6)  # same seed, same draws
+
+    code, stdout, _ = flowforge(capsys, "eval", out, "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["n"] >= 1000 and report["nll"] == pytest.approx(report["nll_per_dim"] * 2)
+    results = json.loads((out / "results.json").read_text())
+    assert report["nll"] == pytest.approx(results["test_nll"], abs=1e-6)
+
+    code, _, _ = flowforge(capsys, "density", out, tmp_path / "s.csv", "-o", tmp_path / "lp.csv")
+    logp = np.loadtxt(tmp_path / "lp.csv", delimiter=",", skiprows=1)
+    assert code == 0 and logp.shape == (100,)
+    # Density of the samples in data units: -mean log p is the data-unit NLL of those points.
+    code, stdout, _ = flowforge(capsys, "eval", out, "--data", tmp_path / "s.csv", "--json")
+    assert json.loads(stdout)["nll_data"] == pytest.approx(-logp.mean(), abs=1e-4)
+
+    code, stdout, _ = flowforge(capsys, "plot", out)
+    assert code == 0
+    for name in ("flow.png", "density.png", "training_curve.png"):
+        assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code, _, _ = flowforge(capsys, "train", "--resume", out, "--steps", 60, "--no-progress", "--no-plots")
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert code == 0 and steps == [20, 40, 60]
+
+
+def test_console_script_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "flowforge", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("train", "sample", "eval", "density", "plot"):
+        assert command in result.stdout
+
+
+def _corrupt_config(run):
+    (run / "config.json").write_text("{not json")
+
+
+def _corrupt_weights(run):
+    (run / "model.safetensors").write_bytes(b"\x00" * 64)
+
+
+def _truncate_weights(run):
+    data = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _missing_weights(run):
+    (run / "model.safetensors").unlink()
+
+
+@pytest.mark.parametrize("damage", [_corrupt_config, _corrupt_weights, _truncate_weights, _missing_weights])
+def test_damaged_run_directory_gets_one_line(run, capsys, tmp_path, damage):
+    damage(run)
+    code, _, err = flowforge(capsys, "sample", run, "-n", 10, "-o", tmp_path / "s.csv")
+    assert code == 1 and err.count("\n") == 1 and "error" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+BAD_INPUTS = [
+    (["sample", "{run}", "-n", "-5", "-o", "{tmp}/s.csv"], 2, "-5"),
+    (["sample", "{tmp}/no-such-run", "-n", "5", "-o", "{tmp}/s.csv"], 1, "no such run directory"),
+    (["train", "--model", "nope", "--out", "{tmp}/r"], 2, "nope"),
+    (["train", "--data", "nope", "--out", "{tmp}/r"], 1, "unknown data"),
+    (["train", "--data", "{tmp}/constant.csv", "--out", "{tmp}/r", "--steps", "1"], 1, "constant"),
+    (["density", "{run}", "{tmp}/three.csv", "-o", "{tmp}/out.csv"], 1, "3 columns"),
+    (["density", "{run}", "{tmp}/nan.csv", "-o", "{tmp}/out.csv"], 1, "non-finite"),
+    (["eval", "{run}", "--data", "{tmp}/three.csv"], 1, "3 columns"),
+    (["eval", "{run}", "--data", "{tmp}/missing.csv"], 1, "no such file"),
+    (["sample", "{run}", "-n", "5", "-o", "{tmp}/s.txt"], 1, "unsupported output"),
+    (["train", "--resume", "{run}", "--lr", "0.1"], 2, "cannot change"),
+    (["train", "--out", "{run}", "--steps", "1"], 1, "already holds a run"),
+    (["train", "--steps", "0", "--out", "{tmp}/r"], 2, "0"),
+    (["train", "--data", "moons"], 2, "--out"),
+    (["frobnicate"], 2, "frobnicate"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", BAD_INPUTS)
+def test_bad_input_gets_one_line_and_non_zero_exit(run, tmp_path, capsys, args, code, message):
+    np.savetxt(tmp_path / "three.csv", np.random.default_rng(0).normal(size=(20, 3)), delimiter=",")
+    np.savetxt(tmp_path / "constant.csv", np.ones((20, 2)), delimiter=",")
+    (tmp_path / "nan.csv").write_text("1,2\nnan,2\n")
+    args = [a.format(run=run, tmp=tmp_path) for a in args]
+    got, out, err = flowforge(capsys, *args)
+    assert got == code, err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "s.csv").exists()
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['FLOWFORGE_PWNED']}",))
+
+
+def test_pickled_checkpoint_is_refused_without_running_it(run, tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("FLOWFORGE_PWNED", str(marker))
+    (run / "model.safetensors").write_bytes(pickle.dumps({"weights": _Exploit()}))
+    code, _, err = flowforge(capsys, "eval", run)
+    assert code == 1 and "corrupt or not a safetensors file" in err
+    assert not marker.exists()

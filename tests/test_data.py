@@ -1,0 +1,75 @@
+"""Toy sets and user files: shapes, repeatability, splits and refusal of bad tables."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_moons
+
+from flowforge.data import TOY_DATASETS, load_points, load_splits, read_table, sample_toy, write_table
+from flowforge.errors import FlowforgeError
+
+
+@pytest.mark.parametrize("name", sorted(TOY_DATASETS))
+def test_toy_sets_are_2d_finite_and_repeatable(name):
+    a, b = sample_toy(name, 500, seed=3), sample_toy(name, 500, seed=3)
+    assert a.shape == (500, 2) and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, sample_toy(name, 500, seed=4))
+
+
+def test_moons_is_the_books_data():
+    # Same generator and noise as the book: the spread around the arcs matches make_moons(noise=0.05).
+    ours = sample_toy("moons", 20000, seed=0)
+    ref, _ = make_moons(20000, noise=0.05, random_state=1)
+    assert np.allclose(ours.mean(0), ref.mean(0), atol=0.02)
+    assert np.allclose(ours.std(0), ref.std(0), atol=0.02)
+
+
+def test_toy_splits_default_to_3000_training_points_and_fresh_test_points():
+    s = load_splits("moons", seed=0)
+    assert s.train.shape == (3000, 2) and len(s.test) >= 1000 and len(s.val) >= 1000
+    assert not set(map(tuple, s.test.tolist())) & set(map(tuple, s.train.tolist()))
+
+
+def test_file_splits_are_disjoint_and_complete(tmp_path):
+    table = np.random.default_rng(0).normal(size=(100, 3))
+    np.save(tmp_path / "t.npy", table)
+    s = load_splits(str(tmp_path / "t.npy"), seed=1)
+    rows = np.concatenate([s.train, s.val, s.test])
+    assert rows.shape == (100, 3) and len(s.test) == 10 and len(s.val) == 10
+    assert np.allclose(np.sort(rows[:, 0]), np.sort(table[:, 0].astype(np.float32)))
+
+
+def test_csv_with_header_round_trips(tmp_path):
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    write_table(tmp_path / "t.csv", table, header="a,b,c")
+    assert np.array_equal(read_table(tmp_path / "t.csv"), table)
+    assert load_points(str(tmp_path / "t.csv")).shape == (4, 3)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("1,2\nnan,3\n", "non-finite"),
+    ("1,2\ninf,3\n", "non-finite"),
+    ("1,2\n3\n", "not a numeric CSV"),
+    ("a,b\nc,d\n", "not a numeric CSV"),
+    ("", "no rows"),
+])
+def test_bad_csv_is_refused_with_a_reason(tmp_path, content, message):
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(FlowforgeError, match=message):
+        read_table(tmp_path / "bad.csv")
+
+
+def test_bad_files_are_refused(tmp_path):
+    with pytest.raises(FlowforgeError, match="no such file"):
+        read_table(tmp_path / "missing.csv")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
+    with pytest.raises(FlowforgeError, match="2-D table"):
+        read_table(tmp_path / "cube.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(FlowforgeError, match="plain numeric"):
+        read_table(tmp_path / "obj.npy")
+    (tmp_path / "t.txt").write_text("1,2\n")
+    with pytest.raises(FlowforgeError, match="unsupported"):
+        read_table(tmp_path / "t.txt")
+    with pytest.raises(FlowforgeError, match="unknown data"):
+        load_splits("no-such-toy")

@@ -1,0 +1,100 @@
+"""The training loop: it learns, it repeats itself under a seed, it resumes exactly, it survives NaNs."""
+
+import json
+import math
+
+import pytest
+import torch
+from conftest import small_config
+from safetensors.torch import load_file
+
+from flowforge.errors import FlowforgeError
+from flowforge.training import TrainConfig, learning_rate, load_run, train
+
+
+def test_training_lowers_nll_and_writes_a_complete_run(trained_run):
+    records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [100, 200, 300]
+    assert records[-1]["val_nll"] < records[0]["val_nll"] - 0.3
+    assert {"step", "train_nll", "val_nll", "lr", "time"} <= set(records[0])
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["train"]["seed"] == 0 and config["dim"] == 2 and config["versions"]["torch"].startswith("2.13")
+    results = json.loads((trained_run / "results.json").read_text())
+    assert math.isfinite(results["test_nll"]) and results["best_step"] in (100, 200, 300)
+    assert results["test_nll"] < 2.0  # an untrained flow on standardised moons scores about 2.8
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path):
+    config = small_config(steps=40, eval_every=20)
+    a = train(config, tmp_path / "a", progress_bar=False)
+    b = train(config, tmp_path / "b", progress_bar=False)
+    c = train(small_config(steps=40, eval_every=20, seed=1), tmp_path / "c", progress_bar=False)
+    wa, wb, wc = (load_file(str(tmp_path / n / "model.safetensors")) for n in "abc")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa) and a["test_nll"] == b["test_nll"]
+    assert c["test_nll"] != a["test_nll"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    planned = small_config(steps=60, eval_every=20)
+    whole = train(planned, tmp_path / "whole", progress_bar=False)
+    partial = train(planned, tmp_path / "split", progress_bar=False, stop_after=20)
+    assert partial["steps"] == 20
+    resumed = train(planned, tmp_path / "split", resume=True, progress_bar=False)
+    for name in ("model.safetensors", "checkpoint.safetensors"):
+        w1, w2 = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "split" / name))
+        assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert resumed["test_nll"] == whole["test_nll"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [20, 40, 60]
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, min_lr_ratio=0.01)
+    lrs = [learning_rate(config, s) for s in range(1000)]
+    assert lrs[0] < lrs[50] < lrs[99] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
+
+
+def _poison_after(monkeypatch, step_of_poison):
+    """Make the loss NaN from the given optimizer step on, as a blown-up model would."""
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        out = original(self, *args, **kwargs)
+        if calls["n"] == step_of_poison:
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+def test_nan_with_stop_policy_stops_and_keeps_a_finite_checkpoint(tmp_path, monkeypatch):
+    _poison_after(monkeypatch, 25)
+    with pytest.raises(FlowforgeError, match="diverged"):
+        train(small_config(steps=60, eval_every=20, on_nan="stop"), tmp_path / "r", progress_bar=False)
+    flow, _, _ = load_run(tmp_path / "r")  # refuses non-finite weights, so this proves they are finite
+    assert all(torch.isfinite(p).all() for p in flow.parameters())
+
+
+def test_nan_with_rollback_policy_recovers(tmp_path, monkeypatch):
+    _poison_after(monkeypatch, 25)
+    results = train(small_config(steps=60, eval_every=20), tmp_path / "r", progress_bar=False)
+    assert results["rollbacks"] == 1 and results["steps"] == 60 and math.isfinite(results["test_nll"])
+
+
+def test_existing_run_is_not_overwritten_without_force(trained_run, tmp_path):
+    with pytest.raises(FlowforgeError, match="already holds a run"):
+        train(small_config(steps=5), trained_run, progress_bar=False)
+
+
+def test_bad_config_is_refused(tmp_path):
+    with pytest.raises(FlowforgeError):
+        train(small_config(on_nan="ignore"), tmp_path / "r", progress_bar=False)
+    with pytest.raises(FlowforgeError, match="cannot build model"):
+        train(small_config(model_options={"hidden": 8, "colour": "red"}), tmp_path / "r", progress_bar=False)
