@@ -25,9 +25,26 @@ DATA_HELP = f"a toy set ({', '.join(TOY_DATASETS)}) or a .csv/.npy file of shape
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
     "data": "data", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size", "lr": "lr",
     "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
-    "on_nan": "on_nan", "model": "model", "layers": None, "hidden": None, "depth": None,
-    "standardize": "standardize",
+    "on_nan": "on_nan", "model": "model", "objective": "objective", "standardize": "standardize",
+    "layers": None, "hidden": None, "depth": None, "model_option": None,
 }
+
+
+def _model_options(layers: int | None, hidden: int | None, depth: int | None,
+                   pairs: tuple[str, ...]) -> dict:
+    """The builder's keyword arguments: the size flags given, then each ``--model-option KEY=VALUE``
+    (VALUE read as JSON when it parses, else as a string)."""
+    given = {"num_layers": layers, "hidden": hidden, "depth": depth}
+    options = {k: v for k, v in given.items() if v is not None}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--model-option")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -61,9 +78,13 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), default=6, show_default=True, help="coupling layers")
-@click.option("--hidden", type=click.IntRange(min=1), default=256, show_default=True, help="MLP width")
-@click.option("--depth", type=click.IntRange(min=1), default=4, show_default=True, help="MLP hidden layers")
+@click.option("--layers", type=click.IntRange(min=1), help="layers of the flow (RealNVP: couplings, default 6)")
+@click.option("--hidden", type=click.IntRange(min=1), help="network width (RealNVP default 256)")
+@click.option("--depth", type=click.IntRange(min=1), help="hidden layers per network (RealNVP default 4)")
+@click.option("--model-option", multiple=True, metavar="KEY=VALUE",
+              help="any other keyword of the model builder, e.g. activation=gelu (repeatable)")
+@click.option("--objective", default="mle", show_default=True,
+              help="training objective: mle, or one the model offers")
 @click.option("--n-train", type=click.IntRange(min=10), default=TrainConfig.n_train, show_default=True,
               help="training points drawn for a toy set")
 @click.option("--eval-every", type=click.IntRange(min=1), default=TrainConfig.eval_every, show_default=True)
@@ -93,8 +114,8 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
         if out is None:
             raise click.UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
         config = TrainConfig(**{field: options[name] for name, field in TRAIN_OPTIONS.items() if field},
-                             model_options={"num_layers": options["layers"], "hidden": options["hidden"],
-                                            "depth": options["depth"]})
+                             model_options=_model_options(options["layers"], options["hidden"],
+                                                          options["depth"], options["model_option"]))
         run_dir = out
     results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress)
     click.echo(f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; "

@@ -99,15 +99,16 @@ def training_curve(metrics_path: Path, path: Path) -> Path:
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     steps = [r["step"] for r in records]
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-    ax.plot(steps, [r["train_nll"] for r in records], label="train NLL", color="tab:blue")
+    if all("train_nll" in r for r in records):
+        ax.plot(steps, [r["train_nll"] for r in records], label="train NLL", color="tab:blue")
     ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL", color="tab:orange", marker="o", ms=3)
     if records:
         best = min(records, key=lambda r: r["val_nll"])
         ax.axhline(best["val_nll"], color="tab:orange", lw=0.8, ls=":")
         ax.annotate(f"best {best['val_nll']:.3f} @ {best['step']}", (best["step"], best["val_nll"]),
                     textcoords="offset points", xytext=(-60, 12))
-        low = min(min(r["val_nll"], r["train_nll"]) for r in records)
-        high = np.percentile([r["train_nll"] for r in records], 90)
+        curves = [r[k] for r in records for k in ("val_nll", "train_nll") if k in r]
+        low, high = min(curves), np.percentile(curves, 90)
         ax.set_ylim(low - 0.05 * abs(high - low) - 0.02, high + 0.1 * abs(high - low) + 0.02)
     ax.set_xlabel("step")
     ax.set_ylabel("NLL (nats per sample, standardised units)")

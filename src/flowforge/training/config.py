@@ -29,8 +29,8 @@ class TrainConfig:
     seed: int = 0
     standardize: bool = True
     on_nan: str = "rollback"     # "rollback" (restore last good state, halve lr) or "stop"
-    model_options: dict[str, Any] = field(
-        default_factory=lambda: {"num_layers": 6, "hidden": 256, "depth": 4})
+    objective: str = "mle"       # "mle"; a model may offer others through its training_loss
+    model_options: dict[str, Any] = field(default_factory=dict)  # the builder's keyword arguments
 
     def validate(self) -> "TrainConfig":
         checks = [

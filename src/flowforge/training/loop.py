@@ -57,6 +57,17 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
+def training_loss(flow, batch: torch.Tensor, objective: str) -> torch.Tensor:
+    """The loss to minimise: -mean log p(x), unless the model defines its own ``training_loss``
+    (a continuous flow's regularised or flow-matching objective, say)."""
+    custom = getattr(flow, "training_loss", None)
+    if custom is not None:
+        return custom(batch, objective)
+    if objective != "mle":
+        raise FlowforgeError(f"this model trains only by maximum likelihood, not {objective!r}")
+    return -flow.log_prob(batch).mean()
+
+
 def _snapshot(flow, optimizer, generator, progress: Progress) -> dict[str, Any]:
     return {"model": copy.deepcopy(flow.state_dict()), "optim": copy.deepcopy(optimizer.state_dict()),
             "rng": generator.get_state(), "progress": copy.copy(progress)}
@@ -156,7 +167,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = x_train[torch.randint(len(x_train), (config.batch_size,), generator=generator)]
-        loss = -flow.log_prob(batch).mean()
+        loss = training_loss(flow, batch, config.objective)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
@@ -172,14 +183,16 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
             continue
         optimizer.step()
         progress.step += 1
-        running.append(loss.item() + offset)
+        running.append(loss.item() + (offset if config.objective == "mle" else 0.0))
         bar.update(1)
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
             val = nll_summary(flow, splits.val)["nll"]
             progress.elapsed = time.perf_counter() - started
-            record = {"step": progress.step, "train_nll": sum(running) / len(running), "val_nll": val,
-                      "lr": lr, "time": round(progress.elapsed, 3)}
+            train_key = "train_nll" if config.objective == "mle" else "train_loss"
+            record = {"step": progress.step, train_key: sum(running) / len(running), "val_nll": val,
+                      "lr": lr, "time": round(progress.elapsed, 3),
+                      **getattr(flow, "training_metrics", dict)()}  # e.g. a continuous flow's NFE
             running = []
             if math.isfinite(val) and val < progress.best_val:
                 progress.best_val, progress.best_step = val, progress.step
@@ -187,7 +200,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
             _save_checkpoint(run_dir, flow, optimizer, generator, progress)
             _append_metrics(run_dir, record)
             good = _snapshot(flow, optimizer, generator, progress)
-            bar.set_postfix(nll=f"{record['train_nll']:.3f}", val=f"{val:.3f}", best=f"{progress.best_val:.3f}")
+            bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{val:.3f}", best=f"{progress.best_val:.3f}")
     bar.close()
     return finish(run_dir, flow, splits.test, progress)
 
