@@ -20,6 +20,7 @@ from flowforge.errors import FlowforgeError
 from flowforge.models import MODELS
 from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
 from flowforge.training.checkpoint import CONFIG, read_json
+from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
 
 DATA_HELP = f"a toy set ({', '.join(TOY_DATASETS)}) or a .csv/.npy file of shape (N, D)"
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
@@ -95,12 +96,20 @@ Examples:
 @click.option("--standardize/--no-standardize", default=True, show_default=True,
               help="train on standardised data (densities and samples stay in data units)")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="data-parallel processes on this machine (torchrun; same global batch)")
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="draw the figures after training")
 @click.pass_context
-def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool, progress: bool,
-          plots: bool, **options) -> None:
-    """Train a flow and write its run directory (config, metrics, weights, plots)."""
+def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool, nproc: int,
+          progress: bool, plots: bool, **options) -> None:
+    """Train a flow and write its run directory (config, metrics, weights, plots).
+
+    With --nproc N the same command runs in N processes under torchrun; for several
+    machines, run `torchrun ... -m flowforge train ...` yourself (see docs/distributed.md).
+    """
+    if nproc > 1 and not launched_by_torchrun():
+        raise SystemExit(launch_torchrun(nproc, _without_nproc(ctx.obj["argv"])))
     if resume is not None:
         changed = [name for name in TRAIN_OPTIONS if name != "steps"
                    and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
@@ -118,6 +127,8 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
                                                           options["depth"], options["model_option"]))
         run_dir = out
     results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 reports and plots
     click.echo(f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; "
                f"{results['test_nll_data']:.4f} in data units) · best validation step {results['best_step']}"
                f" · {results['train_seconds']:.1f} s · run: {run_dir}")
@@ -216,30 +227,50 @@ def plot(run: Path) -> None:
         click.echo(f"wrote {path}")
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
+
+
+def _report(message: str) -> None:
+    """One error line, from rank 0 only when several processes share a run."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"flowforge: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, never a traceback (set FLOWFORGE_DEBUG=1 to see one)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="flowforge", standalone_mode=False)
+        cli.main(args=argv, prog_name="flowforge", standalone_mode=False, obj={"argv": argv})
         return 0
+    except SystemExit as done:  # the exit status of a torchrun launch
+        return int(done.code or 0)
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.Abort:
-        click.echo("flowforge: aborted", err=True)
+        _report("aborted")
         return 130
     except click.ClickException as err:
-        click.echo(f"flowforge: error: {err.format_message()}", err=True)
+        _report(f"error: {err.format_message()}")
         return 2
     except FlowforgeError as err:
-        click.echo(f"flowforge: error: {err}", err=True)
+        _report(f"error: {err}")
         return 1
     except KeyboardInterrupt:
-        click.echo("flowforge: interrupted", err=True)
+        _report("interrupted")
         return 130
     except Exception as err:  # noqa: BLE001 - the last line of defence for the one-line promise
         if os.environ.get("FLOWFORGE_DEBUG"):
             raise
-        click.echo(f"flowforge: internal error: {type(err).__name__}: {err} (FLOWFORGE_DEBUG=1 shows more)",
-                   err=True)
+        _report(f"internal error: {type(err).__name__}: {err} (FLOWFORGE_DEBUG=1 shows more)")
         return 3
 
 

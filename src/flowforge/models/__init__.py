@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flowforge.distributions import Flow
+from flowforge.models.ffjord import FFJORD, CNFFlow
 from flowforge.models.realnvp import RealNVP
 
-MODELS: dict[str, Callable[..., Flow]] = {"realnvp": RealNVP}
+MODELS: dict[str, Callable[..., Flow]] = {"realnvp": RealNVP, "ffjord": FFJORD}
 
 
 def build_model(name: str, dim: int, **options: Any) -> Flow:
@@ -17,4 +18,4 @@ def build_model(name: str, dim: int, **options: Any) -> Flow:
     return MODELS[name](dim, **options)
 
 
-__all__ = ["RealNVP", "MODELS", "build_model"]
+__all__ = ["RealNVP", "FFJORD", "CNFFlow", "MODELS", "build_model"]

@@ -25,6 +25,7 @@ from flowforge.errors import FlowforgeError
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                                            load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                                            save_tensors, split_prefix, write_json)
+from flowforge.training import distributed
 from flowforge.training.config import TrainConfig, versions
 from flowforge.training.evaluate import nll_summary, standardization_log_scale
 from flowforge.training.run import build_flow
@@ -126,17 +127,20 @@ def _drop_metrics_after(run_dir: Path, step: int) -> None:
         path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-          progress_bar: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Train ``config`` into ``run_dir`` (or continue it with ``resume``); returns the results.
+class _Objective(torch.nn.Module):
+    """The loss as a module's forward, so DistributedDataParallel can wrap it."""
 
-    ``stop_after`` ends the run early at that step, as an interruption would (the schedule
-    still plans for ``config.steps``, so a later ``resume`` continues exactly).
-    """
-    config.validate()
-    run_dir = Path(run_dir)
-    splits = load_splits(config.data, config.seed, config.n_train)
-    torch.manual_seed(config.seed)
+    def __init__(self, flow, objective: str):
+        super().__init__()
+        self.flow, self.objective = flow, objective
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return training_loss(self.flow, batch, self.objective)
+
+
+def _build(config: TrainConfig, splits) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
+    """The flow (standardisation statistics set), its optimiser and the batch generator."""
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     flow = build_flow(config, splits.dim)
     if config.standardize:
         mean, std = splits.train.mean(0), splits.train.std(0)
@@ -146,19 +150,50 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
             if isinstance(layer, Standardize):
                 layer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     optimizer = torch.optim.AdamW(flow.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
+    return flow, optimizer, torch.Generator().manual_seed(config.seed)
 
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+          progress_bar: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir`` (or continue it with ``resume``); returns the results.
+
+    Under torchrun the processes share the work (see :mod:`flowforge.training.distributed`).
+    ``stop_after`` ends the run early at that step, as an interruption would (the schedule
+    still plans for ``config.steps``, so a later ``resume`` continues exactly).
+    """
+    config.validate()
+    context = distributed.setup()
+    try:
+        return _train(config, Path(run_dir), context, resume, force, progress_bar, stop_after)
+    finally:
+        distributed.teardown(context)
+
+
+def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, resume: bool, force: bool,
+           progress_bar: bool, stop_after: int | None) -> dict[str, Any]:
+    if config.batch_size % context.world_size:
+        raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {context.world_size} processes")
+    splits = load_splits(config.data, config.seed, config.n_train)
+    flow, optimizer, generator = _build(config, splits)
     if resume:
         progress = _load_checkpoint(run_dir, flow, optimizer, generator)
-        _drop_metrics_after(run_dir, progress.step)
+        if context.is_main:
+            _drop_metrics_after(run_dir, progress.step)
     else:
-        _prepare_run_dir(run_dir, config, splits.dim, force)
+        if context.is_main:
+            _prepare_run_dir(run_dir, config, splits.dim, force)
         progress = Progress()
+    context.barrier()
+    torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
+    objective = _Objective(flow, config.objective)
+    if context.active:
+        objective = torch.nn.parallel.DistributedDataParallel(objective)
     x_train = torch.from_numpy(splits.train)
-    offset = -standardization_log_scale(flow)  # data-unit NLL + offset = standardised NLL
+    offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
+    train_key = "train_nll" if config.objective == "mle" else "train_loss"
     good = _snapshot(flow, optimizer, generator, progress)
     bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
-               disable=not progress_bar, dynamic_ncols=True)
+               disable=not (progress_bar and context.is_main), dynamic_ncols=True)
     started, running = time.perf_counter() - progress.elapsed, []
 
     last_step = config.steps if stop_after is None else min(stop_after, config.steps)
@@ -167,10 +202,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = x_train[torch.randint(len(x_train), (config.batch_size,), generator=generator)]
-        loss = training_loss(flow, batch, config.objective)
+        loss = objective(context.shard(batch))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DDP averages the gradients over ranks here
         grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        loss = context.mean(loss)  # the same value on every rank, so every rank decides alike
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             if config.on_nan == "stop" or progress.rollbacks >= MAX_ROLLBACKS:
                 raise FlowforgeError(
@@ -183,29 +219,33 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
             continue
         optimizer.step()
         progress.step += 1
-        running.append(loss.item() + (offset if config.objective == "mle" else 0.0))
+        running.append(loss.item() + offset)
         bar.update(1)
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
             val = nll_summary(flow, splits.val)["nll"]
             progress.elapsed = time.perf_counter() - started
-            train_key = "train_nll" if config.objective == "mle" else "train_loss"
             record = {"step": progress.step, train_key: sum(running) / len(running), "val_nll": val,
                       "lr": lr, "time": round(progress.elapsed, 3),
                       **getattr(flow, "training_metrics", dict)()}  # e.g. a continuous flow's NFE
             running = []
-            if math.isfinite(val) and val < progress.best_val:
+            improved = math.isfinite(val) and val < progress.best_val
+            if improved:
                 progress.best_val, progress.best_step = val, progress.step
-                save_tensors(run_dir / BEST_WEIGHTS, flow.state_dict(), {"step": progress.step, "val_nll": val})
-            _save_checkpoint(run_dir, flow, optimizer, generator, progress)
-            _append_metrics(run_dir, record)
+            if context.is_main:
+                # Metrics first, checkpoint last: a crash in between is undone by resume.
+                _append_metrics(run_dir, record)
+                if improved:
+                    save_tensors(run_dir / BEST_WEIGHTS, flow.state_dict(), {"step": progress.step, "val_nll": val})
+                _save_checkpoint(run_dir, flow, optimizer, generator, progress)
             good = _snapshot(flow, optimizer, generator, progress)
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{val:.3f}", best=f"{progress.best_val:.3f}")
     bar.close()
-    return finish(run_dir, flow, splits.test, progress)
+    context.barrier()  # rank 0's best weights are on disk before anyone reads them
+    return finish(run_dir, flow, splits.test, progress, write=context.is_main)
 
 
-def finish(run_dir: Path, flow, test_points, progress: Progress) -> dict[str, Any]:
+def finish(run_dir: Path, flow, test_points, progress: Progress, write: bool = True) -> dict[str, Any]:
     """Evaluate the best weights on the held-out test split and write results.json."""
     if progress.best_step < 0:
         raise FlowforgeError("no finite validation NLL was reached; nothing to save")
@@ -216,5 +256,6 @@ def finish(run_dir: Path, flow, test_points, progress: Progress) -> dict[str, An
     results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
                "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
                "train_seconds": round(progress.elapsed, 2), "rollbacks": progress.rollbacks}
-    write_json(run_dir / RESULTS, results)
+    if write:
+        write_json(run_dir / RESULTS, results)
     return results

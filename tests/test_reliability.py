@@ -1,0 +1,76 @@
+"""Distributed training matches one process; a SIGKILLed run resumes to the same result."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import load_file
+
+SMALL = ["--layers", "2", "--hidden", "16", "--depth", "1", "--no-plots", "--no-progress"]
+
+
+def flowforge(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "flowforge", *map(str, args)], capture_output=True,
+                          text=True, **kwargs)
+
+
+def metrics_without_time(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+    common = ["train", "--data", "moons", "--steps", 30, "--eval-every", 10, "--batch-size", 64, *SMALL]
+    one = flowforge(*common, "--out", tmp_path / "one")
+    two = flowforge(*common, "--out", tmp_path / "two", "--nproc", 2)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    w1 = load_file(str(tmp_path / "one" / "checkpoint.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "checkpoint.safetensors"))
+    params = [k for k in w1 if k.startswith("model.")]
+    assert params and all(torch.allclose(w1[k], w2[k], atol=1e-5, rtol=1e-4) for k in params)
+    # Only rank 0 writes: one record per evaluation, one report line.
+    assert [r["step"] for r in metrics_without_time(tmp_path / "two")] == [10, 20, 30]
+    assert two.stdout.count("test NLL") == 1
+
+
+def test_error_in_a_distributed_run_is_one_line(tmp_path):
+    result = flowforge("train", "--out", tmp_path / "r", "--nproc", 2, "--batch-size", 255, *SMALL)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "must divide" in lines[0], result.stderr
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    args = ["train", "--data", "moons", "--steps", 600, "--eval-every", 20, "--seed", 7, *SMALL]
+    whole = flowforge(*args, "--out", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "flowforge", *map(str, args), "--out", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (run / "results.json").exists()  # it really died mid-run
+
+    resumed = flowforge("train", "--resume", run, "--no-plots", "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert metrics_without_time(run) == metrics_without_time(tmp_path / "whole")
+    r1 = json.loads((tmp_path / "whole" / "results.json").read_text())
+    r2 = json.loads((run / "results.json").read_text())
+    for key in ("test_nll", "best_val_nll", "best_step", "steps"):
+        assert r1[key] == r2[key], key
+    w1, w2 = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert not list(run.glob(".*.tmp"))  # no temporary file left behind
