@@ -85,7 +85,33 @@ def test_nan_with_stop_policy_stops_and_keeps_a_finite_checkpoint(tmp_path, monk
 def test_nan_with_rollback_policy_recovers(tmp_path, monkeypatch):
     _poison_after(monkeypatch, 25)
     results = train(small_config(steps=60, eval_every=20), tmp_path / "r", progress_bar=False)
-    assert results["rollbacks"] == 1 and results["steps"] == 60 and math.isfinite(results["test_nll"])
+    assert results["nan_events"] == 1 and results["steps"] == 60 and math.isfinite(results["test_nll"])
+
+
+def test_nan_with_skip_policy_drops_the_step_and_goes_on(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = torch.nn.utils.clip_grad_norm_
+
+    def clip(*args, **kwargs):  # one non-finite gradient norm, as one bad batch would give
+        calls["n"] += 1
+        norm = original(*args, **kwargs)
+        return torch.tensor(float("inf")) if calls["n"] == 30 else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    results = train(small_config(steps=60, eval_every=20, on_nan="skip"), tmp_path / "r", progress_bar=False)
+    assert results["nan_events"] == 1 and results["steps"] == 60 and math.isfinite(results["test_nll"])
+
+
+def test_flow_refuses_data_of_the_wrong_shape():
+    from flowforge.models import RealNVP
+
+    flow = RealNVP(2, hidden=8, depth=1)
+    with pytest.raises(ValueError, match="shape"):
+        flow.log_prob(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="shape"):
+        flow.inverse(torch.randn(5))
+    with pytest.raises(ValueError, match="negative"):
+        flow.sample(-1)
 
 
 def test_existing_run_is_not_overwritten_without_force(trained_run, tmp_path):

@@ -91,8 +91,9 @@ Examples:
 @click.option("--eval-every", type=click.IntRange(min=1), default=TrainConfig.eval_every, show_default=True)
 @click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.grad_clip,
               show_default=True)
-@click.option("--on-nan", type=click.Choice(["rollback", "stop"]), default="rollback", show_default=True,
-              help="on a non-finite loss: restore the last good state and halve the lr, or stop")
+@click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
+              help="on a non-finite loss or gradient: restore the last good state and halve the lr, "
+                   "skip the step, or stop")
 @click.option("--standardize/--no-standardize", default=True, show_default=True,
               help="train on standardised data (densities and samples stay in data units)")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -29,18 +29,26 @@ class Flow(nn.Module):
         self.transform = transform
         self.base = base
 
+    def _check(self, x: Tensor, what: str) -> Tensor:
+        if x.dim() < 1 or x.shape[1:] != self.base.event_shape:
+            raise ValueError(f"expected {what} of shape (batch, {', '.join(map(str, self.base.event_shape))}), "
+                             f"got {tuple(x.shape)}")
+        return x
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform(x)
+        return self.transform(self._check(x, "data"))
 
     def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(z)
+        return self.transform.inverse(self._check(z, "latents"))
 
     def log_prob(self, x: Tensor) -> Tensor:
-        z, log_abs_det = self.transform(x)
+        z, log_abs_det = self.forward(x)
         return self.base.log_prob(z) + log_abs_det
 
     def sample(self, n: int, temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
+        if n < 0:
+            raise ValueError(f"cannot draw a negative number of samples ({n})")
         with torch.no_grad():
             x, _ = self.transform.inverse(self.base.sample(n, temperature, generator))
         return x

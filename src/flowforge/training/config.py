@@ -28,7 +28,7 @@ class TrainConfig:
     eval_every: int = 200
     seed: int = 0
     standardize: bool = True
-    on_nan: str = "rollback"     # "rollback" (restore last good state, halve lr) or "stop"
+    on_nan: str = "rollback"     # "rollback" (restore last good state, halve lr), "skip" the step, or "stop"
     objective: str = "mle"       # "mle"; a model may offer others through its training_loss
     model_options: dict[str, Any] = field(default_factory=dict)  # the builder's keyword arguments
 
@@ -40,7 +40,7 @@ class TrainConfig:
             (self.n_train >= 10, "--n-train must be at least 10"),
             (self.eval_every >= 1, "--eval-every must be at least 1"),
             (self.grad_clip > 0, "--grad-clip must be positive"),
-            (self.on_nan in ("rollback", "stop"), "--on-nan must be 'rollback' or 'stop'"),
+            (self.on_nan in ("rollback", "skip", "stop"), "--on-nan must be 'rollback', 'skip' or 'stop'"),
         ]
         for ok, message in checks:
             if not ok:

@@ -31,7 +31,7 @@ from flowforge.training.evaluate import nll_summary, standardization_log_scale
 from flowforge.training.run import build_flow
 from flowforge.transforms import Standardize
 
-MAX_ROLLBACKS = 3
+MAX_NAN_EVENTS = 3  # non-finite steps tolerated (rolled back or skipped) before stopping
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Progress:
     best_val: float = math.inf
     best_step: int = -1
     lr_scale: float = 1.0       # halved at every NaN rollback
-    rollbacks: int = 0
+    nan_events: int = 0         # non-finite steps met so far
     elapsed: float = 0.0        # seconds of training so far, across resumes
 
 
@@ -207,25 +207,29 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         loss.backward()  # DDP averages the gradients over ranks here
         grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
         loss = context.mean(loss)  # the same value on every rank, so every rank decides alike
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-            if config.on_nan == "stop" or progress.rollbacks >= MAX_ROLLBACKS:
+        if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            optimizer.step()
+            running.append(loss.item() + offset)
+        else:
+            if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
                 raise FlowforgeError(
                     f"training diverged at step {progress.step + 1} (loss {loss.item()}); the last good "
                     f"checkpoint is in {run_dir}; try a lower --lr")
-            progress = _restore(good, flow, optimizer, generator)
-            progress.rollbacks += 1
-            progress.lr_scale *= 0.5
-            bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
-            continue
-        optimizer.step()
+            if config.on_nan == "rollback":
+                events = progress.nan_events + 1
+                progress = _restore(good, flow, optimizer, generator)
+                progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
+                bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
+                continue
+            progress.nan_events += 1
+            bar.write(f"non-finite loss at step {progress.step + 1}: step skipped")
         progress.step += 1
-        running.append(loss.item() + offset)
         bar.update(1)
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
             val = nll_summary(flow, splits.val)["nll"]
             progress.elapsed = time.perf_counter() - started
-            record = {"step": progress.step, train_key: sum(running) / len(running), "val_nll": val,
+            record = {"step": progress.step, train_key: sum(running) / max(1, len(running)), "val_nll": val,
                       "lr": lr, "time": round(progress.elapsed, 3),
                       **getattr(flow, "training_metrics", dict)()}  # e.g. a continuous flow's NFE
             running = []
@@ -255,7 +259,7 @@ def finish(run_dir: Path, flow, test_points, progress: Progress, write: bool = T
     test = nll_summary(flow, test_points)
     results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
                "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
-               "train_seconds": round(progress.elapsed, 2), "rollbacks": progress.rollbacks}
+               "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}
     if write:
         write_json(run_dir / RESULTS, results)
     return results
