@@ -18,7 +18,7 @@ class TrainConfig:
     model: str = "realnvp"
     data: str = "moons"          # a toy set name or a .csv/.npy path
     n_train: int = 3000          # training points drawn for a toy set
-    steps: int = 4000
+    steps: int = 2000
     batch_size: int = 256
     lr: float = 1e-3
     warmup_steps: int = 100
