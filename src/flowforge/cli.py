@@ -15,17 +15,21 @@ import click
 import numpy as np
 import torch
 
-from flowforge.data import TOY_DATASETS, is_toy, load_points, load_splits, read_table, write_table
+from flowforge.data import IMAGE_DATASETS, TOY_DATASETS, is_toy, load_points, load_splits, read_table, write_table
+from flowforge.data.dequantize import nats_to_bits_per_dim
 from flowforge.errors import FlowforgeError
 from flowforge.models import MODELS
 from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
 from flowforge.training.checkpoint import CONFIG, read_json
 from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
+from flowforge.training.run import data_shape
 
-DATA_HELP = f"a toy set ({', '.join(TOY_DATASETS)}) or a .csv/.npy file of shape (N, D)"
+DATA_HELP = (f"a toy set ({', '.join(TOY_DATASETS)}), a .csv/.npy file of shape (N, D), an image set "
+             f"({', '.join(IMAGE_DATASETS)}; mnist needs --data-dir) or a directory of PNG or MNIST IDX images")
+DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four IDX .gz files)"
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
-    "data": "data", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size", "lr": "lr",
-    "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
+    "data": "data", "data_dir": "data_dir", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size",
+    "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
     "on_nan": "on_nan", "model": "model", "objective": "objective", "standardize": "standardize",
     "layers": None, "hidden": None, "depth": None, "model_option": None,
 }
@@ -68,9 +72,12 @@ Examples:
   flowforge train --data pinwheel --steps 8000 --layers 8 --out runs/pinwheel
   flowforge train --data my_table.csv --out runs/mine --seed 1
   flowforge train --resume runs/moons --steps 6000
+  flowforge train --model glow --data digits --model-option bits=4 --out runs/digits
+  flowforge train --model glow --data mnist --data-dir /data/mnist --model-option levels=2 --out runs/mnist
 """)
 @click.option("--model", type=click.Choice(sorted(MODELS)), default="realnvp", show_default=True)
 @click.option("--data", default="moons", show_default=True, help=DATA_HELP)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="run directory to create")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="continue the run in this directory (only --steps may change)")
@@ -79,11 +86,13 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
-@click.option("--layers", type=click.IntRange(min=1), help="layers of the flow (RealNVP: couplings, default 6)")
-@click.option("--hidden", type=click.IntRange(min=1), help="network width (RealNVP default 256)")
-@click.option("--depth", type=click.IntRange(min=1), help="hidden layers per network (RealNVP default 4)")
+@click.option("--layers", type=click.IntRange(min=1),
+              help="layers of the flow (RealNVP: couplings, default 6; Glow: use --model-option steps=K)")
+@click.option("--hidden", type=click.IntRange(min=1), help="network width (RealNVP default 256, Glow 512)")
+@click.option("--depth", type=click.IntRange(min=1), help="hidden layers per network (RealNVP default 4, Glow 2)")
 @click.option("--model-option", multiple=True, metavar="KEY=VALUE",
-              help="any other keyword of the model builder, e.g. activation=gelu (repeatable)")
+              help="any other keyword of the model builder, e.g. activation=gelu, or for glow levels=3, "
+                   "steps=32, bits=5, coupling=additive (repeatable)")
 @click.option("--objective", default="mle", show_default=True,
               help="training objective: mle, or one the model offers")
 @click.option("--n-train", type=click.IntRange(min=10), default=TrainConfig.n_train, show_default=True,
@@ -94,8 +103,9 @@ Examples:
 @click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
               help="on a non-finite loss or gradient: restore the last good state and halve the lr, "
                    "skip the step, or stop")
-@click.option("--standardize/--no-standardize", default=True, show_default=True,
-              help="train on standardised data (densities and samples stay in data units)")
+@click.option("--standardize/--no-standardize", default=None,
+              help="train on standardised data (densities and samples stay in data units); "
+                   "default: on for vector data, off for images")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="data-parallel processes on this machine (torchrun; same global batch)")
@@ -130,9 +140,15 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
     results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 reports and plots
-    click.echo(f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; "
-               f"{results['test_nll_data']:.4f} in data units) · best validation step {results['best_step']}"
-               f" · {results['train_seconds']:.1f} s · run: {run_dir}")
+    shape = data_shape(read_json(run_dir / CONFIG))
+    if isinstance(shape, tuple):
+        click.echo(f"test: {nats_to_bits_per_dim(results['test_nll'], int(np.prod(shape))):.4f} bits/dim "
+                   f"(NLL {results['test_nll']:.2f} nats/image) · best validation step {results['best_step']}"
+                   f" · {results['train_seconds']:.1f} s · run: {run_dir}")
+    else:
+        click.echo(f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; "
+                   f"{results['test_nll_data']:.4f} in data units) · best validation step {results['best_step']}"
+                   f" · {results['train_seconds']:.1f} s · run: {run_dir}")
     if plots:
         from flowforge.plots import plot_run
 
@@ -144,29 +160,60 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
 Examples:
   flowforge sample runs/moons -n 1000 -o samples.csv
   flowforge sample runs/moons -n 5000 -o samples.npy --seed 3
+  flowforge sample runs/digits -n 64 -o digits.png --temperature 0.7   # image run: digits.png + digits.npy
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="output file, .csv or .npy")
+              help="output file, .csv or .npy (image runs: .png or .npy, and the other beside it)")
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="scale of the latent noise")
 @click.option("--seed", type=int, default=0, show_default=True)
 def sample(run: Path, num: int, output: Path, temperature: float, seed: int) -> None:
-    """Draw samples x = g(z), z ~ N(0, T²I), in data units."""
-    flow, _, _ = load_run(run)
+    """Draw samples x = g(z), z ~ N(0, T²I), in data units.
+
+    For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
+    8-bit scale (.npy) and as a grid (.png).
+    """
+    flow, _, raw = load_run(run)
+    if isinstance(data_shape(raw), tuple):
+        _sample_images(flow, num, output, temperature, seed)
+        return
     x = flow.sample(num, temperature=temperature, generator=torch.Generator().manual_seed(seed)).numpy()
     write_table(output, x, header=",".join(f"x{i}" for i in range(x.shape[1])))
     click.echo(f"wrote {num} samples to {output}")
 
 
-def _points_for(run: Path, data: str | None, dim: int, config: TrainConfig) -> tuple[str, np.ndarray]:
+def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) -> None:
+    from flowforge.plots.images import write_image_grid
+
+    if output.suffix.lower() not in (".png", ".npy"):
+        raise FlowforgeError(f"{output}: unsupported output type {output.suffix or '(none)'} for images; "
+                             "use .png or .npy (both are written)")
+    x = flow.sample(num, temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    diverged = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    if diverged:
+        click.echo(f"warning: {diverged} of {num} samples are not finite (written as 0 where not finite); "
+                   "try a lower --temperature", err=True)
+    images = flow.to_images(x).numpy().astype(np.uint8)
+    array_path, grid_path = output.with_suffix(".npy"), output.with_suffix(".png")
+    write_table(array_path, images)
+    write_image_grid(grid_path, images, flow.bits)
+    click.echo(f"wrote {num} images to {array_path} and a grid to {grid_path}")
+
+
+def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | tuple[int, ...],
+                config: TrainConfig) -> tuple[str, np.ndarray]:
+    data_dir = data_dir or config.data_dir
     if data is None:  # the run's own held-out split
-        source, points = config.data, load_splits(config.data, config.seed, config.n_train).test
+        source, points = config.data, load_splits(config.data, config.seed, config.n_train, data_dir=data_dir).test
     else:
-        source, points = data, load_points(data, config.seed)
-    if points.shape[1] != dim:
-        raise FlowforgeError(f"{source} has {points.shape[1]} columns but the model in {run} expects {dim}")
+        source, points = data, load_points(data, config.seed, data_dir=data_dir)
+    if isinstance(shape, int) and points.ndim == 2 and points.shape[1] != shape:
+        raise FlowforgeError(f"{source} has {points.shape[1]} columns but the model in {run} expects {shape}")
+    if points.shape[1:] != ((shape,) if isinstance(shape, int) else shape):
+        raise FlowforgeError(f"{source} holds samples of shape {points.shape[1:]} but the model in {run} "
+                             f"expects {shape}")
     return source, points
 
 
@@ -175,17 +222,28 @@ Examples:
   flowforge eval runs/moons
   flowforge eval runs/moons --data moons --json
   flowforge eval runs/mine --data held_out.csv
+  flowforge eval runs/mnist --data-dir /data/mnist --json     # image runs add bits_per_dim
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help=f"{DATA_HELP}; default: the run's held-out test split")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help=f"{DATA_DIR_HELP}; default: the run's")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def evaluate(run: Path, data: str | None, as_json: bool) -> None:
-    """Mean negative log-likelihood of held-out data, in nats."""
+def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool) -> None:
+    """Mean negative log-likelihood of held-out data, in nats (and bits per dimension for images).
+
+    Image runs score the discrete data: pixels are dequantised with fixed uniform noise and the
+    bits/dim are (NLL_continuous + D·log 2^bits) / (D·ln 2), NLL_continuous on [0, 1] pixels.
+    """
     flow, config, raw = load_run(run)
-    source, points = _points_for(run, data, int(raw["dim"]), config)
+    source, points = _points_for(run, data, data_dir, data_shape(raw), config)
     summary = nll_summary(flow, points)
     if as_json:
         click.echo(json.dumps({**summary, "data": source}))
+    elif "bits_per_dim" in summary:
+        click.echo(f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f} ± "
+                   f"{summary['nll_stderr']:.2f} nats/image (dequantised at {flow.bits} bits) · "
+                   f"{summary['n']} images")
     else:
         click.echo(f"{source}: NLL {summary['nll']:.4f} ± {summary['nll_stderr']:.4f} nats/sample "
                    f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, "
@@ -204,6 +262,8 @@ Examples:
 def density(run: Path, points: Path, output: Path | None) -> None:
     """log p(x) of each point (data units), one value per row."""
     flow, _, raw = load_run(run)
+    if isinstance(data_shape(raw), tuple):
+        raise FlowforgeError(f"{run} models images; density takes vector runs (use eval for bits/dim)")
     table = read_table(points)
     if table.shape[1] != int(raw["dim"]):
         raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {raw['dim']}")

@@ -1,4 +1,4 @@
-"""Data sets: the 2-D toy densities by name, or a user's .csv/.npy file, split three ways."""
+"""Data sets: the 2-D toy densities by name, a user's .csv/.npy file, or images, split three ways."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flowforge.data.files import read_table, write_table
+from flowforge.data.images import IMAGE_DATASETS, image_splits, is_image_source
 from flowforge.data.toy import TOY_DATASETS, sample_toy
 from flowforge.errors import FlowforgeError
 
@@ -21,28 +22,38 @@ class Splits:
     test: np.ndarray
 
     @property
-    def dim(self) -> int:
-        return self.train.shape[1]
+    def shape(self) -> tuple[int, ...]:
+        """One sample's shape: (D,) for vectors, (C, H, W) for images."""
+        return tuple(self.train.shape[1:])
+
+    @property
+    def dim(self) -> int | tuple[int, ...]:
+        """What a model builder takes: the number of features D of vectors, the shape (C, H, W) of images."""
+        return self.shape[0] if len(self.shape) == 1 else self.shape
 
 
 def is_toy(source: str) -> bool:
     return source in TOY_DATASETS
 
 
-def load_splits(source: str, seed: int = 0, n_train: int = 3000) -> Splits:
-    """Train/validation/test splits of a toy set or a file.
+def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str | None = None) -> Splits:
+    """Train/validation/test splits of a toy set, a file or an image set.
 
     A toy set draws ``n_train`` training points from ``seed`` and its validation and test
-    points from other seeds. A file is shuffled with ``seed`` and split 80/10/10.
+    points from other seeds. A file is shuffled with ``seed`` and split 80/10/10. Image sets
+    (digits, mnist from ``data_dir``, a directory of PNG or IDX files) are split as
+    :mod:`flowforge.data.images` describes; ``n_train`` does not apply to them.
     """
     if is_toy(source):
         train_seed, val_seed, test_seed = np.random.SeedSequence(seed).generate_state(3)
         return Splits(sample_toy(source, n_train, int(train_seed)),
                       sample_toy(source, VAL_SIZE, int(val_seed)),
                       sample_toy(source, TEST_SIZE, int(test_seed)))
+    if is_image_source(source):
+        return Splits(*image_splits(source, seed, data_dir))
     if not source.lower().endswith((".csv", ".npy")):
-        raise FlowforgeError(f"unknown data {source!r}: give a toy set ({', '.join(TOY_DATASETS)}) "
-                             "or a .csv/.npy file")
+        raise FlowforgeError(f"unknown data {source!r}: give a toy set ({', '.join(TOY_DATASETS)}), "
+                             f"an image set ({', '.join(IMAGE_DATASETS)}, a directory of images) or a .csv/.npy file")
     table = read_table(source)
     if len(table) < 10:
         raise FlowforgeError(f"{source}: {len(table)} rows are too few to split for training (need 10)")
@@ -52,12 +63,12 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000) -> Splits:
     return Splits(train, val, test)
 
 
-def load_points(source: str, seed: int = 0) -> np.ndarray:
-    """Points to evaluate: a toy set's held-out test split, or every row of a file."""
-    if is_toy(source):
-        return load_splits(source, seed, n_train=1).test
+def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.ndarray:
+    """Points to evaluate: a toy set's or an image set's held-out test split, or every row of a file."""
+    if is_toy(source) or is_image_source(source):
+        return load_splits(source, seed, n_train=1, data_dir=data_dir).test
     return read_table(source)
 
 
-__all__ = ["Splits", "TOY_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",
-           "read_table", "write_table", "is_toy"]
+__all__ = ["Splits", "TOY_DATASETS", "IMAGE_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",
+           "read_table", "write_table", "is_toy", "is_image_source"]

@@ -16,7 +16,8 @@ from flowforge.errors import FlowforgeError
 @dataclass
 class TrainConfig:
     model: str = "realnvp"
-    data: str = "moons"          # a toy set name or a .csv/.npy path
+    data: str = "moons"          # a toy set name, a .csv/.npy path, an image set (digits, mnist) or a directory
+    data_dir: str | None = None  # where a named image set's files are (mnist)
     n_train: int = 3000          # training points drawn for a toy set
     steps: int = 2000
     batch_size: int = 256
@@ -27,10 +28,16 @@ class TrainConfig:
     grad_clip: float = 10.0
     eval_every: int = 200
     seed: int = 0
-    standardize: bool = True
+    standardize: bool | None = None  # None: standardise vector data, never images
     on_nan: str = "rollback"     # "rollback" (restore last good state, halve lr), "skip" the step, or "stop"
     objective: str = "mle"       # "mle"; a model may offer others through its training_loss
     model_options: dict[str, Any] = field(default_factory=dict)  # the builder's keyword arguments
+
+    def __post_init__(self) -> None:
+        if self.standardize is None:
+            from flowforge.data import is_image_source
+
+            self.standardize = not is_image_source(self.data)
 
     def validate(self) -> "TrainConfig":
         checks = [

@@ -15,11 +15,21 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, load_tensors, l
 from flowforge.training.config import TrainConfig
 
 
-def build_flow(config: TrainConfig, dim: int) -> Flow:
+def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
+    """The config's model for data of ``dim`` features (vectors) or of shape ``dim`` = (C, H, W) (images)."""
     try:
         return build_model(config.model, dim, standardize=config.standardize, **config.model_options)
     except (TypeError, ValueError) as err:
         raise FlowforgeError(f"cannot build model {config.model!r}: {err}") from None
+
+
+def data_shape(raw_config: dict[str, Any]) -> int | tuple[int, ...]:
+    """The ``dim`` a run's config.json records: D for vector data, [C, H, W] for images (as a tuple)."""
+    dim = raw_config["dim"]
+    try:
+        return tuple(int(d) for d in dim) if isinstance(dim, list) else int(dim)
+    except (TypeError, ValueError):
+        raise FlowforgeError(f"corrupt config: 'dim' is {dim!r}") from None
 
 
 def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS) -> tuple[Flow, TrainConfig, dict[str, Any]]:
@@ -31,7 +41,7 @@ def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS) -> tuple[Flow, Tr
     if "train" not in raw or "dim" not in raw:
         raise FlowforgeError(f"{run_dir / CONFIG}: corrupt, lacks 'train' or 'dim'")
     config = TrainConfig.from_dict(raw["train"])
-    flow = build_flow(config, int(raw["dim"]))
+    flow = build_flow(config, data_shape(raw))
     tensors, _ = load_tensors(run_dir / weights)
     if weights != BEST_WEIGHTS:  # a full checkpoint keeps the model under "model."
         tensors = split_prefix(tensors, "model.")

@@ -152,7 +152,9 @@ class CNF(Transform):
         return x, log_abs_det
 
     def velocity(self, t: Tensor, z: Tensor) -> Tensor:
-        """f(z, t) at global times t: a scalar, or one per sample (each routed to its block)."""
+        """f(z, t) at global times t: a scalar, or one per sample (each taken from its block's
+        network; every block sees the whole batch, so each step uses every parameter, as
+        DistributedDataParallel requires)."""
         if len(self.velocities) == 1:
             return self.velocities[0](t, z)
         block = (t / self.time).floor().long().clamp(0, len(self.velocities) - 1)
@@ -160,14 +162,13 @@ class CNF(Transform):
             return self.velocities[int(block)](t, z)
         out = torch.zeros_like(z)
         for k, velocity in enumerate(self.velocities):
-            rows = block == k
-            if rows.any():
-                out[rows] = velocity(t[rows], z[rows])
+            out = torch.where((block == k).unsqueeze(1), velocity(t, z), out)
         return out
 
     def integrate(self, y: Tensor, t0: float, t1: float, penalties: bool = False) -> Integrated:
         """Solve from global time t0 to t1 (either direction) through every block in between.
 
+        >>> from flowforge.transforms.dynamics import ConcatSquashMLP
         >>> cnf = CNF(ConcatSquashMLP(2, hidden=8, depth=1))
         >>> halfway = cnf.integrate(torch.randn(3, 2), 1.0, 0.5).z
         """

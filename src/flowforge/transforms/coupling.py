@@ -6,6 +6,11 @@ translation t for the others:
     y_b = x_b,    y_~b = x_~b · exp(s(x_b)) + t(x_b),    log|det J| = Σ s(x_b)
 
 The Jacobian is triangular, so its log-determinant costs O(D) instead of O(D³).
+
+With ``mixed_precision`` the s/t network runs in bfloat16 (about twice the matrix throughput
+where the hardware has it). The coupling stays exact: s and t are the same numbers in both
+directions, the affine update and log|det J| = Σ s are computed in float32, so the flow is
+exactly invertible and its density exactly normalised; only the network is coarser.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ class AffineCoupling(Transform):
     """
 
     def __init__(self, mask: Tensor | list[int], hidden: int = 256, depth: int = 4,
-                 activation: str = "relu"):
+                 activation: str = "relu", mixed_precision: bool = False):
         super().__init__()
         mask = torch.as_tensor(mask).flatten()
         if not ((mask == 0) | (mask == 1)).all():
@@ -45,9 +50,17 @@ class AffineCoupling(Transform):
         # Output of torch.cat([conditioning, transformed]) put back in feature order.
         self.register_buffer("unshuffle", torch.argsort(torch.cat([self.cond_idx, self.trans_idx])))
         self.net = mlp(d, 2 * (dim - d), hidden, depth, activation)
+        # A buffer, so the choice travels with the weights: a model runs as it was trained.
+        self.register_buffer("bf16_network", torch.tensor(bool(mixed_precision)))
 
     def _scale_shift(self, x_cond: Tensor) -> tuple[Tensor, Tensor]:
-        raw_s, t = self.net(x_cond).chunk(2, dim=1)
+        if x_cond.dtype == torch.float32 and self.bf16_network:
+            with torch.autocast(x_cond.device.type, dtype=torch.bfloat16):
+                h = self.net(x_cond)
+            h = h.float()
+        else:
+            h = self.net(x_cond)
+        raw_s, t = h.chunk(2, dim=1)
         return torch.tanh(raw_s), t
 
     def _assemble(self, x_cond: Tensor, x_trans: Tensor) -> Tensor:

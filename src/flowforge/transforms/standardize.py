@@ -41,3 +41,14 @@ class Standardize(Transform):
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
+
+
+def fit_standardization(module: torch.nn.Module, train: Tensor) -> None:
+    """Set every :class:`Standardize` inside ``module`` to the mean and std of ``train`` (N, D)."""
+    train = torch.as_tensor(train)
+    mean, std = train.mean(0), train.std(0, unbiased=False)
+    if (std <= 0).any():
+        raise ValueError("a column of the training data is constant; it has no density to learn")
+    for layer in module.modules():
+        if isinstance(layer, Standardize):
+            layer.set_statistics(mean, std)

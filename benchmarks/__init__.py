@@ -1,0 +1,1 @@
+"""Benchmarks: flowforge against nflows, zuko and normflows, measured side by side in one run."""

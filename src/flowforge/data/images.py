@@ -1,0 +1,151 @@
+"""Image data sets as (N, C, H, W) float32 arrays of integer pixels on the 8-bit scale (0…255).
+
+* ``digits``: scikit-learn's 1,797 8×8 digits (1 channel). Their 17 grey levels 0–16 become
+  4-bit data: 16 is merged into 15 and the level v is stored as 16·v, so ``bits=4`` recovers
+  v exactly (``bits=8`` models the stored values). A fixed shuffle (seed 0) splits them
+  80/10/10 whatever the run's seed, so test scores compare across runs.
+* MNIST: the four standard IDX files (gzipped or not) in a directory (``--data mnist --data-dir DIR``,
+  or ``--data DIR``). Train = the first 55,000 official training images, validation = the last
+  5,000, test = the official 10,000.
+* A folder of PNG images (``--data DIR``), all the same size and colour mode (grey or RGB, 8 bits);
+  shuffled with the run's seed and split 80/10/10.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from flowforge.data.idx import read_idx
+from flowforge.data.toy import TOY_DATASETS
+from flowforge.errors import FlowforgeError
+
+IMAGE_DATASETS = ("digits", "mnist")
+MNIST_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+MNIST_VALIDATION = 5_000  # the last training images
+MIN_IMAGES = 10
+
+
+def load_digits_images() -> np.ndarray:
+    """scikit-learn's digits as 4-bit data on the 8-bit scale: (1797, 1, 8, 8), values 16·min(v, 15)."""
+    from sklearn.datasets import load_digits
+
+    levels = np.minimum(load_digits().images, 15)
+    return (16 * levels[:, None]).astype(np.float32)
+
+
+def _split_80_10_10(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(images))
+    n_held = max(1, len(images) // 10)
+    test, val, train = np.split(images[order], [n_held, 2 * n_held])
+    return train, val, test
+
+
+def _mnist_path(directory: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (directory / name).is_file():
+            return directory / name
+    raise FlowforgeError(f"{directory}: no {stem}.gz (MNIST's IDX files are expected there)")
+
+
+def is_idx_directory(path: str | Path) -> bool:
+    """True for a directory holding MNIST-style training and test image IDX files."""
+    path = Path(path)
+    return all((path / s).is_file() or (path / f"{s}.gz").is_file() for s in MNIST_FILES.values())
+
+
+def load_mnist(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The official (training, test) images, shapes (60000, 1, 28, 28) and (10000, 1, 28, 28) for MNIST."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FlowforgeError(f"{directory}: no such directory (give the folder holding MNIST's IDX files)")
+    arrays = []
+    for stem in MNIST_FILES.values():
+        path = _mnist_path(directory, stem)
+        images = read_idx(path)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise FlowforgeError(f"{path}: expected uint8 images (N, H, W), got {images.dtype} of shape {images.shape}")
+        arrays.append(images[:, None].astype(np.float32))
+    train, test = arrays
+    if train.shape[1:] != test.shape[1:]:
+        raise FlowforgeError(f"{directory}: training and test images differ in size")
+    return train, test
+
+
+def _png_to_chw(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+                mode = image.mode
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise FlowforgeError(f"{path}: not a readable PNG image ({err})") from None
+    if mode not in ("1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
+        raise FlowforgeError(f"{path}: unsupported colour mode {mode}; use grey or RGB")
+    if mode == "1":
+        array = array.astype(np.uint8) * 255
+    if mode in ("LA", "RGBA"):
+        if (array[..., -1] != 255).any():
+            raise FlowforgeError(f"{path}: has transparent pixels; save it without an alpha channel")
+        array = array[..., :-1]
+    if array.dtype != np.uint8:
+        bad = (array < 0) | (array > 255) | (array != np.round(array))
+        if bad.any():
+            value = array[bad].flat[0]
+            raise FlowforgeError(f"{path}: pixel value {value} is out of range (8-bit images, integers 0–255)")
+    array = array.astype(np.float32)
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def read_png_folder(directory: str | Path) -> np.ndarray:
+    """Every ``*.png`` in ``directory`` (sorted by name) as (N, C, H, W); all must share size and mode."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if not files:
+        raise FlowforgeError(f"{directory}: holds no .png images")
+    images = [_png_to_chw(files[0])]
+    for path in files[1:]:
+        image = _png_to_chw(path)
+        if image.shape != images[0].shape:
+            raise FlowforgeError(f"{path}: shape {_describe(image.shape)} differs from {files[0].name}'s "
+                                 f"{_describe(images[0].shape)}; all images must have the same size and colours")
+        images.append(image)
+    return np.stack(images)
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    channels, height, width = shape
+    return f"{height}×{width} {'grey' if channels == 1 else 'RGB'}"
+
+
+def is_image_source(source: str) -> bool:
+    """An image data set name (digits, mnist) or a directory (PNG folder or MNIST-style IDX files);
+    a toy set's name always means the toy set."""
+    return source in IMAGE_DATASETS or (source not in TOY_DATASETS and Path(source).is_dir())
+
+
+def image_splits(source: str, seed: int = 0,
+                 data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, validation, test) images of ``source`` (see the module docstring for each split)."""
+    if source == "digits":
+        return _split_80_10_10(load_digits_images(), seed=0)
+    if source == "mnist" and data_dir is None:
+        raise FlowforgeError("mnist: give --data-dir DIR, the folder holding the four MNIST IDX .gz files")
+    directory = Path(data_dir if source == "mnist" else source)
+    if source == "mnist" or is_idx_directory(directory):
+        train, test = load_mnist(directory)
+        if len(train) <= MNIST_VALIDATION:
+            raise FlowforgeError(f"{directory}: {len(train)} training images are too few to hold out "
+                                 f"{MNIST_VALIDATION} for validation")
+        return train[:-MNIST_VALIDATION], train[-MNIST_VALIDATION:], test
+    images = read_png_folder(directory)
+    if len(images) < MIN_IMAGES:
+        raise FlowforgeError(f"{directory}: {len(images)} images are too few to split for training "
+                             f"(need {MIN_IMAGES})")
+    return _split_80_10_10(images, seed)

@@ -1,0 +1,65 @@
+"""Glow (Kingma & Dhariwal, 2018): a multi-scale flow of ActNorm → 1×1 conv → coupling steps.
+
+    level(C, H, W) = squeeze → K × [ActNorm → InvConv1x1 → coupling]
+                     → split(inner = level(2C, H/2, W/2)) → unsqueeze
+
+The last level has no split. Each split factors out half the channels under a learned prior
+N(μ(h), σ(h)²) (see :class:`~flowforge.transforms.Split`); unsqueezing at the end of every level
+puts the factored-out parts back where they came from, so ``forward(x)`` returns z shaped like x.
+"""
+
+from __future__ import annotations
+
+from flowforge.models.image_flow import ImageFlow, image_shape_of, pixel_preprocessing, refuse_standardize
+from flowforge.transforms import (ActNorm, ChannelCoupling, Compose, InvConv1x1, Split, Squeeze, Transform,
+                                  Unsqueeze)
+from flowforge.transforms.conv_coupling import SCALES
+
+
+def flow_step(channels: int, hidden: int, depth: int, coupling: str, lu: bool) -> Compose:
+    """One step of flow: ActNorm → invertible 1×1 convolution → affine (or additive) coupling."""
+    return Compose([ActNorm(channels), InvConv1x1(channels, lu=lu),
+                    ChannelCoupling(channels, hidden, depth, scale=coupling)])
+
+
+def glow_level(channels: int, levels: int, steps: int, hidden: int, depth: int, coupling: str, lu: bool) -> Compose:
+    """``levels`` nested scales on (channels, H, W) inputs; returns a transform that keeps the shape."""
+    squeezed = 4 * channels
+    layers: list[Transform] = [Squeeze()]
+    layers += [flow_step(squeezed, hidden, depth, coupling, lu) for _ in range(steps)]
+    if levels > 1:
+        inner = glow_level(squeezed - squeezed // 2, levels - 1, steps, hidden, depth, coupling, lu)
+        layers.append(Split(squeezed, inner))
+    layers.append(Unsqueeze())
+    return Compose(layers)
+
+
+def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hidden: int = 512, depth: int = 2,
+         coupling: str = "tanh", lu: bool = True, bits: int = 8, logit: float | None = None,
+         standardize: bool = False) -> ImageFlow:
+    """Glow on (C, H, W) images: ``levels`` scales of ``steps`` flow steps each.
+
+    Couplings use a CNN with ``depth`` hidden convolutions of ``hidden`` channels; ``coupling`` is
+    the affine coupling's scale: "tanh" (s = exp(tanh(·)) ∈ (1/e, e), the default), "sigmoid" (the
+    paper's s = sigmoid(· + 2); its inverse can overflow far from the data, e.g. at temperature 1)
+    or "additive" (s = 1). ``lu`` parametrises the 1×1 convolutions by their LU factors. Pixels
+    are modelled at ``bits`` bits (≤ 8) and centred to [−½, ½) before the flow, or mapped through
+    a logit with ``logit=alpha``. H and W must be divisible by 2^levels.
+
+    >>> flow = Glow((1, 8, 8), levels=2, steps=2, hidden=16)
+    >>> x = torch.rand(4, 1, 8, 8)
+    >>> flow.forward(x)[0].shape, flow.log_prob(x).shape
+    (torch.Size([4, 1, 8, 8]), torch.Size([4]))
+    """
+    channels, height, width = image_shape_of(image_shape, "glow")
+    refuse_standardize(standardize, "glow")
+    if levels < 1 or steps < 1:
+        raise ValueError("glow needs levels >= 1 and steps >= 1")
+    if coupling not in SCALES:
+        raise ValueError(f"unknown coupling {coupling!r}; choose from {', '.join(SCALES)}")
+    if height % 2 ** levels or width % 2 ** levels:
+        raise ValueError(f"glow with {levels} levels needs height and width divisible by {2 ** levels}, "
+                         f"got {height}×{width}")
+    transform = Compose([pixel_preprocessing(logit),
+                         glow_level(channels, levels, steps, hidden, depth, coupling, lu)])
+    return ImageFlow(transform, (channels, height, width), bits)

@@ -1,0 +1,51 @@
+"""Space-to-depth: trade resolution for channels, so that couplings reach further each level.
+
+    (C, H, W) → (4C, H/2, W/2),   each 2×2 patch of a channel becomes 4 channels;  log|det J| = 0
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from flowforge.transforms.base import Transform
+
+
+def squeeze(x: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, 4C, H/2, W/2); channel 4c + 2i + j holds pixel (i, j) of each patch of channel c."""
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"squeezing needs an even height and width, got {h}×{w}")
+    return x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
+
+
+def unsqueeze(y: Tensor) -> Tensor:
+    """The inverse of :func:`squeeze`: (B, 4C, H, W) → (B, C, 2H, 2W)."""
+    b, c4, h, w = y.shape
+    if c4 % 4:
+        raise ValueError(f"unsqueezing needs a multiple of 4 channels, got {c4}")
+    c = c4 // 4
+    return y.view(b, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c, 2 * h, 2 * w)
+
+
+class Squeeze(Transform):
+    """(B, C, H, W) → (B, 4C, H/2, W/2), a fixed permutation of the pixels.
+
+    >>> Squeeze()(torch.zeros(2, 3, 8, 8))[0].shape
+    torch.Size([2, 12, 4, 4])
+    """
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return squeeze(x), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return unsqueeze(y), y.new_zeros(y.shape[0])
+
+
+class Unsqueeze(Transform):
+    """(B, 4C, H, W) → (B, C, 2H, 2W): :class:`Squeeze` run backwards (ends a multi-scale level)."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return unsqueeze(x), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return squeeze(y), y.new_zeros(y.shape[0])
