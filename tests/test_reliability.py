@@ -24,7 +24,10 @@ def metrics_without_time(run):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    common = ["train", "--data", "moons", "--steps", 30, "--eval-every", 10, "--batch-size", 64, *SMALL]
+    # float32 networks: bf16 matrix kernels may round differently for 64- and 32-row batches,
+    # which would blur a float-tolerance comparison of the two runs.
+    common = ["train", "--data", "moons", "--steps", 30, "--eval-every", 10, "--batch-size", 64, *SMALL,
+              "--model-option", "mixed_precision=false"]
     one = flowforge(*common, "--out", tmp_path / "one")
     two = flowforge(*common, "--out", tmp_path / "two", "--nproc", 2)
     assert one.returncode == 0, one.stderr

@@ -30,7 +30,7 @@ DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four I
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
     "data": "data", "data_dir": "data_dir", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size",
     "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
-    "on_nan": "on_nan", "model": "model", "objective": "objective", "standardize": "standardize",
+    "on_nan": "on_nan", "ema_decay": "ema_decay", "model": "model", "objective": "objective", "standardize": "standardize",
     "layers": None, "hidden": None, "depth": None, "model_option": None,
 }
 
@@ -100,6 +100,8 @@ Examples:
 @click.option("--eval-every", type=click.IntRange(min=1), default=TrainConfig.eval_every, show_default=True)
 @click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.grad_clip,
               show_default=True)
+@click.option("--ema-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=TrainConfig.ema_decay,
+              show_default=True, help="average the weights for evaluation (0: off)")
 @click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
               help="on a non-finite loss or gradient: restore the last good state and halve the lr, "
                    "skip the step, or stop")

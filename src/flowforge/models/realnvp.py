@@ -16,7 +16,7 @@ def alternating_mask(dim: int) -> torch.Tensor:
 
 def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
             mask: torch.Tensor | list[int] | None = None, activation: str = "relu",
-            standardize: bool = False, mixed_precision: bool | str = False) -> Flow:
+            standardize: bool = False, mixed_precision: bool | str = "auto") -> Flow:
     """The book's RealNVP: ``num_layers`` couplings whose masks alternate b, 1-b, b, …
 
     ``mask`` is the first layer's binary mask (default 1 0 1 0 …); any split d of D works.

@@ -26,6 +26,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT
                                            load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
+from flowforge.training.ema import EMA
 from flowforge.training.config import TrainConfig, versions
 from flowforge.training.evaluate import nll_summary, standardization_log_scale
 from flowforge.training.run import build_flow
@@ -69,32 +70,35 @@ def training_loss(flow, batch: torch.Tensor, objective: str) -> torch.Tensor:
     return -flow.log_prob(batch).mean()
 
 
-def _snapshot(flow, optimizer, generator, progress: Progress) -> dict[str, Any]:
+def _snapshot(flow, optimizer, ema: EMA, generator, progress: Progress) -> dict[str, Any]:
     return {"model": copy.deepcopy(flow.state_dict()), "optim": copy.deepcopy(optimizer.state_dict()),
-            "rng": generator.get_state(), "progress": copy.copy(progress)}
+            "ema": ema.state_dict(), "rng": generator.get_state(), "progress": copy.copy(progress)}
 
 
-def _restore(snapshot, flow, optimizer, generator) -> Progress:
+def _restore(snapshot, flow, optimizer, ema: EMA, generator) -> Progress:
     flow.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optim"])
+    ema.load_state_dict(snapshot["ema"])
     generator.set_state(snapshot["rng"])
     return copy.copy(snapshot["progress"])
 
 
-def _save_checkpoint(run_dir: Path, flow, optimizer, generator, progress: Progress) -> None:
+def _save_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, progress: Progress) -> None:
     optim_tensors, param_groups = optimizer_to_tensors(optimizer)
     tensors = {**{f"model.{k}": v for k, v in flow.state_dict().items()},
                **{f"optim.{k}": v for k, v in optim_tensors.items()},
+               **{f"ema.{k}": v for k, v in ema.state_dict().items()},
                "rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
     save_tensors(run_dir / LAST_CHECKPOINT, tensors,
                  {"progress": asdict(progress), "param_groups": param_groups})
 
 
-def _load_checkpoint(run_dir: Path, flow, optimizer, generator) -> Progress:
+def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Progress:
     tensors, meta = load_tensors(run_dir / LAST_CHECKPOINT)
     try:
         flow.load_state_dict(split_prefix(tensors, "model."))
         optimizer_from_tensors(optimizer, split_prefix(tensors, "optim."), meta["param_groups"])
+        ema.load_state_dict(split_prefix(tensors, "ema."))
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
         return Progress(**meta["progress"])
@@ -179,8 +183,9 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {context.world_size} processes")
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
     flow, optimizer, generator = _build(config, splits)
+    ema = EMA(flow, config.ema_decay)
     if resume:
-        progress = _load_checkpoint(run_dir, flow, optimizer, generator)  # restores rank 0's RNG
+        progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
         if context.is_main:
             _drop_metrics_after(run_dir, progress.step)
         elif context.active:
@@ -197,7 +202,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
     x_train = torch.from_numpy(splits.train)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
-    good = _snapshot(flow, optimizer, generator, progress)
+    good = _snapshot(flow, optimizer, ema, generator, progress)
     bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
                disable=not (progress_bar and context.is_main), dynamic_ncols=True)
     started, running = time.perf_counter() - progress.elapsed, []
@@ -215,6 +220,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         loss = context.mean(loss)  # the same value on every rank, so every rank decides alike
         if torch.isfinite(loss) and torch.isfinite(grad_norm):
             optimizer.step()
+            ema.update(progress.step)
             running.append(loss.item() + offset)
         else:
             if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
@@ -223,7 +229,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
                     f"checkpoint is in {run_dir}; try a lower --lr")
             if config.on_nan == "rollback":
                 events = progress.nan_events + 1
-                progress = _restore(good, flow, optimizer, generator)
+                progress = _restore(good, flow, optimizer, ema, generator)
                 progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
                 bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
                 continue
@@ -233,22 +239,24 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         bar.update(1)
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
-            val = nll_summary(flow, splits.val)["nll"]
+            with ema.applied():  # evaluate, and keep, the averaged weights
+                val = nll_summary(flow, splits.val)["nll"]
+                improved = math.isfinite(val) and val < progress.best_val
+                best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
             progress.elapsed = time.perf_counter() - started
             record = {"step": progress.step, train_key: sum(running) / max(1, len(running)), "val_nll": val,
                       "lr": lr, "time": round(progress.elapsed, 3),
                       **getattr(flow, "training_metrics", dict)()}  # e.g. a continuous flow's NFE
             running = []
-            improved = math.isfinite(val) and val < progress.best_val
             if improved:
                 progress.best_val, progress.best_step = val, progress.step
             if context.is_main:
                 # Metrics first, checkpoint last: a crash in between is undone by resume.
                 _append_metrics(run_dir, record)
                 if improved:
-                    save_tensors(run_dir / BEST_WEIGHTS, flow.state_dict(), {"step": progress.step, "val_nll": val})
-                _save_checkpoint(run_dir, flow, optimizer, generator, progress)
-            good = _snapshot(flow, optimizer, generator, progress)
+                    save_tensors(run_dir / BEST_WEIGHTS, best_state, {"step": progress.step, "val_nll": val})
+                _save_checkpoint(run_dir, flow, optimizer, ema, generator, progress)
+            good = _snapshot(flow, optimizer, ema, generator, progress)
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{val:.3f}", best=f"{progress.best_val:.3f}")
     bar.close()
     context.barrier()  # rank 0's best weights are on disk before anyone reads them
