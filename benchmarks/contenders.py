@@ -8,8 +8,9 @@ layers of width ``hidden``, a standard normal base.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -22,6 +23,8 @@ class Contender:
     sample: Callable[[int], torch.Tensor]
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam  # what the library's docs train with
     grad_clip: float | None = None  # gradient-norm clipping, where the library's trainer clips
+    after_step: Callable[[int], None] = lambda step: None  # e.g. a weight average's update
+    evaluating: Callable[[], ContextManager] = field(default=contextlib.nullcontext)  # weights to evaluate
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return -self.log_prob(x).mean()
@@ -31,13 +34,21 @@ class Contender:
 
 
 def flowforge_realnvp(dim: int, layers: int, hidden: int, depth: int, **options) -> Contender:
-    """flowforge as its trainer runs it: its default options and its optimiser."""
+    """flowforge as its trainer runs it: its default options, optimiser, clipping and weight average."""
     from flowforge.models import RealNVP
     from flowforge.training import TrainConfig
+    from flowforge.training.ema import EMA
     from flowforge.training.loop import make_optimizer
 
+    defaults = TrainConfig()
     flow = RealNVP(dim, num_layers=layers, hidden=hidden, depth=depth, **options)
-    return Contender(flow, flow.log_prob, lambda n: flow.sample(n), make_optimizer, TrainConfig.grad_clip)
+    ema = EMA(flow, defaults.ema_decay)
+
+    def optimizer(parameters, lr):
+        return make_optimizer(parameters, lr, defaults.weight_decay)
+
+    return Contender(flow, flow.log_prob, lambda n: flow.sample(n), optimizer, defaults.grad_clip,
+                     ema.update, ema.applied)
 
 
 def zuko_realnvp(dim: int, layers: int, hidden: int, depth: int) -> Contender:

@@ -1,11 +1,18 @@
-"""FFJORD on the 2-D toy sets: maximum likelihood against flow matching, the same wall-clock budget each.
+"""FFJORD on the 2-D toy sets: maximum likelihood against flow matching (and zuko's CNF), the same budget each.
 
-For every data set and objective it trains a fresh FFJORD for ``--budget`` seconds (Adam, constant
-learning rate, data standardised), then reports the test NLL in nats per sample (standardised units,
-exact trace), the evaluations of f needed for that one test solve, the training NFE per step
-(forward + backward) and the seconds per step. Prints a table and writes the rows as JSON.
+For every data set and contender it trains a fresh model for ``--budget`` seconds of training time
+(Adam, constant learning rate, data standardised), then reports the test NLL in nats per sample
+(standardised units, exact trace), the evaluations of f needed for that one test solve, the training
+NFE per step (forward + backward) and the seconds per step. Contenders: flowforge's FFJORD trained
+by maximum likelihood ("mle") or by flow matching ("flow-matching"), and zuko's ``CNF`` trained by
+maximum likelihood ("zuko", exact trace, same width/depth, same data, batch, optimiser and budget).
 
-    python benchmarks/ffjord_toy.py --budget 60 --out runs/ffjord_toy.json
+Every ``--curve-every`` seconds of training the test NLL is measured (the clock stops while it is),
+so the summary can say when flow matching first reached the MLE model's final test NLL, as a fraction
+of the MLE's training time (resolution: one curve interval). Prints a table and a per-data-set
+summary, and writes the rows (with the curves) as JSON.
+
+    python benchmarks/ffjord_toy.py --budget 45 --out runs/ffjord_toy.json
     python benchmarks/ffjord_toy.py --budget 5 --datasets moons --n-test 500   # a smoke run
 """
 
@@ -17,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from flowforge.data import load_splits
 from flowforge.models import FFJORD, CNFFlow
@@ -25,6 +33,7 @@ from flowforge.transforms import fit_standardization
 
 DATASETS = ("pinwheel", "8gaussians", "checkerboard", "moons")
 OBJECTIVES = ("mle", "flow-matching")
+CONTENDERS = OBJECTIVES + ("zuko",)
 
 
 def standardized_ffjord(train: torch.Tensor, **options) -> CNFFlow:
@@ -34,36 +43,159 @@ def standardized_ffjord(train: torch.Tensor, **options) -> CNFFlow:
     return flow
 
 
-def run(data: str, objective: str, args: argparse.Namespace) -> dict:
-    """Train one model for the budget and measure it."""
+class ZukoCNF:
+    """zuko's CNF on data standardised with the training statistics (so its NLL is in standardised units),
+    with f's evaluations counted (training forward + backward together, and evaluation apart)."""
+
+    def __init__(self, train: torch.Tensor, args: argparse.Namespace):
+        import zuko
+
+        self.mean, self.std = train.mean(0), train.std(0, unbiased=False)  # as fit_standardization sets them
+        self.flow = zuko.flows.CNF(train.shape[1], hidden_features=[args.hidden] * args.depth,
+                                   atol=args.zuko_atol, rtol=args.zuko_rtol, exact=True,
+                                   activation=ZUKO_ACTIVATIONS[args.zuko_activation])
+        transform = self.flow.transform
+        self.nfe = {"train": 0, "eval": 0}
+        unwrapped = transform.f
+
+        def counted(*a, **k):  # FFJTransform.forward takes partial(self.f, ...), so the instance attribute wins
+            self.nfe["train" if transform.training else "eval"] += 1
+            return unwrapped(*a, **k)
+
+        transform.f = counted
+
+    def parameters(self):
+        return self.flow.parameters()
+
+    def training_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        return -self.flow().log_prob((batch - self.mean) / self.std).mean()
+
+    def test_nll(self, points: torch.Tensor) -> tuple[float, int]:
+        """Mean NLL of the standardised test points in one solve (eval mode, no graph), and its NFE."""
+        self.flow.eval()
+        self.nfe["eval"] = 0
+        with torch.no_grad():
+            nll = float(-self.flow().log_prob((points - self.mean) / self.std).mean())
+        self.flow.train()
+        return nll, self.nfe["eval"]
+
+    def take_train_nfe(self) -> int:
+        n, self.nfe["train"] = self.nfe["train"], 0
+        return n
+
+
+ZUKO_ACTIVATIONS = {"elu": nn.ELU, "tanh": nn.Tanh}
+
+
+class FlowforgeFFJORD:
+    def __init__(self, train: torch.Tensor, objective: str, args: argparse.Namespace):
+        self.objective = objective
+        self.flow = standardized_ffjord(train, hidden=args.hidden, depth=args.depth, trace=args.trace)
+
+    def parameters(self):
+        return self.flow.parameters()
+
+    def training_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.flow.training_loss(batch, self.objective)
+
+    def test_nll(self, points: torch.Tensor) -> tuple[float, int]:
+        self.flow.eval()
+        self.flow.cnf.nfe.take()  # nothing pending: take_train_nfe ran just before
+        nll = nll_summary(self.flow, points)["nll"]  # one solve while n_test <= 8192
+        nfe = self.flow.cnf.nfe.take()["nfe_eval"]
+        self.flow.train()
+        return nll, nfe
+
+    def take_train_nfe(self) -> int:
+        counts = self.flow.training_metrics()
+        return counts["nfe_forward"] + counts["nfe_backward"]
+
+
+def run(data: str, contender: str, args: argparse.Namespace) -> dict:
+    """Train one model for the budget of training time, measuring the test NLL every ``curve_every`` seconds."""
     splits = load_splits(data, args.seed, args.n_train)
     train = torch.from_numpy(splits.train)
+    test_points = torch.as_tensor(splits.test[: args.n_test], dtype=torch.float32)
     torch.manual_seed(args.seed)
-    flow = standardized_ffjord(train, hidden=args.hidden, depth=args.depth, trace=args.trace)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=args.lr)
+    model = ZukoCNF(train, args) if contender == "zuko" else FlowforgeFFJORD(train, contender, args)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
-    steps, started = 0, time.perf_counter()
-    while time.perf_counter() - started < args.budget:
+    steps, trained, train_nfe, curve = 0, 0.0, 0, []
+    next_eval = args.curve_every if args.curve_every > 0 else float("inf")
+    while trained < args.budget:
+        started = time.perf_counter()
         batch = train[torch.randint(len(train), (args.batch_size,), generator=generator)]
-        loss = flow.training_loss(batch, objective)
+        loss = model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(flow.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
+        trained += time.perf_counter() - started
         steps += 1
-    seconds = time.perf_counter() - started
-    training = flow.training_metrics()
-    flow.eval()
-    test = nll_summary(flow, splits.test[: args.n_test])  # one solve while n_test <= 8192
-    return {"data": data, "objective": objective, "steps": steps, "seconds_per_step": seconds / steps,
-            "train_nfe_per_step": (training["nfe_forward"] + training["nfe_backward"]) / steps,
-            "test_nll": test["nll"], "nfe_per_eval": flow.training_metrics()["nfe_eval"], "n_test": test["n"]}
+        if trained >= next_eval and trained < args.budget:  # the clock is stopped while measuring
+            train_nfe += model.take_train_nfe()
+            curve.append([round(trained, 2), steps, model.test_nll(test_points)[0]])
+            next_eval = trained + args.curve_every
+    train_nfe += model.take_train_nfe()
+    nll, nfe_eval = model.test_nll(test_points)
+    curve.append([round(trained, 2), steps, nll])
+    library = "zuko" if contender == "zuko" else "flowforge"
+    return {"data": data, "objective": "mle" if contender == "zuko" else contender, "contender": contender,
+            "library": library, "steps": steps, "train_seconds": trained, "seconds_per_step": trained / steps,
+            "train_nfe_per_step": train_nfe / steps, "test_nll": nll, "nfe_per_eval": nfe_eval,
+            "n_test": len(test_points), "curve": curve}
+
+
+def time_to_reach(curve: list[list[float]], target: float) -> float | None:
+    """Training seconds of the first curve point at or below ``target`` (None if never)."""
+    return next((seconds for seconds, _, nll in curve if nll <= target), None)
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per data set: did flow matching reach the MLE's final NLL, and when; does flowforge's best FFJORD beat zuko."""
+    out = []
+    for data in dict.fromkeys(r["data"] for r in rows):
+        by = {r["contender"]: r for r in rows if r["data"] == data}
+        item = {"data": data}
+        if "mle" in by and "flow-matching" in by:
+            target, seconds = by["mle"]["test_nll"], time_to_reach(by["flow-matching"]["curve"], by["mle"]["test_nll"])
+            item["fm_reached_mle_nll"] = seconds is not None
+            item["fm_seconds_to_mle_nll"] = seconds
+            item["fm_fraction_of_mle_time"] = None if seconds is None else seconds / by["mle"]["train_seconds"]
+            item["fm_minus_mle_nll"] = by["flow-matching"]["test_nll"] - target
+        ours = [by[c] for c in OBJECTIVES if c in by]
+        if ours and "zuko" in by:
+            best = min(ours, key=lambda r: r["test_nll"])
+            item["best_flowforge"] = best["contender"]
+            item["best_flowforge_minus_zuko_nll"] = best["test_nll"] - by["zuko"]["test_nll"]
+            item["flowforge_beats_zuko"] = best["test_nll"] < by["zuko"]["test_nll"]
+        out.append(item)
+    return out
+
+
+def summary_text(items: list[dict]) -> str:
+    lines = []
+    for item in items:
+        parts = []
+        if "fm_reached_mle_nll" in item:
+            if item["fm_reached_mle_nll"]:
+                parts.append(f"flow matching reached the MLE's final NLL after {item['fm_seconds_to_mle_nll']:.1f} s "
+                             f"(≤ {item['fm_fraction_of_mle_time']:.0%} of the MLE's time)")
+            else:
+                parts.append(f"flow matching did not reach the MLE's final NLL "
+                             f"(ends {item['fm_minus_mle_nll']:+.3f} nats above it)")
+        if "flowforge_beats_zuko" in item:
+            verdict = "beats" if item["flowforge_beats_zuko"] else "does not beat"
+            parts.append(f"flowforge's best ({item['best_flowforge']}) {verdict} zuko's CNF "
+                         f"({item['best_flowforge_minus_zuko_nll']:+.3f} nats)")
+        lines.append(f"{item['data']:<13}" + "; ".join(parts) if parts else f"{item['data']:<13}(nothing to compare)")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'data':<13}{'objective':<15}{'steps':>7}{'s/step':>9}{'NFE/step':>10}{'test NLL':>10}{'NFE/eval':>10}"]
+    lines = [f"{'data':<13}{'contender':<15}{'steps':>7}{'s/step':>9}{'NFE/step':>10}{'test NLL':>10}{'NFE/eval':>10}"]
     for r in rows:
-        lines.append(f"{r['data']:<13}{r['objective']:<15}{r['steps']:>7}{r['seconds_per_step']:>9.3f}"
+        lines.append(f"{r['data']:<13}{r['contender']:<15}{r['steps']:>7}{r['seconds_per_step']:>9.3f}"
                      f"{r['train_nfe_per_step']:>10.1f}{r['test_nll']:>10.3f}{r['nfe_per_eval']:>10}")
     return "\n".join(lines)
 
@@ -72,29 +204,42 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training per data set and objective")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help=f"comma-separated, from {','.join(CONTENDERS)}")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--trace", default="exact", choices=("exact", "hutchinson"), help="MLE training trace")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--curve-every", type=float, default=3.0,
+                        help="seconds of training between test-NLL measurements (0: only at the end)")
+    parser.add_argument("--zuko-activation", default="elu", choices=sorted(ZUKO_ACTIVATIONS),
+                        help="zuko's MLP activation (its default ELU; flowforge's FFJORD uses tanh)")
+    parser.add_argument("--zuko-atol", type=float, default=1e-5, help="zuko's solver atol (flowforge's default)")
+    parser.add_argument("--zuko-rtol", type=float, default=1e-5, help="zuko's solver rtol (flowforge's default)")
     parser.add_argument("--n-train", type=int, default=10_000)
     parser.add_argument("--n-test", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small ODE ops gain nothing from more)")
     parser.add_argument("--out", type=Path, default=Path("runs/ffjord_toy.json"))
     args = parser.parse_args(argv)
+    args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    if unknown := [c for c in args.contenders if c not in CONTENDERS]:
+        parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
     torch.set_num_threads(args.threads)
     rows = []
     for data in args.datasets:
-        for objective in args.objectives:
-            rows.append(run(data, objective, args))
+        for contender in args.contenders:
+            rows.append(run(data, contender, args))
             print(table(rows[-1:]).splitlines()[-1] if len(rows) > 1 else table(rows), flush=True)
     print()
     print(table(rows))
+    items = summary(rows)
+    print()
+    print(summary_text(items))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                                    "rows": rows}, indent=2) + "\n")
+                                    "rows": rows, "summary": items}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return rows
 

@@ -19,13 +19,14 @@ from benchmarks.contenders import LIBRARIES
 from benchmarks.data import benchmark_splits
 
 
-def _train_step(model, optimizer, batch) -> None:
+def _train_step(model, optimizer, batch, step: int) -> None:
     loss = model.loss(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if model.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), model.grad_clip)
     optimizer.step()
+    model.after_step(step)
 
 
 def _batches(x: torch.Tensor, generator: torch.Generator, batch: int):
@@ -51,7 +52,7 @@ def throughput(spec: dict) -> dict:
     batches = _batches(torch.from_numpy(splits.train), torch.Generator().manual_seed(0), spec["batch_size"])
 
     def step():
-        _train_step(model, optimizer, next(batches))
+        _train_step(model, optimizer, next(batches), 0)
 
     for _ in range(spec.get("warmup_steps", 20)):
         step()
@@ -88,10 +89,10 @@ def time_to_target(spec: dict) -> dict:
             if schedule is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(schedule, min(step, schedule.steps - 1))
-            _train_step(model, optimizer, next(batches))
             step += 1
+            _train_step(model, optimizer, next(batches), step)
         clock += time.perf_counter() - start
-        with torch.no_grad():
+        with torch.no_grad(), model.evaluating():
             nll = float(-model.log_prob(test).mean())
         curve.append((round(clock, 3), step, nll))
         if nll <= spec["target"]:
