@@ -24,5 +24,10 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(BIN)/python -m pytest -m ''
 
+## flowforge against nflows, zuko and normflows; writes docs/benchmarks.md (about 15 minutes)
+bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -101,7 +101,8 @@ def training_curve(metrics_path: Path, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     if all("train_nll" in r for r in records):
         ax.plot(steps, [r["train_nll"] for r in records], label="train NLL", color="tab:blue")
-    ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL", color="tab:orange", marker="o", ms=3)
+    ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL (averaged weights)", color="tab:orange",
+            marker="o", ms=3)
     if records:
         best = min(records, key=lambda r: r["val_nll"])
         ax.axhline(best["val_nll"], color="tab:orange", lw=0.8, ls=":")
@@ -111,7 +112,7 @@ def training_curve(metrics_path: Path, path: Path) -> Path:
         low, high = min(curves), np.percentile(curves, 90)
         ax.set_ylim(low - 0.05 * abs(high - low) - 0.02, high + 0.1 * abs(high - low) + 0.02)
     ax.set_xlabel("step")
-    ax.set_ylabel("NLL (nats per sample, standardised units)")
+    ax.set_ylabel("NLL (nats per sample; vectors: standardised units)")
     ax.set_title("Training curve")
     ax.grid(alpha=0.3)
     ax.legend()
