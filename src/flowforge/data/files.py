@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flowforge.atomic import atomic_target
 from flowforge.errors import FlowforgeError
 
 
@@ -63,14 +64,11 @@ def write_table(path: str | Path, array: np.ndarray, header: str | None = None) 
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy"):
         raise FlowforgeError(f"{path}: unsupported output type {suffix or '(none)'}; use .csv or .npy")
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_target(path) as tmp, open(tmp, "wb") as fh:
             if suffix == ".npy":
                 np.save(fh, array)
             else:
                 np.savetxt(fh, array, delimiter=",", fmt="%.8g", header=header or "", comments="")
-        tmp.replace(path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise FlowforgeError(f"{path}: cannot be written ({err.strerror or err})") from None

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib import animation
 
+from flowforge.atomic import atomic_target
 from flowforge.models.ffjord import CNFFlow
 from flowforge.plots.two_d import LATENT_COLORMAP, _angle, _padded, _save, plt
 
@@ -80,10 +81,9 @@ def trajectory_animation(times: np.ndarray, paths: np.ndarray, data: np.ndarray,
     movie = animation.FuncAnimation(fig, draw, frames=len(times), blit=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.gif")
-    movie.save(tmp, writer=animation.PillowWriter(fps=fps), dpi=80)
+    with atomic_target(path) as tmp:
+        movie.save(tmp, writer=animation.PillowWriter(fps=fps), dpi=80)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

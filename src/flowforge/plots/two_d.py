@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from flowforge.atomic import atomic_target  # noqa: E402
 from flowforge.distributions import Flow  # noqa: E402
 from flowforge.training.evaluate import log_prob  # noqa: E402
 
@@ -122,8 +123,7 @@ def training_curve(metrics_path: Path, path: Path) -> Path:
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
     return path

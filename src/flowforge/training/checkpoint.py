@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from flowforge.atomic import atomic_target
 from flowforge.errors import FlowforgeError
 
 CONFIG = "config.json"
@@ -26,12 +27,10 @@ LAST_CHECKPOINT = "checkpoint.safetensors"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_target(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -51,10 +50,9 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata or {})})
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata or {})})
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
