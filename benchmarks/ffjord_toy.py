@@ -4,13 +4,18 @@ For every data set and contender it trains a fresh model for ``--budget`` second
 (Adam, constant learning rate, data standardised), then reports the test NLL in nats per sample
 (standardised units, exact trace), the evaluations of f needed for that one test solve, the training
 NFE per step (forward + backward) and the seconds per step. Contenders: flowforge's FFJORD trained
-by maximum likelihood ("mle") or by flow matching ("flow-matching"), and zuko's ``CNF`` trained by
-maximum likelihood ("zuko", exact trace, same width/depth, same data, batch, optimiser and budget).
+by maximum likelihood ("mle"), by maximum likelihood with the RNODE penalties ("mle-rnode",
+``--kinetic`` and ``--jacobian``), or by flow matching ("flow-matching", pairs coupled by
+``--fm-coupling``, batches of ``--fm-batch-size``), and zuko's ``CNF`` trained by maximum likelihood
+("zuko", exact trace, same width/depth, same data, batch, optimiser and budget). With
+``--ema-decay`` every contender is evaluated with an exponential moving average of its weights.
 
-Every ``--curve-every`` seconds of training the test NLL is measured (the clock stops while it is),
-so the summary can say when flow matching first reached the MLE model's final test NLL, as a fraction
-of the MLE's training time (resolution: one curve interval). Prints a table and a per-data-set
-summary, and writes the rows (with the curves) as JSON.
+Every ``--curve-every`` seconds of training the test NLL and its NFE are measured (the clock stops
+while they are), so the summary can say when flow matching first reached the MLE model's final test
+NLL, as a fraction of the MLE's training time (resolution: one curve interval), and compare the NFE
+of the regularised and plain MLE models at equal test NLL (each at the first curve point at or
+below the worse of their two final NLLs). Prints a table and a per-data-set summary, and writes
+the rows (with the curves) as JSON.
 
     python benchmarks/ffjord_toy.py --budget 45 --out runs/ffjord_toy.json
     python benchmarks/ffjord_toy.py --budget 5 --datasets moons --n-test 500   # a smoke run
@@ -28,12 +33,14 @@ from torch import nn
 
 from flowforge.data import load_splits
 from flowforge.models import FFJORD, CNFFlow
+from flowforge.training.ema import EMA
 from flowforge.training.evaluate import nll_summary
 from flowforge.transforms import fit_standardization
 
 DATASETS = ("pinwheel", "8gaussians", "checkerboard", "moons")
 OBJECTIVES = ("mle", "flow-matching")
-CONTENDERS = OBJECTIVES + ("zuko",)
+FLOWFORGE = ("mle", "mle-rnode", "flow-matching")
+CONTENDERS = FLOWFORGE + ("zuko",)
 
 
 def standardized_ffjord(train: torch.Tensor, **options) -> CNFFlow:
@@ -50,6 +57,7 @@ class ZukoCNF:
     def __init__(self, train: torch.Tensor, args: argparse.Namespace):
         import zuko
 
+        self.batch_size = args.batch_size
         self.mean, self.std = train.mean(0), train.std(0, unbiased=False)  # as fit_standardization sets them
         self.flow = zuko.flows.CNF(train.shape[1], hidden_features=[args.hidden] * args.depth,
                                    atol=args.zuko_atol, rtol=args.zuko_rtol, exact=True,
@@ -88,9 +96,13 @@ ZUKO_ACTIVATIONS = {"elu": nn.ELU, "tanh": nn.Tanh}
 
 
 class FlowforgeFFJORD:
-    def __init__(self, train: torch.Tensor, objective: str, args: argparse.Namespace):
-        self.objective = objective
-        self.flow = standardized_ffjord(train, hidden=args.hidden, depth=args.depth, trace=args.trace)
+    def __init__(self, train: torch.Tensor, contender: str, args: argparse.Namespace):
+        self.objective = "flow-matching" if contender == "flow-matching" else "mle"
+        rnode = contender == "mle-rnode"
+        self.flow = standardized_ffjord(train, hidden=args.hidden, depth=args.depth, trace=args.trace,
+                                        kinetic=args.kinetic if rnode else 0.0, jacobian=args.jacobian if rnode else 0.0,
+                                        fm_coupling=args.fm_coupling)
+        self.batch_size = args.fm_batch_size if self.objective == "flow-matching" else args.batch_size
 
     def parameters(self):
         return self.flow.parameters()
@@ -101,10 +113,10 @@ class FlowforgeFFJORD:
     def test_nll(self, points: torch.Tensor) -> tuple[float, int]:
         self.flow.eval()
         self.flow.cnf.nfe.take()  # nothing pending: take_train_nfe ran just before
-        nll = nll_summary(self.flow, points)["nll"]  # one solve while n_test <= 8192
-        nfe = self.flow.cnf.nfe.take()["nfe_eval"]
+        summary = nll_summary(self.flow, points)  # one solve while n_test <= 8192
+        self.flow.cnf.nfe.take()
         self.flow.train()
-        return nll, nfe
+        return summary["nll"], summary["nfe"]
 
     def take_train_nfe(self) -> int:
         counts = self.flow.training_metrics()
@@ -119,28 +131,33 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     model = ZukoCNF(train, args) if contender == "zuko" else FlowforgeFFJORD(train, contender, args)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    ema = EMA(model.flow, args.ema_decay)
     generator = torch.Generator().manual_seed(args.seed)
     steps, trained, train_nfe, curve = 0, 0.0, 0, []
     next_eval = args.curve_every if args.curve_every > 0 else float("inf")
     while trained < args.budget:
         started = time.perf_counter()
-        batch = train[torch.randint(len(train), (args.batch_size,), generator=generator)]
+        batch = train[torch.randint(len(train), (model.batch_size,), generator=generator)]
         loss = model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
+        ema.update(steps)
         trained += time.perf_counter() - started
         steps += 1
         if trained >= next_eval and trained < args.budget:  # the clock is stopped while measuring
             train_nfe += model.take_train_nfe()
-            curve.append([round(trained, 2), steps, model.test_nll(test_points)[0]])
+            with ema.applied():
+                curve.append([round(trained, 2), steps, *model.test_nll(test_points)])
             next_eval = trained + args.curve_every
     train_nfe += model.take_train_nfe()
-    nll, nfe_eval = model.test_nll(test_points)
-    curve.append([round(trained, 2), steps, nll])
+    with ema.applied():
+        nll, nfe_eval = model.test_nll(test_points)
+    curve.append([round(trained, 2), steps, nll, nfe_eval])
     library = "zuko" if contender == "zuko" else "flowforge"
-    return {"data": data, "objective": "mle" if contender == "zuko" else contender, "contender": contender,
+    objective = "flow-matching" if contender == "flow-matching" else "mle"
+    return {"data": data, "objective": objective, "contender": contender, "batch_size": model.batch_size,
             "library": library, "steps": steps, "train_seconds": trained, "seconds_per_step": trained / steps,
             "train_nfe_per_step": train_nfe / steps, "test_nll": nll, "nfe_per_eval": nfe_eval,
             "n_test": len(test_points), "curve": curve}
@@ -148,7 +165,12 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
 
 def time_to_reach(curve: list[list[float]], target: float) -> float | None:
     """Training seconds of the first curve point at or below ``target`` (None if never)."""
-    return next((seconds for seconds, _, nll in curve if nll <= target), None)
+    return next((seconds for seconds, _, nll, _ in curve if nll <= target), None)
+
+
+def nfe_at(curve: list[list[float]], target: float) -> int | None:
+    """NFE of the test solve at the first curve point at or below ``target`` (None if never)."""
+    return next((nfe for _, _, nll, nfe in curve if nll <= target), None)
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -163,7 +185,12 @@ def summary(rows: list[dict]) -> list[dict]:
             item["fm_seconds_to_mle_nll"] = seconds
             item["fm_fraction_of_mle_time"] = None if seconds is None else seconds / by["mle"]["train_seconds"]
             item["fm_minus_mle_nll"] = by["flow-matching"]["test_nll"] - target
-        ours = [by[c] for c in OBJECTIVES if c in by]
+        if "mle" in by and "mle-rnode" in by:
+            target = max(by["mle"]["test_nll"], by["mle-rnode"]["test_nll"])
+            item["equal_nll"] = target
+            item["mle_nfe_at_equal_nll"] = nfe_at(by["mle"]["curve"], target)
+            item["rnode_nfe_at_equal_nll"] = nfe_at(by["mle-rnode"]["curve"], target)
+        ours = [by[c] for c in FLOWFORGE if c in by]
         if ours and "zuko" in by:
             best = min(ours, key=lambda r: r["test_nll"])
             item["best_flowforge"] = best["contender"]
@@ -184,6 +211,9 @@ def summary_text(items: list[dict]) -> str:
             else:
                 parts.append(f"flow matching did not reach the MLE's final NLL "
                              f"(ends {item['fm_minus_mle_nll']:+.3f} nats above it)")
+        if item.get("rnode_nfe_at_equal_nll") is not None:
+            parts.append(f"at test NLL ≤ {item['equal_nll']:.3f} the regularised MLE solves in "
+                         f"{item['rnode_nfe_at_equal_nll']} NFE, the plain MLE in {item['mle_nfe_at_equal_nll']}")
         if "flowforge_beats_zuko" in item:
             verdict = "beats" if item["flowforge_beats_zuko"] else "does not beat"
             parts.append(f"flowforge's best ({item['best_flowforge']}) {verdict} zuko's CNF "
@@ -210,6 +240,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--trace", default="exact", choices=("exact", "hutchinson"), help="MLE training trace")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--fm-batch-size", type=int, default=256, help="flow matching's batch size")
+    parser.add_argument("--fm-coupling", default="independent", choices=("independent", "ot"),
+                        help="flow matching's pairing of noise and data")
+    parser.add_argument("--kinetic", type=float, default=0.05, help="mle-rnode's kinetic-energy weight")
+    parser.add_argument("--jacobian", type=float, default=0.05, help="mle-rnode's Jacobian-norm weight")
+    parser.add_argument("--ema-decay", type=float, default=0.0, help="evaluate an EMA of the weights (0: off)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--curve-every", type=float, default=3.0,
                         help="seconds of training between test-NLL measurements (0: only at the end)")

@@ -1,5 +1,6 @@
 """FFJORD: the CNF transform, its divergence estimators, its objectives, the trainer and the CLI."""
 
+import itertools
 import json
 import math
 
@@ -14,7 +15,7 @@ from flowforge.cli import main
 from flowforge.distributions import StandardNormal
 from flowforge.errors import FlowforgeError
 from flowforge.models import FFJORD, CNFFlow, build_model
-from flowforge.models.flow_matching import flow_matching_loss
+from flowforge.models.flow_matching import flow_matching_loss, ot_pairing
 from flowforge.training import TrainConfig, load_run, train
 from flowforge.training.evaluate import log_prob as evaluate_log_prob
 from flowforge.transforms import Compose, Standardize
@@ -242,6 +243,22 @@ def test_flow_matching_target_matches_the_sampling_direction():
     assert losses[False] < 0.5 * losses[True]
 
 
+def test_ot_pairing_is_the_cheapest_assignment():
+    generator = torch.Generator().manual_seed(0)
+    z, x = torch.randn(6, 2, generator=generator), torch.randn(6, 2, generator=generator) + 1.0
+
+    def cost(p) -> float:
+        return float(((z[list(p)] - x) ** 2).sum())
+    best = min(cost(p) for p in itertools.permutations(range(6)))   # brute force over all 720 pairings
+    pairing = ot_pairing(z, x)
+    assert sorted(pairing.tolist()) == list(range(6)) and cost(pairing.tolist()) == pytest.approx(best, abs=1e-9)
+
+
+def test_unknown_flow_matching_coupling_is_refused():
+    with pytest.raises(ValueError, match="coupling 'sinkhorn'"):
+        FFJORD(2, fm_coupling="sinkhorn")
+
+
 def test_flow_matching_on_two_blocks_routes_each_time_to_its_block():
     cnf = CNF([LinearVelocity(torch.eye(2)), LinearVelocity(-torch.eye(2))], time=0.5)
     z, t = torch.ones(4, 2), torch.tensor([0.1, 0.4, 0.6, 0.9])
@@ -296,9 +313,10 @@ def tiny_config(objective: str, **options) -> TrainConfig:
                        model_options=dict(hidden=16, depth=2, **options))
 
 
-@pytest.mark.parametrize("objective", ["mle", "flow-matching"])
-def test_trains_through_the_trainer_and_logs_nfe(objective, tmp_path):
-    results = train(tiny_config(objective), tmp_path / "run", progress_bar=False)
+@pytest.mark.parametrize("objective, options", [("mle", {}), ("flow-matching", {}),
+                                                ("flow-matching", {"fm_coupling": "ot"})])
+def test_trains_through_the_trainer_and_logs_nfe(objective, options, tmp_path):
+    results = train(tiny_config(objective, **options), tmp_path / "run", progress_bar=False)
     assert math.isfinite(results["test_nll"]) and results["steps"] == 6
 
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -351,6 +369,7 @@ def test_cli_trains_and_evaluates_ffjord(tmp_path, capsys):
     assert main(["eval", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert np.isfinite(report["nll"]) and report["n"] == 10_000
+    assert report["nfe"] == 2 * 8 * 4  # two batches of at most 8,192 points, 8 rk4 steps of 4 evaluations
     assert main(["plot", str(out)]) == 0
     for name in ("density_over_time.png", "trajectories.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -34,8 +34,9 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
     assert c["test_nll"] != a["test_nll"]
 
 
-def test_resume_continues_exactly(tmp_path):
-    planned = small_config(steps=60, eval_every=20)
+@pytest.mark.parametrize("train_noise", [0.0, 0.05])
+def test_resume_continues_exactly(tmp_path, train_noise):
+    planned = small_config(steps=60, eval_every=20, train_noise=train_noise)
     whole = train(planned, tmp_path / "whole", progress_bar=False)
     partial = train(planned, tmp_path / "split", progress_bar=False, stop_after=20)
     assert partial["steps"] == 20
@@ -112,6 +113,17 @@ def test_flow_refuses_data_of_the_wrong_shape():
         flow.inverse(torch.randn(5))
     with pytest.raises(ValueError, match="negative"):
         flow.sample(-1)
+
+
+def test_train_noise_regularises_the_batches_and_is_refused_for_images(tmp_path):
+    plain = train(small_config(steps=20, eval_every=20), tmp_path / "plain", progress_bar=False)
+    noisy = train(small_config(steps=20, eval_every=20, train_noise=0.05), tmp_path / "noisy", progress_bar=False)
+    assert noisy["test_nll"] != plain["test_nll"]  # the same seed and batches, so only the noise differs
+    with pytest.raises(FlowforgeError, match="--train-noise must be"):
+        train(small_config(train_noise=1.5), tmp_path / "bad", progress_bar=False)
+    with pytest.raises(FlowforgeError, match="vector data"):
+        train(TrainConfig(model="glow", data="digits", steps=1, train_noise=0.1,
+                          model_options=dict(levels=1, steps=1, hidden=8, bits=4)), tmp_path / "img", progress_bar=False)
 
 
 def test_existing_run_is_not_overwritten_without_force(trained_run, tmp_path):

@@ -30,7 +30,8 @@ DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four I
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
     "data": "data", "data_dir": "data_dir", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size",
     "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
-    "on_nan": "on_nan", "ema_decay": "ema_decay", "model": "model", "objective": "objective", "standardize": "standardize",
+    "on_nan": "on_nan", "ema_decay": "ema_decay", "train_noise": "train_noise", "model": "model",
+    "objective": "objective", "standardize": "standardize",
     "layers": None, "hidden": None, "depth": None, "model_option": None,
 }
 
@@ -102,6 +103,9 @@ Examples:
               show_default=True)
 @click.option("--ema-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=TrainConfig.ema_decay,
               show_default=True, help="average the weights for evaluation (0: off)")
+@click.option("--train-noise", type=click.FloatRange(min=0, max=1, max_open=True), default=TrainConfig.train_noise,
+              show_default=True, help="Gaussian noise added to training vectors, in units of each feature's std "
+                                      "(a regulariser against memorising small data sets)")
 @click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
               help="on a non-finite loss or gradient: restore the last good state and halve the lr, "
                    "skip the step, or stop")
@@ -225,6 +229,7 @@ Examples:
   flowforge eval runs/moons --data moons --json
   flowforge eval runs/mine --data held_out.csv
   flowforge eval runs/mnist --data-dir /data/mnist --json     # image runs add bits_per_dim
+  flowforge eval runs/pinwheel-fm --json                      # FFJORD runs add nfe
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--data", default=None, help=f"{DATA_HELP}; default: the run's held-out test split")
@@ -249,7 +254,8 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool) -
     else:
         click.echo(f"{source}: NLL {summary['nll']:.4f} ± {summary['nll_stderr']:.4f} nats/sample "
                    f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, "
-                   f"{summary['nll_data']:.4f} nats/sample in data units · {summary['n']} points")
+                   f"{summary['nll_data']:.4f} nats/sample in data units · {summary['n']} points"
+                   + (f" · {summary['nfe']} evaluations of f" if "nfe" in summary else ""))
 
 
 @cli.command(epilog="""\b

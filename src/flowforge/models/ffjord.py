@@ -14,7 +14,7 @@ from torch import Tensor
 
 from flowforge.distributions import Flow, StandardNormal
 from flowforge.errors import FlowforgeError
-from flowforge.models.flow_matching import flow_matching_loss
+from flowforge.models.flow_matching import COUPLINGS, flow_matching_loss
 from flowforge.transforms import Compose, Standardize, Transform
 from flowforge.transforms.cnf import CNF
 from flowforge.transforms.dynamics import ConcatSquashMLP
@@ -33,14 +33,17 @@ class CNFFlow(Flow):
     torch.Size([])
     """
 
-    def __init__(self, transform: Transform, base: StandardNormal, kinetic: float = 0.0, jacobian: float = 0.0):
+    def __init__(self, transform: Transform, base: StandardNormal, kinetic: float = 0.0, jacobian: float = 0.0,
+                 fm_coupling: str = "independent"):
         super().__init__(transform, base)
         layers = list(transform.transforms) if isinstance(transform, Compose) else [transform]
         if not isinstance(layers[-1], CNF) or any(isinstance(t, CNF) for t in layers[:-1]):
             raise ValueError("a CNFFlow's transform must end in its only CNF")
         if kinetic < 0 or jacobian < 0:
             raise ValueError("the kinetic and jacobian penalty weights must be >= 0")
-        self.kinetic, self.jacobian = float(kinetic), float(jacobian)
+        if fm_coupling not in COUPLINGS:
+            raise ValueError(f"unknown flow-matching coupling {fm_coupling!r}; choose from {', '.join(COUPLINGS)}")
+        self.kinetic, self.jacobian, self.fm_coupling = float(kinetic), float(jacobian), fm_coupling
         self._train_steps = 0
 
     @property
@@ -67,11 +70,11 @@ class CNFFlow(Flow):
     def training_loss(self, batch: Tensor, objective: str) -> Tensor:
         """"mle": -mean log p(x) + kinetic·mean ∫‖f‖² dt + jacobian·mean ∫‖∂f/∂z‖²_F dt
         (Hutchinson's trace if the CNF is so configured); "flow-matching": the straight-path
-        conditional flow-matching loss in the CNF's coordinates."""
+        conditional flow-matching loss in the CNF's coordinates (pairs coupled by ``fm_coupling``)."""
         self._train_steps += 1
         y, prefix_log_abs_det = self._into_cnf(batch)
         if objective == "flow-matching":
-            return flow_matching_loss(self.cnf, y)
+            return flow_matching_loss(self.cnf, y, self.fm_coupling)
         if objective != "mle":
             raise FlowforgeError(f"FFJORD trains by {' or '.join(OBJECTIVES)}, not {objective!r}")
         penalized = self.kinetic > 0 or self.jacobian > 0
@@ -106,12 +109,14 @@ class CNFFlow(Flow):
 def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solver: str = "dopri5",
            atol: float = 1e-5, rtol: float = 1e-5, trace: str = "exact", noise: str = "gaussian",
            adjoint: bool = False, kinetic: float = 0.0, jacobian: float = 0.0, time: float = 1.0,
-           standardize: bool = False, activation: str = "tanh", solver_steps: int = 20) -> CNFFlow:
+           standardize: bool = False, activation: str = "tanh", solver_steps: int = 20,
+           fm_coupling: str = "independent") -> CNFFlow:
     """FFJORD: ``num_layers`` CNF blocks of duration ``time``, each a concat-squash MLP
     (``depth`` layers of ``hidden`` units), solved by torchdiffeq's ``solver`` (adaptive with
     atol/rtol, or fixed-step with ``solver_steps`` steps per block), ``adjoint`` for O(1) memory.
     ``trace`` chooses the training-time divergence ("hutchinson" draws ``noise`` once per solve);
-    ``kinetic`` and ``jacobian`` weigh the RNODE penalties. With ``standardize`` a
+    ``kinetic`` and ``jacobian`` weigh the RNODE penalties; ``fm_coupling`` pairs noise and data
+    for flow matching ("independent", or "ot": minibatch optimal transport). With ``standardize`` a
     :class:`Standardize` layer comes first, as in RealNVP.
 
     >>> flow = FFJORD(2, hidden=16, depth=2, trace="hutchinson", kinetic=0.01)
@@ -126,4 +131,5 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
     cnf = CNF(velocities, time=time, solver=solver, atol=atol, rtol=rtol, solver_steps=solver_steps,
               trace=trace, noise=noise, adjoint=adjoint)
     layers: list[Transform] = [Standardize(dim)] if standardize else []
-    return CNFFlow(Compose(layers + [cnf]), StandardNormal(dim), kinetic=kinetic, jacobian=jacobian)
+    return CNFFlow(Compose(layers + [cnf]), StandardNormal(dim), kinetic=kinetic, jacobian=jacobian,
+                   fm_coupling=fm_coupling)

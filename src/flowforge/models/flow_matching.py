@@ -7,24 +7,48 @@ t = s·T moves at the constant velocity (x - z)/T, and the field is regressed on
 
 Its minimiser is the marginal velocity that carries N(0, I) at t = 0 to the data at t = T, the
 direction in which :class:`flowforge.transforms.cnf.CNF` generates; no ODE is solved.
+
+The pairs (z, x) are drawn independently, or (``coupling="ot"``) matched within the batch by the
+permutation that minimises Σ‖z - x‖² (minibatch optimal transport; Tong et al., 2024; Pooladian
+et al., 2023): paths then cross less, the regression targets vary less and the learned field is
+straighter, so it trains in fewer steps and integrates in fewer evaluations.
 """
 
 from __future__ import annotations
 
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from flowforge.transforms.cnf import CNF
 
+COUPLINGS = ("independent", "ot")
 
-def flow_matching_loss(cnf: CNF, x: Tensor) -> Tensor:
+
+def ot_pairing(z: Tensor, x: Tensor) -> Tensor:
+    """The permutation ``p`` minimising Σ_i ‖z[p[i]] - x[i]‖² (exact assignment, O(n³) on the batch).
+
+    >>> z = torch.tensor([[0.0], [10.0]]); x = torch.tensor([[9.0], [1.0]])
+    >>> ot_pairing(z, x).tolist()
+    [1, 0]
+    """
+    cost = torch.cdist(x.detach().double(), z.detach().double()).square_()
+    _, columns = linear_sum_assignment(cost.cpu().numpy())
+    return torch.as_tensor(columns, device=z.device)
+
+
+def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent") -> Tensor:
     """Mean over the batch of ‖f(x_t, t) - (x - z)/T‖² (fresh z and t from torch's global RNG).
 
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
-    >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2)).shape
+    >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2), coupling="ot").shape
     torch.Size([])
     """
+    if coupling not in COUPLINGS:
+        raise ValueError(f"unknown flow-matching coupling {coupling!r}; choose from {', '.join(COUPLINGS)}")
     z = torch.randn_like(x)
+    if coupling == "ot":
+        z = z[ot_pairing(z, x)]
     s = torch.rand(x.shape[0], 1, dtype=x.dtype, device=x.device)
     x_t = (1 - s) * z + s * x
     target = (x - z) / cnf.total_time

@@ -27,6 +27,7 @@ class TrainConfig:
     weight_decay: float = 0.2     # decoupled (AdamW); with the EMA, measured to cut overfitting on moons
     grad_clip: float = 10.0
     ema_decay: float = 0.995     # weights averaged for evaluation and the saved model; 0 turns it off
+    train_noise: float = 0.0     # Gaussian noise added to training vectors, in units of each feature's std
     eval_every: int = 200
     seed: int = 0
     standardize: bool | None = None  # None: standardise vector data, never images
@@ -49,6 +50,7 @@ class TrainConfig:
             (self.eval_every >= 1, "--eval-every must be at least 1"),
             (self.grad_clip > 0, "--grad-clip must be positive"),
             (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
+            (0 <= self.train_noise < 1, "--train-noise must be in [0, 1)"),
             (self.on_nan in ("rollback", "skip", "stop"), "--on-nan must be 'rollback', 'skip' or 'stop'"),
         ]
         for ok, message in checks:

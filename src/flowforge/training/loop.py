@@ -155,6 +155,20 @@ def _build(config: TrainConfig, splits) -> tuple[Any, torch.optim.Optimizer, tor
         torch.Generator().manual_seed(config.seed)
 
 
+def _jitter_scale(config: TrainConfig, x_train: torch.Tensor) -> torch.Tensor | None:
+    """Per-feature std of the noise added to training batches (None for none).
+
+    Noise regularisation: each training point becomes a small Gaussian blob, so the flow cannot
+    collapse its mass onto the points it has seen. It also blurs what is learned: a Gaussian
+    direction of width σ widens to √(σ² + σ_noise²), which costs about ¼ (σ_noise / σ)⁴ nats.
+    """
+    if not config.train_noise:
+        return None
+    if x_train.ndim != 2:
+        raise FlowforgeError("--train-noise applies to vector data (images are dequantised instead)")
+    return config.train_noise * x_train.std(dim=0)
+
+
 def make_optimizer(parameters, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """AdamW with the fused kernel: one pass over all parameters per step (measured 1.2× faster
     steps than the default multi-tensor Adam on the book's model)."""
@@ -200,6 +214,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
     if context.active:
         objective = torch.nn.parallel.DistributedDataParallel(objective)
     x_train = torch.from_numpy(splits.train)
+    jitter = _jitter_scale(config, x_train)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
     good = _snapshot(flow, optimizer, ema, generator, progress)
@@ -213,6 +228,8 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = x_train[torch.randint(len(x_train), (config.batch_size,), generator=generator)]
+        if jitter is not None:  # drawn from the batch generator: the same on every rank, restored on resume
+            batch = batch + jitter * torch.randn(batch.shape, generator=generator)
         loss = objective(context.shard(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients over ranks here
@@ -274,6 +291,7 @@ def finish(run_dir: Path, flow, test_points, progress: Progress, write: bool = T
     results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
                "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
                "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}
+    results.update({f"test_{key}": test[key] for key in ("bits_per_dim", "nfe") if key in test})
     if write:
         write_json(run_dir / RESULTS, results)
     return results
