@@ -29,8 +29,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 METHOD = """Every library builds the same architecture and trains on the same standardised data and
 batches. Peers train as their documentation does: `torch.optim.Adam`, no clipping, the last
 iterate evaluated. flowforge trains as its trainer does by default: fused AdamW (weight decay
-0.2), gradient clipping at 10, a 0.995 moving average of the weights for evaluation, warm-up
-and cosine decay (time-to-target only), and bf16 coupling networks where the CPU multiplies
+0.2), gradient clipping at 10, a 0.995 moving average of the weights for evaluation, Gaussian
+noise of std 0.02 added to the (standardised) training batches, warm-up and cosine decay from
+5e-4 (time-to-target only), and bf16 coupling networks where the CPU multiplies
 bf16 natively (this machine: AVX512-BF16; the couplings stay exactly invertible, log|det J| and
 the affine update are float32). Throughput is steps of batch 256, and log_prob / sample calls
 of 8,192 points under `no_grad`. Time to target counts training time only (evaluation on the

@@ -25,8 +25,11 @@ class Contender:
     grad_clip: float | None = None  # gradient-norm clipping, where the library's trainer clips
     after_step: Callable[[int], None] = lambda step: None  # e.g. a weight average's update
     evaluating: Callable[[], ContextManager] = field(default=contextlib.nullcontext)  # weights to evaluate
+    train_noise: float = 0.0  # std of the noise added to (standardised) training batches, where the trainer adds it
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
+        if self.train_noise:
+            x = x + self.train_noise * torch.randn_like(x)
         return -self.log_prob(x).mean()
 
     def parameters(self):
@@ -34,7 +37,8 @@ class Contender:
 
 
 def flowforge_realnvp(dim: int, layers: int, hidden: int, depth: int, **options) -> Contender:
-    """flowforge as its trainer runs it: its default options, optimiser, clipping and weight average."""
+    """flowforge as its trainer runs it: its default options, optimiser, clipping, weight average and training
+    noise (the benchmark's data are standardised, so the noise's std is ``train_noise`` itself)."""
     from flowforge.models import RealNVP
     from flowforge.training import TrainConfig
     from flowforge.training.ema import EMA
@@ -48,7 +52,7 @@ def flowforge_realnvp(dim: int, layers: int, hidden: int, depth: int, **options)
         return make_optimizer(parameters, lr, defaults.weight_decay)
 
     return Contender(flow, flow.log_prob, lambda n: flow.sample(n), optimizer, defaults.grad_clip,
-                     ema.update, ema.applied)
+                     ema.update, ema.applied, defaults.train_noise)
 
 
 def zuko_realnvp(dim: int, layers: int, hidden: int, depth: int) -> Contender:

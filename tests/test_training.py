@@ -15,7 +15,8 @@ from flowforge.training import TrainConfig, learning_rate, load_run, train
 def test_training_lowers_nll_and_writes_a_complete_run(trained_run):
     records = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [100, 200, 300]
-    assert records[-1]["val_nll"] < records[0]["val_nll"] - 0.3
+    untrained = 1 + math.log(2 * math.pi)  # N(0, I) on standardised 2-D data, about 2.84
+    assert records[-1]["val_nll"] < records[0]["val_nll"] and records[-1]["val_nll"] < untrained - 0.8
     assert {"step", "train_nll", "val_nll", "lr", "time"} <= set(records[0])
     config = json.loads((trained_run / "config.json").read_text())
     assert config["train"]["seed"] == 0 and config["dim"] == 2 and config["versions"]["torch"].startswith("2.13")
