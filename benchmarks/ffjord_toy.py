@@ -243,11 +243,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--fm-batch-size", type=int, default=256, help="flow matching's batch size")
     parser.add_argument("--fm-coupling", default="independent", choices=("independent", "ot"),
                         help="flow matching's pairing of noise and data")
-    parser.add_argument("--kinetic", type=float, default=0.05, help="mle-rnode's kinetic-energy weight")
-    parser.add_argument("--jacobian", type=float, default=0.05, help="mle-rnode's Jacobian-norm weight")
-    parser.add_argument("--ema-decay", type=float, default=0.0, help="evaluate an EMA of the weights (0: off)")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--curve-every", type=float, default=3.0,
+    parser.add_argument("--kinetic", type=float, default=0.01, help="mle-rnode's kinetic-energy weight")
+    parser.add_argument("--jacobian", type=float, default=0.01, help="mle-rnode's Jacobian-norm weight")
+    parser.add_argument("--ema-decay", type=float, default=0.999, help="evaluate an EMA of the weights (0: off)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--curve-every", type=float, default=1.0,
                         help="seconds of training between test-NLL measurements (0: only at the end)")
     parser.add_argument("--zuko-activation", default="elu", choices=sorted(ZUKO_ACTIVATIONS),
                         help="zuko's MLP activation (its default ELU; flowforge's FFJORD uses tanh)")
