@@ -6,8 +6,9 @@ For every data set and contender it trains a fresh model for ``--budget`` second
 NFE per step (forward + backward) and the seconds per step. Contenders: flowforge's FFJORD trained
 by maximum likelihood ("mle"), by maximum likelihood with the RNODE penalties ("mle-rnode",
 ``--kinetic`` and ``--jacobian``), or by flow matching ("flow-matching", pairs coupled by
-``--fm-coupling``, batches of ``--fm-batch-size``), and zuko's ``CNF`` trained by maximum likelihood
-("zuko", exact trace, same width/depth, same data, batch, optimiser and budget). With
+``--fm-coupling``, batches of ``--fm-batch-size``, learning rate ``--fm-lr``), and zuko's ``CNF``
+trained by maximum likelihood ("zuko", exact trace, same width/depth, same data, batch, optimiser
+and budget). With
 ``--ema-decay`` every contender is evaluated with an exponential moving average of its weights.
 
 Every ``--curve-every`` seconds of training the test NLL and its NFE are measured (the clock stops
@@ -130,7 +131,8 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     test_points = torch.as_tensor(splits.test[: args.n_test], dtype=torch.float32)
     torch.manual_seed(args.seed)
     model = ZukoCNF(train, args) if contender == "zuko" else FlowforgeFFJORD(train, contender, args)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    lr = args.fm_lr if contender == "flow-matching" and args.fm_lr else args.lr
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     ema = EMA(model.flow, args.ema_decay)
     generator = torch.Generator().manual_seed(args.seed)
     steps, trained, train_nfe, curve = 0, 0.0, 0, []
@@ -157,7 +159,7 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     curve.append([round(trained, 2), steps, nll, nfe_eval])
     library = "zuko" if contender == "zuko" else "flowforge"
     objective = "flow-matching" if contender == "flow-matching" else "mle"
-    return {"data": data, "objective": objective, "contender": contender, "batch_size": model.batch_size,
+    return {"data": data, "objective": objective, "contender": contender, "batch_size": model.batch_size, "lr": lr,
             "library": library, "steps": steps, "train_seconds": trained, "seconds_per_step": trained / steps,
             "train_nfe_per_step": train_nfe / steps, "test_nll": nll, "nfe_per_eval": nfe_eval,
             "n_test": len(test_points), "curve": curve}
@@ -241,6 +243,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--trace", default="exact", choices=("exact", "hutchinson"), help="MLE training trace")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--fm-batch-size", type=int, default=256, help="flow matching's batch size")
+    parser.add_argument("--fm-lr", type=float, default=None, help="flow matching's learning rate (default: --lr)")
     parser.add_argument("--fm-coupling", default="independent", choices=("independent", "ot"),
                         help="flow matching's pairing of noise and data")
     parser.add_argument("--kinetic", type=float, default=0.01, help="mle-rnode's kinetic-energy weight")
