@@ -39,7 +39,6 @@ from flowforge.training.evaluate import nll_summary
 from flowforge.transforms import fit_standardization
 
 DATASETS = ("pinwheel", "8gaussians", "checkerboard", "moons")
-OBJECTIVES = ("mle", "flow-matching")
 FLOWFORGE = ("mle", "mle-rnode", "flow-matching")
 CONTENDERS = FLOWFORGE + ("zuko",)
 

@@ -9,10 +9,10 @@ the sampling throughput for 1,000 images. Evaluation time is not counted in the 
 libraries see the same batches, the same dequantised pixels ((level + u) / 256 − ½) and the same test
 noise, and are scored by bpd = (NLL_continuous + D·log 256) / (D·ln 2).
 
-    python benchmarks/glow_mnist.py --data-dir /work/shared/data/mnist                 # 15 minutes
-    python benchmarks/glow_mnist.py --data-dir /work/shared/data/mnist --budget 3600 --library normflows \\
+    python -m benchmarks.glow_mnist --data-dir /work/shared/data/mnist                 # 15 minutes
+    python -m benchmarks.glow_mnist --data-dir /work/shared/data/mnist --budget 3600 --library normflows \\
         --report-every 300 --out docs/glow_mnist_normflows.json
-    python benchmarks/glow_mnist.py --plot docs/glow_mnist_*.json --figure docs/images/glow_mnist_curve.png
+    python -m benchmarks.glow_mnist --plot docs/glow_mnist_*.json --figure docs/images/glow_mnist_curve.png
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -113,7 +114,7 @@ def plot_curves(paths: list[str], figure: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for path in paths:
-        run = json.loads(open(path).read())
+        run = json.loads(Path(path).read_text())
         seconds = [p["train_seconds"] / 60 for p in run["curve"]]
         line, = ax.plot(seconds, [p["test_bpd"] for p in run["curve"]], marker="o", ms=3,
                         label=f"{run['library']} ({run['steps']:,} steps): {run['test_bpd']:.3f} on all 10,000")

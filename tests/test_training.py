@@ -116,15 +116,40 @@ def test_flow_refuses_data_of_the_wrong_shape():
         flow.sample(-1)
 
 
-def test_train_noise_regularises_the_batches_and_is_refused_for_images(tmp_path):
-    plain = train(small_config(steps=20, eval_every=20), tmp_path / "plain", progress_bar=False)
-    noisy = train(small_config(steps=20, eval_every=20, train_noise=0.05), tmp_path / "noisy", progress_bar=False)
-    assert noisy["test_nll"] != plain["test_nll"]  # the same seed and batches, so only the noise differs
+def test_train_noise_defaults_and_bad_values(tmp_path):
+    assert TrainConfig(data="moons").train_noise == 0.02 and TrainConfig(data="digits").train_noise == 0.0
+    older = {k: v for k, v in TrainConfig(data="moons").to_dict().items() if k != "train_noise"}
+    assert TrainConfig.from_dict(older).train_noise == 0.0  # a run saved before the option trained without noise
+    assert train(small_config(steps=20, eval_every=20, train_noise=0.0), tmp_path / "plain",
+                 progress_bar=False)["test_nll"] != train(small_config(steps=20, eval_every=20, train_noise=0.05),
+                                                           tmp_path / "noisy", progress_bar=False)["test_nll"]
     with pytest.raises(FlowforgeError, match="--train-noise must be"):
         train(small_config(train_noise=1.5), tmp_path / "bad", progress_bar=False)
     with pytest.raises(FlowforgeError, match="vector data"):
         train(TrainConfig(model="glow", data="digits", steps=1, train_noise=0.1,
                           model_options=dict(levels=1, steps=1, hidden=8, bits=4)), tmp_path / "img", progress_bar=False)
+    assert not (tmp_path / "img").exists()  # refused before anything was written
+
+
+def test_train_noise_has_the_asked_spread(monkeypatch, tmp_path):
+    # The batches the model sees differ from the rows drawn by N(0, (noise · std)²) per feature.
+    from flowforge.training import loop
+
+    seen = []
+    original = loop._Objective.forward
+    monkeypatch.setattr(loop._Objective, "forward", lambda self, batch: seen.append(batch) or original(self, batch))
+    config = small_config(steps=4, eval_every=4, train_noise=0.1, batch_size=2048)
+    train(config, tmp_path / "run", progress_bar=False)
+    data = torch.from_numpy(loop.load_splits("moons", 0, config.n_train).train)
+    replay = torch.Generator().manual_seed(config.seed)  # the trainer's batch generator: indices, then noise
+    noise = []
+    for batch in seen[:4]:
+        rows = data[torch.randint(len(data), (config.batch_size,), generator=replay)]
+        torch.randn(rows.shape, generator=replay)
+        noise.append((batch - rows) / data.std(0))
+    spread = torch.cat(noise).std(0)
+    assert torch.allclose(spread, torch.full((2,), 0.1), rtol=0.05), spread
+    assert abs(float(torch.cat(noise).mean())) < 0.01
 
 
 def test_existing_run_is_not_overwritten_without_force(trained_run, tmp_path):

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from flowforge.data import IMAGE_DATASETS, TOY_DATASETS, is_toy, load_points, load_splits, read_table, write_table
-from flowforge.data.dequantize import nats_to_bits_per_dim
 from flowforge.errors import FlowforgeError
 from flowforge.models import MODELS
 from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
@@ -148,7 +147,7 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
         return  # rank 0 reports and plots
     shape = data_shape(read_json(run_dir / CONFIG))
     if isinstance(shape, tuple):
-        click.echo(f"test: {nats_to_bits_per_dim(results['test_nll'], int(np.prod(shape))):.4f} bits/dim "
+        click.echo(f"test: {results['test_bits_per_dim']:.4f} bits/dim "
                    f"(NLL {results['test_nll']:.2f} nats/image) · best validation step {results['best_step']}"
                    f" · {results['train_seconds']:.1f} s · run: {run_dir}")
     else:

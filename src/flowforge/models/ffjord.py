@@ -14,7 +14,7 @@ from torch import Tensor
 
 from flowforge.distributions import Flow, StandardNormal
 from flowforge.errors import FlowforgeError
-from flowforge.models.flow_matching import COUPLINGS, flow_matching_loss
+from flowforge.models.flow_matching import check_coupling, flow_matching_loss
 from flowforge.transforms import Compose, Standardize, Transform
 from flowforge.transforms.cnf import CNF
 from flowforge.transforms.dynamics import ConcatSquashMLP
@@ -41,9 +41,7 @@ class CNFFlow(Flow):
             raise ValueError("a CNFFlow's transform must end in its only CNF")
         if kinetic < 0 or jacobian < 0:
             raise ValueError("the kinetic and jacobian penalty weights must be >= 0")
-        if fm_coupling not in COUPLINGS:
-            raise ValueError(f"unknown flow-matching coupling {fm_coupling!r}; choose from {', '.join(COUPLINGS)}")
-        self.kinetic, self.jacobian, self.fm_coupling = float(kinetic), float(jacobian), fm_coupling
+        self.kinetic, self.jacobian, self.fm_coupling = float(kinetic), float(jacobian), check_coupling(fm_coupling)
         self._train_steps = 0
 
     @property

@@ -11,13 +11,14 @@ direction in which :class:`flowforge.transforms.cnf.CNF` generates; no ODE is so
 The pairs (z, x) are drawn independently, or (``coupling="ot"``) matched within the batch by the
 permutation that minimises Σ‖z - x‖² (minibatch optimal transport; Tong et al., 2024; Pooladian
 et al., 2023): paths then cross less, the regression targets vary less and the learned field is
-straighter, so it trains in fewer steps and integrates in fewer evaluations.
+straighter, so it trains in fewer steps and integrates in fewer evaluations. Under
+DistributedDataParallel each process pairs its own shard, so with ``ot`` the pairing (not the
+objective) depends on the number of processes.
 """
 
 from __future__ import annotations
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from flowforge.transforms.cnf import CNF
@@ -25,13 +26,21 @@ from flowforge.transforms.cnf import CNF
 COUPLINGS = ("independent", "ot")
 
 
+def check_coupling(coupling: str) -> str:
+    if coupling not in COUPLINGS:
+        raise ValueError(f"unknown flow-matching coupling {coupling!r}; choose from {', '.join(COUPLINGS)}")
+    return coupling
+
+
 def ot_pairing(z: Tensor, x: Tensor) -> Tensor:
     """The permutation ``p`` minimising Σ_i ‖z[p[i]] - x[i]‖² (exact assignment, O(n³) on the batch).
 
-    >>> z = torch.tensor([[0.0], [10.0]]); x = torch.tensor([[9.0], [1.0]])
-    >>> ot_pairing(z, x).tolist()
-    [1, 0]
+    >>> z = torch.tensor([[0.0], [10.0], [20.0]]); x = torch.tensor([[19.0], [1.0], [11.0]])
+    >>> ot_pairing(z, x).tolist()   # x[0] takes z[2], x[1] takes z[0], x[2] takes z[1]
+    [2, 0, 1]
     """
+    from scipy.optimize import linear_sum_assignment  # only OT pairing needs SciPy
+
     cost = torch.cdist(x.detach().double(), z.detach().double()).square_()
     _, columns = linear_sum_assignment(cost.cpu().numpy())
     return torch.as_tensor(columns, device=z.device)
@@ -44,8 +53,7 @@ def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent") -> Te
     >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2), coupling="ot").shape
     torch.Size([])
     """
-    if coupling not in COUPLINGS:
-        raise ValueError(f"unknown flow-matching coupling {coupling!r}; choose from {', '.join(COUPLINGS)}")
+    check_coupling(coupling)
     z = torch.randn_like(x)
     if coupling == "ot":
         z = z[ot_pairing(z, x)]

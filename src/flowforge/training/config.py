@@ -40,13 +40,15 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # the builder's keyword arguments
 
     def __post_init__(self) -> None:
+        if self.standardize is None:
+            self.standardize = not self._images()
+        if self.train_noise is None:
+            self.train_noise = 0.0 if self._images() else VECTOR_TRAIN_NOISE
+
+    def _images(self) -> bool:
         from flowforge.data import is_image_source
 
-        images = is_image_source(self.data)
-        if self.standardize is None:
-            self.standardize = not images
-        if self.train_noise is None:
-            self.train_noise = 0.0 if images else VECTOR_TRAIN_NOISE
+        return is_image_source(self.data)
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -58,6 +60,8 @@ class TrainConfig:
             (self.grad_clip > 0, "--grad-clip must be positive"),
             (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
             (0 <= self.train_noise < 1, "--train-noise must be in [0, 1)"),
+            (not (self.train_noise and self._images()),
+             "--train-noise applies to vector data (images are dequantised instead)"),
             (self.on_nan in ("rollback", "skip", "stop"), "--on-nan must be 'rollback', 'skip' or 'stop'"),
         ]
         for ok, message in checks:
@@ -71,7 +75,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        # A run saved before train_noise existed trained without noise, and must resume so.
+        return cls(**{"train_noise": 0.0, **{k: v for k, v in values.items() if k in known}})
 
 
 def versions() -> dict[str, str]:

@@ -53,7 +53,7 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor) -> dict[str, floa
     """
     discrete = hasattr(flow, "discrete_log_prob")
     counter = flow.cnf.nfe if hasattr(flow, "cnf") else None
-    eval_nfe_before = counter.eval if counter else 0
+    eval_nfe_before = counter.eval if counter is not None else 0
     lp = discrete_log_prob(flow, points) if discrete else log_prob(flow, points)
     nll_data = float(-lp.mean())
     nll = nll_data - standardization_log_scale(flow)
@@ -63,6 +63,6 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor) -> dict[str, floa
                "n": len(lp)}
     if discrete:
         summary["bits_per_dim"] = nats_to_bits_per_dim(nll_data, dim)
-    if counter:
+    if counter is not None:
         summary["nfe"] = counter.eval - eval_nfe_before
     return summary

@@ -164,9 +164,7 @@ def _jitter_scale(config: TrainConfig, x_train: torch.Tensor) -> torch.Tensor | 
     """
     if not config.train_noise:
         return None
-    if x_train.ndim != 2:
-        raise FlowforgeError("--train-noise applies to vector data (images are dequantised instead)")
-    return config.train_noise * x_train.std(dim=0)
+    return config.train_noise * x_train.std(dim=0)  # vector data only: TrainConfig.validate refuses images
 
 
 def make_optimizer(parameters, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
