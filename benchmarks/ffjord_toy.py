@@ -57,7 +57,7 @@ class ZukoCNF:
     def __init__(self, train: torch.Tensor, args: argparse.Namespace):
         import zuko
 
-        self.batch_size = args.batch_size
+        self.batch_size, self.objective = args.batch_size, "mle"
         self.mean, self.std = train.mean(0), train.std(0, unbiased=False)  # as fit_standardization sets them
         self.flow = zuko.flows.CNF(train.shape[1], hidden_features=[args.hidden] * args.depth,
                                    atol=args.zuko_atol, rtol=args.zuko_rtol, exact=True,
@@ -157,8 +157,7 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
         nll, nfe_eval = model.test_nll(test_points)
     curve.append([round(trained, 2), steps, nll, nfe_eval])
     library = "zuko" if contender == "zuko" else "flowforge"
-    objective = "flow-matching" if contender == "flow-matching" else "mle"
-    return {"data": data, "objective": objective, "contender": contender, "batch_size": model.batch_size, "lr": lr,
+    return {"data": data, "objective": model.objective, "contender": contender, "batch_size": model.batch_size, "lr": lr,
             "library": library, "steps": steps, "train_seconds": trained, "seconds_per_step": trained / steps,
             "train_nfe_per_step": train_nfe / steps, "test_nll": nll, "nfe_per_eval": nfe_eval,
             "n_test": len(test_points), "curve": curve}
