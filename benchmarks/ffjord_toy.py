@@ -36,11 +36,13 @@ from flowforge.data import load_splits
 from flowforge.models import FFJORD, CNFFlow
 from flowforge.training.ema import EMA
 from flowforge.training.evaluate import nll_summary
+from flowforge.training.loop import cosine_decay, make_optimizer
 from flowforge.transforms import fit_standardization
 
 DATASETS = ("pinwheel", "8gaussians", "checkerboard", "moons")
 FLOWFORGE = ("mle", "mle-rnode", "flow-matching")
 CONTENDERS = FLOWFORGE + ("zuko",)
+WARMUP_FRACTION = 0.05  # of the budget, for --schedule cosine
 
 
 def standardized_ffjord(train: torch.Tensor, **options) -> CNFFlow:
@@ -101,7 +103,7 @@ class FlowforgeFFJORD:
         rnode = contender == "mle-rnode"
         self.flow = standardized_ffjord(train, hidden=args.hidden, depth=args.depth, trace=args.trace,
                                         kinetic=args.kinetic if rnode else 0.0, jacobian=args.jacobian if rnode else 0.0,
-                                        fm_coupling=args.fm_coupling)
+                                        fm_coupling=args.fm_coupling, fm_time_power=args.fm_time_power)
         self.batch_size = args.fm_batch_size if self.objective == "flow-matching" else args.batch_size
 
     def parameters(self):
@@ -121,21 +123,36 @@ class FlowforgeFFJORD:
         return counts["nfe_forward"] + counts["nfe_backward"]
 
 
+def learning_rate(peak: float, trained: float, budget: float, schedule: str) -> float:
+    """``constant``: ``peak`` throughout; ``cosine``: linear warm-up over the first 5% of the budget,
+    then a half cosine to 0 at the end of the budget (in seconds of training, not steps)."""
+    if schedule == "constant":
+        return peak
+    warmup = WARMUP_FRACTION * budget
+    if trained < warmup:
+        return peak * max(trained / warmup, 0.01)
+    return cosine_decay(peak, (trained - warmup) / (budget - warmup))
+
+
 def run(data: str, contender: str, args: argparse.Namespace) -> dict:
-    """Train one model for the budget of training time, measuring the test NLL every ``curve_every`` seconds."""
+    """Train one model for its budget of training time, measuring the test NLL every ``curve_every`` seconds."""
     splits = load_splits(data, args.seed, args.n_train)
     train = torch.from_numpy(splits.train)
     test_points = torch.as_tensor(splits.test[: args.n_test], dtype=torch.float32)
     torch.manual_seed(args.seed)
     model = ZukoCNF(train, args) if contender == "zuko" else FlowforgeFFJORD(train, contender, args)
-    lr = args.fm_lr if contender == "flow-matching" and args.fm_lr else args.lr
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    fm = contender == "flow-matching"
+    lr = args.fm_lr if fm and args.fm_lr else args.lr
+    budget = args.fm_budget if fm and args.fm_budget else args.budget
+    optimizer = make_optimizer(model.parameters(), lr)  # flowforge's trainer's: fused Adam(W), here without decay
     ema = EMA(model.flow, args.ema_decay)
     generator = torch.Generator().manual_seed(args.seed)
     steps, trained, train_nfe, curve = 0, 0.0, 0, []
     next_eval = args.curve_every if args.curve_every > 0 else float("inf")
-    while trained < args.budget:
+    while trained < budget:
         started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, trained, budget, args.schedule)
         batch = train[torch.randint(len(train), (model.batch_size,), generator=generator)]
         loss = model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -145,7 +162,7 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
         ema.update(steps)
         trained += time.perf_counter() - started
         steps += 1
-        if trained >= next_eval and trained < args.budget:  # the clock is stopped while measuring
+        if trained >= next_eval and trained < budget:  # the clock is stopped while measuring
             train_nfe += model.take_train_nfe()
             with ema.applied():
                 curve.append([round(trained, 2), steps, *model.test_nll(test_points)])
@@ -156,6 +173,7 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     curve.append([round(trained, 2), steps, nll, nfe_eval])
     library = "zuko" if contender == "zuko" else "flowforge"
     return {"data": data, "objective": model.objective, "contender": contender, "batch_size": model.batch_size, "lr": lr,
+            "schedule": args.schedule, "budget": budget,
             "library": library, "steps": steps, "train_seconds": trained, "seconds_per_step": trained / steps,
             "train_nfe_per_step": train_nfe / steps, "test_nll": nll, "nfe_per_eval": nfe_eval,
             "n_test": len(test_points), "curve": curve}
@@ -240,8 +258,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--fm-batch-size", type=int, default=256, help="flow matching's batch size")
     parser.add_argument("--fm-lr", type=float, default=None, help="flow matching's learning rate (default: --lr)")
+    parser.add_argument("--fm-budget", type=float, default=None,
+                        help="flow matching's seconds of training (default: --budget)")
+    parser.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+                        help="learning rate over each contender's budget: constant, or warm-up then cosine to 0")
     parser.add_argument("--fm-coupling", default="independent", choices=("independent", "ot"),
                         help="flow matching's pairing of noise and data")
+    parser.add_argument("--fm-time-power", type=float, default=2.0,
+                        help="flow matching draws times with density p·s^(p-1) (1: uniform; FFJORD's default 2)")
     parser.add_argument("--kinetic", type=float, default=0.01, help="mle-rnode's kinetic-energy weight")
     parser.add_argument("--jacobian", type=float, default=0.01, help="mle-rnode's Jacobian-norm weight")
     parser.add_argument("--ema-decay", type=float, default=0.999, help="evaluate an EMA of the weights (0: off)")

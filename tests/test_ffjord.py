@@ -254,6 +254,56 @@ def test_ot_pairing_is_the_cheapest_assignment():
     assert sorted(pairing.tolist()) == list(range(6)) and cost(pairing.tolist()) == pytest.approx(best, abs=1e-9)
 
 
+class TimeRecorder(nn.Module):
+    """f = 0, remembering the times it was asked about."""
+
+    def forward(self, t, z):
+        self.times = t.detach().clone()
+        return torch.zeros_like(z)
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0])
+def test_flow_matching_times_have_the_stated_density(power):
+    recorder = TimeRecorder()
+    torch.manual_seed(0)
+    flow_matching_loss(CNF(recorder, time=2.0), torch.randn(20_000, 2), time_power=power)
+    s = recorder.times / 2.0   # fractions of the block's time
+    assert 0 <= s.min() and s.max() <= 1
+    # density p·s^(p-1): CDF s^p, so s^p is uniform; the mean of s is p/(p+1)
+    assert float(s.mean()) == pytest.approx(power / (power + 1), abs=0.01)
+    for q in (0.25, 0.5, 0.75):
+        assert float((s.pow(power) <= q).double().mean()) == pytest.approx(q, abs=0.015)
+
+
+def test_time_power_does_not_move_the_minimiser():
+    """Weighting the times changes how the error is spent, not where the regression's minimum is."""
+    mu, sigma = torch.tensor([2.0, -1.0]), 0.3
+    torch.manual_seed(1)
+    data = mu + sigma * torch.randn(4096, 2)
+    for power in (1.0, 2.0):
+        losses = {}
+        for scale in (0.9, 1.0, 1.1):   # the true marginal velocity, and scaled copies of it
+            torch.manual_seed(2)
+            field = GaussianPathVelocity(mu, sigma)
+            cnf = CNF(_Scaled(field, scale))
+            losses[scale] = float(flow_matching_loss(cnf, data, time_power=power))
+        assert losses[1.0] < min(losses[0.9], losses[1.1])
+
+
+class _Scaled(nn.Module):
+    def __init__(self, field: nn.Module, scale: float):
+        super().__init__()
+        self.field, self.scale = field, scale
+
+    def forward(self, t, z):
+        return self.scale * self.field(t, z)
+
+
+def test_nonpositive_time_power_is_refused():
+    with pytest.raises(ValueError, match="time power must be positive"):
+        FFJORD(2, fm_time_power=0.0)
+
+
 def test_unknown_flow_matching_coupling_is_refused():
     with pytest.raises(ValueError, match="coupling 'sinkhorn'"):
         FFJORD(2, fm_coupling="sinkhorn")

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from flowforge.distributions import Flow, StandardNormal
 from flowforge.errors import FlowforgeError
-from flowforge.models.flow_matching import check_coupling, flow_matching_loss
+from flowforge.models.flow_matching import check_coupling, check_time_power, flow_matching_loss
 from flowforge.transforms import Compose, Standardize, Transform
 from flowforge.transforms.cnf import CNF
 from flowforge.transforms.dynamics import ConcatSquashMLP
@@ -34,7 +34,7 @@ class CNFFlow(Flow):
     """
 
     def __init__(self, transform: Transform, base: StandardNormal, kinetic: float = 0.0, jacobian: float = 0.0,
-                 fm_coupling: str = "independent"):
+                 fm_coupling: str = "independent", fm_time_power: float = 1.0):
         super().__init__(transform, base)
         layers = list(transform.transforms) if isinstance(transform, Compose) else [transform]
         if not isinstance(layers[-1], CNF) or any(isinstance(t, CNF) for t in layers[:-1]):
@@ -42,6 +42,7 @@ class CNFFlow(Flow):
         if kinetic < 0 or jacobian < 0:
             raise ValueError("the kinetic and jacobian penalty weights must be >= 0")
         self.kinetic, self.jacobian, self.fm_coupling = float(kinetic), float(jacobian), check_coupling(fm_coupling)
+        self.fm_time_power = check_time_power(fm_time_power)
         self._train_steps = 0
 
     @property
@@ -68,11 +69,12 @@ class CNFFlow(Flow):
     def training_loss(self, batch: Tensor, objective: str) -> Tensor:
         """"mle": -mean log p(x) + kinetic·mean ∫‖f‖² dt + jacobian·mean ∫‖∂f/∂z‖²_F dt
         (Hutchinson's trace if the CNF is so configured); "flow-matching": the straight-path
-        conditional flow-matching loss in the CNF's coordinates (pairs coupled by ``fm_coupling``)."""
+        conditional flow-matching loss in the CNF's coordinates (pairs coupled by ``fm_coupling``,
+        times drawn with ``fm_time_power``)."""
         self._train_steps += 1
         y, prefix_log_abs_det = self._into_cnf(batch)
         if objective == "flow-matching":
-            return flow_matching_loss(self.cnf, y, self.fm_coupling)
+            return flow_matching_loss(self.cnf, y, self.fm_coupling, self.fm_time_power)
         if objective != "mle":
             raise FlowforgeError(f"FFJORD trains by {' or '.join(OBJECTIVES)}, not {objective!r}")
         penalized = self.kinetic > 0 or self.jacobian > 0
@@ -108,13 +110,14 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
            atol: float = 1e-5, rtol: float = 1e-5, trace: str = "exact", noise: str = "gaussian",
            adjoint: bool = False, kinetic: float = 0.0, jacobian: float = 0.0, time: float = 1.0,
            standardize: bool = False, activation: str = "tanh", solver_steps: int = 20,
-           fm_coupling: str = "independent") -> CNFFlow:
+           fm_coupling: str = "independent", fm_time_power: float = 2.0) -> CNFFlow:
     """FFJORD: ``num_layers`` CNF blocks of duration ``time``, each a concat-squash MLP
     (``depth`` layers of ``hidden`` units), solved by torchdiffeq's ``solver`` (adaptive with
     atol/rtol, or fixed-step with ``solver_steps`` steps per block), ``adjoint`` for O(1) memory.
     ``trace`` chooses the training-time divergence ("hutchinson" draws ``noise`` once per solve);
     ``kinetic`` and ``jacobian`` weigh the RNODE penalties; ``fm_coupling`` pairs noise and data
-    for flow matching ("independent", or "ot": minibatch optimal transport). With ``standardize`` a
+    for flow matching ("independent", or "ot": minibatch optimal transport) and ``fm_time_power``
+    weighs its times towards the data end (density p·s^(p-1); 1: uniform). With ``standardize`` a
     :class:`Standardize` layer comes first, as in RealNVP.
 
     >>> flow = FFJORD(2, hidden=16, depth=2, trace="hutchinson", kinetic=0.01)
@@ -130,4 +133,4 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
               trace=trace, noise=noise, adjoint=adjoint)
     layers: list[Transform] = [Standardize(dim)] if standardize else []
     return CNFFlow(Compose(layers + [cnf]), StandardNormal(dim), kinetic=kinetic, jacobian=jacobian,
-                   fm_coupling=fm_coupling)
+                   fm_coupling=fm_coupling, fm_time_power=fm_time_power)

@@ -8,6 +8,12 @@ t = s·T moves at the constant velocity (x - z)/T, and the field is regressed on
 Its minimiser is the marginal velocity that carries N(0, I) at t = 0 to the data at t = T, the
 direction in which :class:`flowforge.transforms.cnf.CNF` generates; no ODE is solved.
 
+The times may be drawn with density p·s^(p-1) instead (``time_power`` p, s = u^(1/p)): that
+does not move the minimiser, which is the regression's answer at each time separately, but it
+spends more of the training on the data end, where the field must fold the noise onto thin
+structures and the likelihood is decided. With p = 2 the exact test NLL after a fixed budget was
+lower on pinwheel, checkerboard and moons and the same on 8gaussians (docs/ffjord.md).
+
 The pairs (z, x) are drawn independently, or (``coupling="ot"``) matched within the batch by the
 permutation that minimises Σ‖z - x‖² (minibatch optimal transport; Tong et al., 2024; Pooladian
 et al., 2023): paths then cross less, the regression targets vary less and the learned field is
@@ -46,18 +52,28 @@ def ot_pairing(z: Tensor, x: Tensor) -> Tensor:
     return torch.as_tensor(columns, device=z.device)
 
 
-def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent") -> Tensor:
-    """Mean over the batch of ‖f(x_t, t) - (x - z)/T‖² (fresh z and t from torch's global RNG).
+def check_time_power(power: float) -> float:
+    if not power > 0:
+        raise ValueError(f"the flow-matching time power must be positive, got {power}")
+    return float(power)
+
+
+def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_power: float = 1.0) -> Tensor:
+    """Mean over the batch of ‖f(x_t, t) - (x - z)/T‖² (fresh z and t from torch's global RNG;
+    t/T has density p·s^(p-1), p = ``time_power``).
 
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2), coupling="ot").shape
     torch.Size([])
     """
     check_coupling(coupling)
+    check_time_power(time_power)
     z = torch.randn_like(x)
     if coupling == "ot":
         z = z[ot_pairing(z, x)]
     s = torch.rand(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    if time_power != 1:
+        s = s.pow(1 / time_power)
     x_t = (1 - s) * z + s * x
     target = (x - z) / cnf.total_time
     residual = cnf.velocity(s.squeeze(1) * cnf.total_time, x_t) - target

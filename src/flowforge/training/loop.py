@@ -54,9 +54,13 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     warmup = min(config.warmup_steps, config.steps // 10)
     if step < warmup:
         return config.lr * (step + 1) / warmup
-    span = max(1, config.steps - warmup)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
+    return cosine_decay(config.lr, (step - warmup) / max(1, config.steps - warmup), config.min_lr_ratio)
+
+
+def cosine_decay(peak: float, fraction: float, floor_ratio: float = 0.0) -> float:
+    """``peak`` decayed along a half cosine to ``peak * floor_ratio`` as ``fraction`` goes 0 → 1 (then held)."""
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, fraction))))
+    return peak * (floor_ratio + (1 - floor_ratio) * cosine)
 
 
 def training_loss(flow, batch: torch.Tensor, objective: str) -> torch.Tensor:
