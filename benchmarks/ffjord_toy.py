@@ -1,7 +1,8 @@
 """FFJORD on the 2-D toy sets: maximum likelihood against flow matching (and zuko's CNF), the same budget each.
 
 For every data set and contender it trains a fresh model for ``--budget`` seconds of training time
-(Adam, constant learning rate, data standardised), then reports the test NLL in nats per sample
+(flow matching: ``--fm-budget``; fused Adam at a constant learning rate or, with ``--schedule cosine``,
+warm-up then cosine decay to 0 over each contender's own budget; data standardised), then reports the test NLL in nats per sample
 (standardised units, exact trace), the evaluations of f needed for that one test solve, the training
 NFE per step (forward + backward) and the seconds per step. Contenders: flowforge's FFJORD trained
 by maximum likelihood ("mle"), by maximum likelihood with the RNODE penalties ("mle-rnode",
@@ -19,6 +20,7 @@ below the worse of their two final NLLs). Prints a table and a per-data-set summ
 the rows (with the curves) as JSON.
 
     python benchmarks/ffjord_toy.py --budget 45 --out runs/ffjord_toy.json
+    python benchmarks/ffjord_toy.py --schedule cosine --lr 4e-2 --budget 40 --fm-budget 8 --fm-batch-size 1024
     python benchmarks/ffjord_toy.py --budget 5 --datasets moons --n-test 500   # a smoke run
 """
 
