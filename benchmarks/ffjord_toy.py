@@ -1,16 +1,15 @@
-"""FFJORD on the 2-D toy sets: maximum likelihood against flow matching (and zuko's CNF), the same budget each.
+"""FFJORD on the 2-D toy sets: maximum likelihood against flow matching (and zuko's CNF), each on a fixed time budget.
 
 For every data set and contender it trains a fresh model for ``--budget`` seconds of training time
-(flow matching: ``--fm-budget``; fused Adam at a constant learning rate or, with ``--schedule cosine``,
-warm-up then cosine decay to 0 over each contender's own budget; data standardised), then reports the test NLL in nats per sample
-(standardised units, exact trace), the evaluations of f needed for that one test solve, the training
+(flow matching: ``--fm-budget``, by default the same; fused Adam at a constant learning rate or,
+with ``--schedule cosine``, warm-up then cosine decay to 0 over each contender's own budget; data
+standardised), then reports the test NLL in nats per sample (standardised units, exact trace), the evaluations of f needed for that one test solve, the training
 NFE per step (forward + backward) and the seconds per step. Contenders: flowforge's FFJORD trained
 by maximum likelihood ("mle"), by maximum likelihood with the RNODE penalties ("mle-rnode",
 ``--kinetic`` and ``--jacobian``), or by flow matching ("flow-matching", pairs coupled by
-``--fm-coupling``, batches of ``--fm-batch-size``, learning rate ``--fm-lr``), and zuko's ``CNF``
-trained by maximum likelihood ("zuko", exact trace, same width/depth, same data, batch, optimiser
-and budget). With
-``--ema-decay`` every contender is evaluated with an exponential moving average of its weights.
+``--fm-coupling``, times weighted by ``--fm-time-power``, batches of ``--fm-batch-size``, learning
+rate ``--fm-lr``), and zuko's ``CNF`` trained by maximum likelihood ("zuko", exact trace, same
+width/depth, same data, batch, optimiser, schedule and budget as "mle"). With ``--ema-decay`` every contender is evaluated with an exponential moving average of its weights.
 
 Every ``--curve-every`` seconds of training the test NLL and its NFE are measured (the clock stops
 while they are), so the summary can say when flow matching first reached the MLE model's final test
@@ -125,7 +124,7 @@ class FlowforgeFFJORD:
         return counts["nfe_forward"] + counts["nfe_backward"]
 
 
-def learning_rate(peak: float, trained: float, budget: float, schedule: str) -> float:
+def timed_learning_rate(peak: float, trained: float, budget: float, schedule: str) -> float:
     """``constant``: ``peak`` throughout; ``cosine``: linear warm-up over the first 5% of the budget,
     then a half cosine to 0 at the end of the budget (in seconds of training, not steps)."""
     if schedule == "constant":
@@ -144,8 +143,8 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     model = ZukoCNF(train, args) if contender == "zuko" else FlowforgeFFJORD(train, contender, args)
     fm = contender == "flow-matching"
-    lr = args.fm_lr if fm and args.fm_lr else args.lr
-    budget = args.fm_budget if fm and args.fm_budget else args.budget
+    lr = args.fm_lr if fm and args.fm_lr is not None else args.lr
+    budget = args.fm_budget if fm and args.fm_budget is not None else args.budget
     optimizer = make_optimizer(model.parameters(), lr)  # flowforge's trainer's: fused Adam(W), here without decay
     ema = EMA(model.flow, args.ema_decay)
     generator = torch.Generator().manual_seed(args.seed)
@@ -154,7 +153,7 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     while trained < budget:
         started = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(lr, trained, budget, args.schedule)
+            group["lr"] = timed_learning_rate(lr, trained, budget, args.schedule)
         batch = train[torch.randint(len(train), (model.batch_size,), generator=generator)]
         loss = model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -287,6 +286,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if unknown := [c for c in args.contenders if c not in CONTENDERS]:
         parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    if not all(b is None or b > 0 for b in (args.budget, args.fm_budget)) or not args.lr > 0 \
+            or (args.fm_lr is not None and not args.fm_lr > 0):
+        parser.error("--budget, --fm-budget, --lr and --fm-lr must be positive")
     torch.set_num_threads(args.threads)
     rows = []
     for data in args.datasets:

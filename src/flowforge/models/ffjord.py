@@ -14,7 +14,7 @@ from torch import Tensor
 
 from flowforge.distributions import Flow, StandardNormal
 from flowforge.errors import FlowforgeError
-from flowforge.models.flow_matching import check_coupling, check_time_power, flow_matching_loss
+from flowforge.models.flow_matching import TIME_POWER, check_coupling, check_time_power, flow_matching_loss
 from flowforge.transforms import Compose, Standardize, Transform
 from flowforge.transforms.cnf import CNF
 from flowforge.transforms.dynamics import ConcatSquashMLP
@@ -34,7 +34,7 @@ class CNFFlow(Flow):
     """
 
     def __init__(self, transform: Transform, base: StandardNormal, kinetic: float = 0.0, jacobian: float = 0.0,
-                 fm_coupling: str = "independent", fm_time_power: float = 1.0):
+                 fm_coupling: str = "independent", fm_time_power: float = TIME_POWER):
         super().__init__(transform, base)
         layers = list(transform.transforms) if isinstance(transform, Compose) else [transform]
         if not isinstance(layers[-1], CNF) or any(isinstance(t, CNF) for t in layers[:-1]):
@@ -110,7 +110,7 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
            atol: float = 1e-5, rtol: float = 1e-5, trace: str = "exact", noise: str = "gaussian",
            adjoint: bool = False, kinetic: float = 0.0, jacobian: float = 0.0, time: float = 1.0,
            standardize: bool = False, activation: str = "tanh", solver_steps: int = 20,
-           fm_coupling: str = "independent", fm_time_power: float = 2.0) -> CNFFlow:
+           fm_coupling: str = "independent", fm_time_power: float = TIME_POWER) -> CNFFlow:
     """FFJORD: ``num_layers`` CNF blocks of duration ``time``, each a concat-squash MLP
     (``depth`` layers of ``hidden`` units), solved by torchdiffeq's ``solver`` (adaptive with
     atol/rtol, or fixed-step with ``solver_steps`` steps per block), ``adjoint`` for O(1) memory.

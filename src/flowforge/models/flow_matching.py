@@ -24,12 +24,15 @@ objective) depends on the number of processes.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from flowforge.transforms.cnf import CNF
 
 COUPLINGS = ("independent", "ot")
+TIME_POWER = 2.0  # FFJORD's default p; 1 (uniform times) before it existed
 
 
 def check_coupling(coupling: str) -> str:
@@ -53,8 +56,8 @@ def ot_pairing(z: Tensor, x: Tensor) -> Tensor:
 
 
 def check_time_power(power: float) -> float:
-    if not power > 0:
-        raise ValueError(f"the flow-matching time power must be positive, got {power}")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < math.inf:
+        raise ValueError(f"the flow-matching time power must be a positive finite number, got {power!r}")
     return float(power)
 
 

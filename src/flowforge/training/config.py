@@ -44,6 +44,10 @@ class TrainConfig:
             self.standardize = not self._images()
         if self.train_noise is None:
             self.train_noise = 0.0 if self._images() else VECTOR_TRAIN_NOISE
+        if self.model == "ffjord":  # recorded, so that a later change of the default cannot change a resume
+            from flowforge.models.flow_matching import TIME_POWER
+
+            self.model_options = {"fm_time_power": TIME_POWER, **self.model_options}
 
     def _images(self) -> bool:
         from flowforge.data import is_image_source
@@ -75,8 +79,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if values.get("model") == "ffjord":  # saved before fm_time_power existed: uniform times
+            values["model_options"] = {"fm_time_power": 1.0, **values.get("model_options", {})}
         # A run saved before train_noise existed trained without noise, and must resume so.
-        return cls(**{"train_noise": 0.0, **{k: v for k, v in values.items() if k in known}})
+        return cls(**{"train_noise": 0.0, **values})
 
 
 def versions() -> dict[str, str]:
