@@ -26,16 +26,26 @@ LIBRARIES = ("flowforge", *PEERS)
 BOOK = {"layers": 6, "hidden": 256, "depth": 4}
 TRUE_MOONS_NLL = 1.137  # the true density of standardised moons (noise 0.05)
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-METHOD = """Every library builds the same architecture and trains on the same standardised data and
+
+
+def method() -> str:
+    """How every contender trains, with flowforge's figures read from its defaults."""
+    from flowforge.training import TrainConfig
+
+    d = TrainConfig()
+    arch = d.model_options
+    return f"""Every library builds the same architecture and trains on the same standardised data and
 batches. Peers train as their documentation does: `torch.optim.Adam`, no clipping, the last
 iterate evaluated. flowforge trains as its trainer does by default: fused AdamW (weight decay
-0.2), gradient clipping at 10, a 0.995 moving average of the weights for evaluation, Gaussian
-noise of std 0.02 added to the (standardised) training batches, warm-up and cosine decay from
-5e-4 (time-to-target only), and bf16 coupling networks where the CPU multiplies
-bf16 natively (this machine: AVX512-BF16; the couplings stay exactly invertible, log|det J| and
-the affine update are float32). Throughput is steps of batch 256, and log_prob / sample calls
-of 8,192 points under `no_grad`. Time to target counts training time only (evaluation on the
-10,000 test points every 50 steps is excluded)."""
+{d.weight_decay:g}), gradient clipping at {d.grad_clip:g}, a {d.ema_decay:g} moving average of the weights for
+evaluation, Gaussian noise of std {d.train_noise:g} added to the (standardised) training batches, and bf16
+coupling networks where the CPU multiplies bf16 natively (this machine: AVX512-BF16; the couplings
+stay exactly invertible, log|det J| and the affine update are float32). For time to target it also
+uses its default model, {arch['num_layers']} couplings of {arch['depth']}×{arch['hidden']} (the book's is {BOOK['layers']} of \
+{BOOK['depth']}×{BOOK['hidden']}), and its schedule, warm-up then cosine decay from {d.lr:g} over {d.steps} steps.
+Throughput is steps of batch 256, and log_prob / sample calls of 8,192 points under `no_grad`.
+Time to target counts training time only (evaluation on the 10,000 test points every 50 steps is
+excluded)."""
 
 
 def worker(spec: dict) -> dict:
@@ -66,16 +76,18 @@ def throughput_table(data: str, repeats: int, steps: int) -> dict:
 
 def target_runs(budget: float, target: float) -> dict:
     """Time to the target test NLL on moons: peers as the CEO measured them (book model, Adam 1e-3),
-    flowforge with its own defaults (model, schedule, batch) and with the book model."""
+    flowforge with its own defaults (model, schedule, batch)."""
     from flowforge.training import TrainConfig
 
     defaults = TrainConfig()
     common = {"task": "target", "data": "moons", "target": target, "budget_s": budget, "eval_every": 50}
     specs = [{**common, "library": lib, "architecture": BOOK, "batch_size": 256, "lr": 1e-3} for lib in PEERS]
-    specs.append({**common, "library": "flowforge", "batch_size": defaults.batch_size,
-                  "architecture": {**BOOK, **defaults.model_options},
+    options = dict(defaults.model_options)  # the builder's names → the contenders' (layers, hidden, depth)
+    architecture = {"layers": options.pop("num_layers"), "hidden": options.pop("hidden"),
+                    "depth": options.pop("depth"), **options}
+    specs.append({**common, "library": "flowforge", "batch_size": defaults.batch_size, "architecture": architecture,
                   "schedule": {k: getattr(defaults, k) for k in ("lr", "steps", "warmup_steps", "min_lr_ratio")}})
-    return {s["library"]: worker(s) for s in specs}
+    return {s["library"]: {**worker(s), "architecture": s["architecture"]} for s in specs}
 
 
 def versions() -> dict:
@@ -95,7 +107,7 @@ def markdown(report: dict) -> str:
              f"{report['versions']['cpu_count']} cores; " +
              ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k not in ("machine", "cpu_count")) + ".",
              "", "Medians over interleaved repeats, each in a fresh process. Ratio: flowforge ÷ best peer.", "",
-             METHOD, ""]
+             method(), ""]
     for data, table in report["throughput"].items():
         lines += [f"## Book RealNVP ({BOOK['layers']} couplings, {BOOK['depth']}×{BOOK['hidden']} MLP, batch 256) on {data}",
                   "", "| library | train steps/s | log_prob points/s | samples/s | peak RSS (MB) |", "|---|---|---|---|---|"]
@@ -111,7 +123,9 @@ def markdown(report: dict) -> str:
     lines += [f"## Time to test NLL ≤ {report['target_nll']} nats on moons (budget {report['budget_s']:.0f} s)", "",
               "| library | setup | seconds to target | steps | best test NLL |", "|---|---|---|---|---|"]
     for lib, row in t.items():
-        setup = "flowforge defaults" if lib == "flowforge" else "book model, Adam 1e-3"
+        arch = row.get("architecture", BOOK)
+        setup = (f"flowforge defaults ({arch['layers']} couplings, {arch['depth']}×{arch['hidden']})"
+                 if lib == "flowforge" else "book model, Adam 1e-3")
         reached = f"{row['seconds_to_target']:.1f}" if row["seconds_to_target"] is not None else "not reached"
         lines.append(f"| {lib} | {setup} | {reached} | {row['steps']} | {row['best_nll']:.4f} |")
     lines += ["", f"The true density scores {TRUE_MOONS_NLL} nats.", "",

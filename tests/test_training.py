@@ -116,6 +116,23 @@ def test_flow_refuses_data_of_the_wrong_shape():
         flow.sample(-1)
 
 
+def test_realnvp_architecture_is_recorded_and_older_runs_load_as_the_book_model(tmp_path):
+    from flowforge.training.config import trainer_model_options
+
+    new = TrainConfig(data="moons")
+    assert new.model_options == trainer_model_options("realnvp") == {"num_layers": 12, "hidden": 128, "depth": 3}
+    assert TrainConfig(data="moons", model_options={"num_layers": 6}).model_options["num_layers"] == 6
+    # A run saved before the architecture was recorded was built with the book's 6 couplings.
+    train(small_config(steps=1, eval_every=1, model_options=dict(num_layers=6, hidden=8, depth=1)),
+          tmp_path / "old", progress_bar=False)
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    config["train"]["model_options"] = {"hidden": 8, "depth": 1}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    flow, loaded, _ = load_run(tmp_path / "old")
+    assert loaded.model_options == {"num_layers": 6, "hidden": 8, "depth": 1}
+    assert sum(1 for m in flow.modules() if type(m).__name__ == "AffineCoupling") == 6
+
+
 def test_train_noise_defaults_and_bad_values(tmp_path):
     assert TrainConfig(data="moons").train_noise == 0.02 and TrainConfig(data="digits").train_noise == 0.0
     older = {k: v for k, v in TrainConfig(data="moons").to_dict().items() if k != "train_noise"}

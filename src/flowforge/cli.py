@@ -20,12 +20,14 @@ from flowforge.errors import FlowforgeError
 from flowforge.models import MODELS
 from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
 from flowforge.training.checkpoint import CONFIG, read_json
+from flowforge.training.config import trainer_model_options
 from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
 from flowforge.training.run import data_shape
 
 DATA_HELP = (f"a toy set ({', '.join(TOY_DATASETS)}), a .csv/.npy file of shape (N, D), an image set "
              f"({', '.join(IMAGE_DATASETS)}; mnist needs --data-dir) or a directory of PNG or MNIST IDX images")
 DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four IDX .gz files)"
+REALNVP = trainer_model_options("realnvp")
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
     "data": "data", "data_dir": "data_dir", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size",
     "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
@@ -87,9 +89,12 @@ Examples:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
 @click.option("--layers", type=click.IntRange(min=1),
-              help="layers of the flow (RealNVP: couplings, default 6; Glow: use --model-option steps=K)")
-@click.option("--hidden", type=click.IntRange(min=1), help="network width (RealNVP default 256, Glow 512)")
-@click.option("--depth", type=click.IntRange(min=1), help="hidden layers per network (RealNVP default 4, Glow 2)")
+              help=f"layers of the flow (RealNVP: couplings, default {REALNVP['num_layers']}, the book's 6; "
+                   "Glow: use --model-option steps=K)")
+@click.option("--hidden", type=click.IntRange(min=1),
+              help=f"network width (RealNVP default {REALNVP['hidden']}, the book's 256; Glow 512)")
+@click.option("--depth", type=click.IntRange(min=1),
+              help=f"hidden layers per network (RealNVP default {REALNVP['depth']}, the book's 4; Glow 2)")
 @click.option("--model-option", multiple=True, metavar="KEY=VALUE",
               help="any other keyword of the model builder, e.g. activation=gelu, or for glow levels=3, "
                    "steps=32, bits=5, coupling=additive (repeatable)")
