@@ -134,7 +134,7 @@ def test_realnvp_architecture_is_recorded_and_older_runs_load_as_the_book_model(
 
 
 def test_train_noise_defaults_and_bad_values(tmp_path):
-    assert TrainConfig(data="moons").train_noise == 0.02 and TrainConfig(data="digits").train_noise == 0.0
+    assert TrainConfig(data="moons").train_noise == 0.03 and TrainConfig(data="digits").train_noise == 0.0
     older = {k: v for k, v in TrainConfig(data="moons").to_dict().items() if k != "train_noise"}
     assert TrainConfig.from_dict(older).train_noise == 0.0  # a run saved before the option trained without noise
     assert train(small_config(steps=20, eval_every=20, train_noise=0.0), tmp_path / "plain",

@@ -109,7 +109,7 @@ Examples:
               show_default=True, help="average the weights for evaluation (0: off)")
 @click.option("--train-noise", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
               help="Gaussian noise added to training vectors, in units of each feature's std (a regulariser "
-                   "against memorising small data sets); default: 0.02 for vector data, 0 for images")
+                   "against memorising small data sets); default: 0.03 for vector data, 0 for images")
 @click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
               help="on a non-finite loss or gradient: restore the last good state and halve the lr, "
                    "skip the step, or stop")
