@@ -34,6 +34,7 @@ def method() -> str:
 
     d = TrainConfig()
     arch = d.model_options
+    lr = f"{d.lr:.0e}".replace("e-0", "e-")  # 7e-4, as the docs write it
     return f"""Every library builds the same architecture and trains on the same standardised data and
 batches. Peers train as their documentation does: `torch.optim.Adam`, no clipping, the last
 iterate evaluated. flowforge trains as its trainer does by default: fused AdamW (weight decay
@@ -42,7 +43,7 @@ evaluation, Gaussian noise of std {d.train_noise:g} added to the (standardised) 
 coupling networks where the CPU multiplies bf16 natively (this machine: AVX512-BF16; the couplings
 stay exactly invertible, log|det J| and the affine update are float32). For time to target it also
 uses its default model, {arch['num_layers']} couplings of {arch['depth']}×{arch['hidden']} (the book's is {BOOK['layers']} of \
-{BOOK['depth']}×{BOOK['hidden']}), and its schedule, warm-up then cosine decay from {d.lr:g} over {d.steps} steps.
+{BOOK['depth']}×{BOOK['hidden']}), and its schedule, warm-up then cosine decay from {lr} over {d.steps:,} steps.
 Throughput is steps of batch 256, and log_prob / sample calls of 8,192 points under `no_grad`.
 Time to target counts training time only (evaluation on the 10,000 test points every 50 steps is
 excluded)."""

@@ -121,7 +121,12 @@ def test_realnvp_architecture_is_recorded_and_older_runs_load_as_the_book_model(
 
     new = TrainConfig(data="moons")
     assert new.model_options == trainer_model_options("realnvp") == {"num_layers": 12, "hidden": 128, "depth": 3}
-    assert TrainConfig(data="moons", model_options={"num_layers": 6}).model_options["num_layers"] == 6
+    assert TrainConfig(data="moons", model_options={"hidden": 64}).model_options == {  # as --hidden 64 gives
+        "num_layers": 12, "hidden": 64, "depth": 3}
+    assert TrainConfig.from_dict(new.to_dict()).model_options == new.model_options
+    older = {k: v for k, v in new.to_dict().items() if k != "model_options"}  # the earlier default's config.json
+    assert TrainConfig.from_dict(older).model_options == {"num_layers": 6, "hidden": 256, "depth": 4}
+    assert TrainConfig(model="glow", data="digits").model_options == {}
     # A run saved before the architecture was recorded was built with the book's 6 couplings.
     train(small_config(steps=1, eval_every=1, model_options=dict(num_layers=6, hidden=8, depth=1)),
           tmp_path / "old", progress_bar=False)
