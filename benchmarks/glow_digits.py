@@ -27,7 +27,7 @@ import time
 import torch
 
 from flowforge.data import load_splits
-from flowforge.data.dequantize import bits_per_dim, dequantize
+from flowforge.distributions.dequantization import bits_per_dim, dequantize
 from flowforge.training import TrainConfig, load_run, nll_summary, train
 from flowforge.training.ema import EMA
 from flowforge.training.evaluate import DEQUANTIZATION_SEED, IMAGE_BATCH

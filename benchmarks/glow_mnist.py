@@ -28,7 +28,7 @@ import torch
 from benchmarks.glow_digits import continuous, normflows_bits_per_dim, normflows_glow
 from flowforge.atomic import atomic_target
 from flowforge.data import load_splits
-from flowforge.data.dequantize import nats_to_bits_per_dim
+from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.models import Glow
 from flowforge.training.evaluate import discrete_log_prob
 

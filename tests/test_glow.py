@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flowforge.data.dequantize import bits_per_dim, dequantize, quantize, reduce_bits
+from flowforge.distributions.dequantization import bits_per_dim, dequantize, quantize, reduce_bits
 from flowforge.models import Glow, RealNVPImage, build_model
 from flowforge.training.evaluate import nll_summary
 from flowforge.transforms import (ActNorm, ChannelCoupling, Compose, InvConv1x1, Logit, MaskedCoupling, Shift,

@@ -1,4 +1,9 @@
-"""Small neural networks used inside transforms."""
+"""Small neural networks used inside transforms, and the conditioners couplings are built on.
+
+A conditioner maps the part of the input a coupling passes through (plus an optional context)
+to the parameters of the element-wise map applied to the rest: a tensor of shape
+``(batch, params, *transformed_shape)``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import functools
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
@@ -17,6 +22,9 @@ def mlp(in_features: int, out_features: int, hidden: int, depth: int,
 
     With ``zero_last`` the output layer starts at zero, so a coupling built on it
     starts as the identity map (a stable start for deep flows).
+
+    >>> mlp(3, 2, hidden=8, depth=2)(torch.randn(4, 3)).abs().max().item()
+    0.0
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
@@ -35,6 +43,90 @@ def mlp(in_features: int, out_features: int, hidden: int, depth: int,
     return nn.Sequential(*layers)
 
 
+def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 3×3 convolution whose weights and bias start at zero (its output starts at 0)."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def coupling_cnn(in_channels: int, out_channels: int, hidden: int = 512, depth: int = 2) -> nn.Sequential:
+    """Glow's coupling network: 3×3 conv → ReLU → (depth − 1) × [1×1 conv → ReLU] → zero-started 3×3 conv.
+
+    >>> coupling_cnn(2, 4, hidden=8)(torch.randn(1, 2, 6, 6)).abs().max().item()
+    0.0
+    """
+    if hidden < 1 or depth < 1:
+        raise ValueError("a coupling network needs hidden >= 1 and depth >= 1")
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Conv2d(hidden, hidden, 1), nn.ReLU()]
+    layers.append(zero_conv(hidden, out_channels))
+    return nn.Sequential(*layers)
+
+
+def with_context_channels(x: Tensor, context: Tensor | None) -> Tensor:
+    """Append a (B, K) context to (B, C, H, W) images as K constant channels: (B, C + K, H, W).
+
+    >>> with_context_channels(torch.zeros(2, 1, 3, 3), torch.ones(2, 4)).shape
+    torch.Size([2, 5, 3, 3])
+    """
+    if context is None:
+        return x
+    planes = context.to(x.dtype).view(*context.shape, 1, 1).expand(-1, -1, *x.shape[2:])
+    return torch.cat([x, planes], dim=1)
+
+
+class MLPConditioner(nn.Module):
+    """An MLP from ``in_features`` (+ ``context_dim``) inputs to ``params`` values for each of
+    ``out_features`` elements: output shape (batch, params, out_features).
+
+    With ``mixed_precision`` the network runs in bfloat16 under autocast and its output returns
+    in the input's dtype; the map it parameterises is computed at that precision, so the
+    coupling stays exactly invertible. The choice is a buffer, so it travels with the weights.
+
+    >>> MLPConditioner(2, 3, params=2, hidden=8, depth=1, context_dim=1)(torch.randn(5, 2), torch.randn(5, 1)).shape
+    torch.Size([5, 2, 3])
+    """
+
+    def __init__(self, in_features: int, out_features: int, params: int, hidden: int, depth: int,
+                 activation: str = "relu", context_dim: int = 0, mixed_precision: bool = False):
+        super().__init__()
+        self.context_dim, self.params, self.out_features = context_dim, params, out_features
+        self.net = mlp(in_features + context_dim, params * out_features, hidden, depth, activation)
+        self.register_buffer("bf16_network", torch.tensor(bool(mixed_precision)))
+
+    def forward(self, given: Tensor, context: Tensor | None = None) -> Tensor:
+        inputs = given if context is None else torch.cat([given, context.to(given.dtype)], dim=1)
+        if inputs.dtype == torch.float32 and self.bf16_network:
+            with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
+                h = self.net(inputs)
+            h = h.float()
+        else:
+            h = self.net(inputs)
+        return h.view(h.shape[0], self.params, self.out_features)
+
+
+class CNNConditioner(nn.Module):
+    """Glow's coupling CNN from ``in_channels`` (+ ``context_dim`` constant context channels) to
+    ``params`` values for each pixel of ``out_channels`` channels: (batch, params, out_channels, H, W).
+
+    >>> CNNConditioner(2, 2, params=2, hidden=8, context_dim=3)(torch.randn(4, 2, 5, 5), torch.randn(4, 3)).shape
+    torch.Size([4, 2, 2, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, params: int, hidden: int, depth: int = 2,
+                 context_dim: int = 0):
+        super().__init__()
+        self.context_dim, self.params, self.out_channels = context_dim, params, out_channels
+        self.net = coupling_cnn(in_channels + context_dim, params * out_channels, hidden, depth)
+
+    def forward(self, given: Tensor, context: Tensor | None = None) -> Tensor:
+        h = self.net(with_context_channels(given, context))
+        return h.view(h.shape[0], self.params, self.out_channels, *h.shape[2:])
+
+
 @functools.cache
 def native_bf16() -> bool:
     """Whether bf16 matrix products run natively here (a CUDA GPU with bf16, or a CPU with
@@ -49,6 +141,7 @@ def native_bf16() -> bool:
 
 
 def resolve_mixed_precision(choice: bool | str) -> bool:
+    """``True``/``False`` as given; ``"auto"``: where the hardware multiplies bf16 natively."""
     if choice == "auto":
         return native_bf16()
     if isinstance(choice, bool):

@@ -1,6 +1,8 @@
-"""Base distributions and flows over data."""
+"""Base distributions, flows over data, and the dequantisation bound for quantised data."""
 
-from flowforge.distributions.flow import Flow
-from flowforge.distributions.normal import StandardNormal
+from flowforge.distributions.base import (Base, ConditionalDiagonalNormal, DiagonalNormal, DistributionBase,
+                                          GaussianBase, StandardNormal, as_base)
+from flowforge.distributions.flow import Flow, FlowDistribution
 
-__all__ = ["Flow", "StandardNormal"]
+__all__ = ["Flow", "FlowDistribution", "Base", "GaussianBase", "StandardNormal", "DiagonalNormal",
+           "ConditionalDiagonalNormal", "DistributionBase", "as_base"]

@@ -1,60 +1,199 @@
 """A normalizing flow: a base distribution pushed through an invertible transform.
 
-    log p(x) = log p_z(f(x)) + log|det J_f(x)|,    x = g(z) = f⁻¹(z),  z ~ p_z
+    log p(x | c) = log p_z(f(x; c) | c) + log|det J_f(x; c)|,    x = g(z; c) = f⁻¹(z; c),  z ~ p_z(· | c)
+
+Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows", arXiv:1505.05770;
+Papamakarios et al. 2021, "Normalizing Flows for Probabilistic Modeling and Inference",
+arXiv:1912.02762.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from itertools import chain
+
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
 
-from flowforge.distributions.normal import StandardNormal
+from flowforge.distributions.base import Base, as_base
 from flowforge.transforms.base import Transform
 
 
+def _shape(sample_shape: int | tuple[int, ...] | torch.Size) -> torch.Size:
+    shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape))
+    if any(n < 0 for n in shape):
+        raise ValueError(f"cannot draw a negative number of samples ({tuple(shape)})")
+    return shape
+
+
+def check_temperature(temperature: float) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 < temperature < math.inf:
+        raise ValueError(f"the temperature must be a finite positive number, got {temperature!r}")
+    return float(temperature)
+
+
 class Flow(nn.Module):
-    """A density over data with the ``torch.distributions`` verbs.
+    """A density over data with the ``torch.distributions`` verbs, optionally conditional.
 
     ``forward`` (data → latent, the chapter's direction 1) and ``inverse`` (latent → data,
-    direction -1) both return ``(output, log_abs_det)`` of the map they apply.
+    direction −1) return ``(output, log_abs_det)`` of the map they apply. Every verb takes any
+    number of batch dimensions in front of the event shape; with a context of batch shape B,
+    ``sample((n,), context=c)`` returns (n, *B, *event) and ``log_prob(x, context=c)`` broadcasts
+    x's batch dimensions against B, as ``torch.distributions`` does.
+
+    Args:
+        transform: the invertible map f from data to latent.
+        base: a flowforge base (``StandardNormal``, ``DiagonalNormal``, a conditional base), any
+            ``torch.distributions.Distribution`` of the event shape, or the event shape itself (N(0, I)).
 
     >>> from flowforge.models import RealNVP
     >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1)
     >>> x = flow.sample(5); flow.log_prob(x).shape
     torch.Size([5])
+    >>> conditional = RealNVP(2, num_layers=2, hidden=8, depth=1, context_dim=3)
+    >>> conditional.sample((4,), context=torch.randn(6, 3)).shape
+    torch.Size([4, 6, 2])
     """
 
-    def __init__(self, transform: Transform, base: StandardNormal):
+    def __init__(self, transform: Transform, base: Base | Distribution | int | tuple[int, ...]):
         super().__init__()
         self.transform = transform
-        self.base = base
+        self.base = as_base(base)
 
-    def _check(self, x: Tensor, what: str) -> Tensor:
-        if x.dim() < 1 or x.shape[1:] != self.base.event_shape:
-            raise ValueError(f"expected {what} of shape (batch, {', '.join(map(str, self.base.event_shape))}), "
-                             f"got {tuple(x.shape)}")
-        return x
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.base.event_shape
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform(self._check(x, "data"))
+    def _dtype(self) -> torch.dtype | None:
+        tensors = chain(self.parameters(), self.buffers())
+        return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(self._check(z, "latents"))
+    def _flatten(self, x: Tensor, context: Tensor | None, what: str) -> tuple[Tensor, Tensor | None, torch.Size]:
+        """(x as (N, *event), context as (N, C) or None, the batch shape N came from)."""
+        event, k = self.event_shape, len(self.event_shape)
+        if not torch.is_tensor(x) or x.dim() < k or x.shape[x.dim() - k:] != event:
+            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise ValueError(f"expected {what} of shape (batch, {', '.join(map(str, event))}), got {shape}")
+        dtype = self._dtype()
+        if dtype is not None and x.dtype != dtype:
+            raise ValueError(f"the flow computes in {dtype} but the {what} are {x.dtype}; "
+                             f"convert one of them (flow.to({dtype}) or x.to({dtype}))")
+        batch = x.shape[:x.dim() - k]
+        if context is None:
+            return x.reshape(batch.numel(), *event), None, batch
+        if not torch.is_tensor(context) or context.dim() < 1:
+            raise ValueError("a context must be a tensor of shape (..., context_dim)")
+        batch = torch.broadcast_shapes(batch, context.shape[:-1])
+        x = x.expand(*batch, *event).reshape(batch.numel(), *event)
+        return x, context.expand(*batch, context.shape[-1]).reshape(batch.numel(), -1), batch
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        z, log_abs_det = self.forward(x)
-        return self.base.log_prob(z) + log_abs_det
+    def _context_rows(self, shape: torch.Size, context: Tensor | None) -> tuple[int, Tensor | None, torch.Size]:
+        """Draws to make for ``shape`` samples of each context row: (count, context per draw, batch shape)."""
+        if context is None:
+            return shape.numel(), None, shape
+        if not torch.is_tensor(context) or context.dim() < 1:
+            raise ValueError("a context must be a tensor of shape (..., context_dim)")
+        batch = shape + context.shape[:-1]
+        return batch.numel(), context.expand(*batch, context.shape[-1]).reshape(batch.numel(), -1), batch
 
-    def sample(self, n: int, temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        if n < 0:
-            raise ValueError(f"cannot draw a negative number of samples ({n})")
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, context, batch = self._flatten(x, context, "data")
+        z, log_abs_det = self.transform(x, context)
+        return z.reshape(*batch, *z.shape[1:]), log_abs_det.reshape(batch)
+
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, context, batch = self._flatten(z, context, "latents")
+        x, log_abs_det = self.transform.inverse(z, context)
+        return x.reshape(*batch, *x.shape[1:]), log_abs_det.reshape(batch)
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """log p(x | c) in data units, one value per batch entry; finite or −inf for finite x, never NaN."""
+        x, context, batch = self._flatten(x, context, "data")
+        if x.shape[0] == 0:
+            return x.new_empty(batch)
+        z, log_abs_det = self.transform(x, context)
+        return self._no_nan(self.base.log_prob(z, context) + log_abs_det, x).reshape(batch)
+
+    @staticmethod
+    def _no_nan(log_p: Tensor, x: Tensor) -> Tensor:
+        """−inf where float overflow far from the data turned a NaN-free input's log-density into NaN."""
+        overflowed = torch.isnan(log_p) & ~torch.isnan(x).flatten(1).any(1)
+        if not torch.is_grad_enabled() and bool(overflowed.any()):
+            warnings.warn(f"{int(overflowed.sum())} points lie so far from the data that their log-density "
+                          "overflows; reported as -inf", RuntimeWarning, stacklevel=3)
+        return torch.where(overflowed, -math.inf, log_p)
+
+    def rsample_and_log_prob(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,
+                             temperature: float = 1.0, generator: torch.Generator | None = None
+                             ) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples x = g(z; c) and their log p(x | c) from one pass:
+        log p(x) = log p_z(z) − log|det J_g(z)|, so no second pass through f is needed."""
+        count, context, batch = self._context_rows(_shape(sample_shape), context)
+        z = self.base.rsample(count, context, check_temperature(temperature), generator)
+        if count == 0:
+            return z.reshape(*batch, *self.event_shape), z.new_empty(batch)
+        x, log_abs_det = self.transform.inverse(z, context)
+        log_p = self.base.log_prob(z, context) - log_abs_det
+        return x.reshape(*batch, *self.event_shape), log_p.reshape(batch)
+
+    def rsample(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,
+                temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """Samples x = g(z; c), z ~ p_z at ``temperature`` (Gaussian bases: z scaled by T), whose
+        graph reaches the flow's parameters (reparameterised: for reverse-KL training)."""
+        count, context, batch = self._context_rows(_shape(sample_shape), context)
+        z = self.base.rsample(count, context, check_temperature(temperature), generator)
+        if count == 0:
+            return z.reshape(*batch, *self.event_shape)
+        return self.transform.inverse(z, context)[0].reshape(*batch, *self.event_shape)
+
+    def sample(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,
+               temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """:meth:`rsample` without a graph; an int n gives (n, *event)."""
         with torch.no_grad():
-            x, _ = self.transform.inverse(self.base.sample(n, temperature, generator))
-        return x
+            return self.rsample(sample_shape, context, temperature, generator)
 
-    def sample_and_log_prob(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        # log p(x) = log p_z(z) - log|det J_g(z)|: no second pass through f is needed.
-        z = self.base.sample(n, generator=generator)
-        x, log_abs_det_inverse = self.transform.inverse(z)
-        return x, self.base.log_prob(z) - log_abs_det_inverse
+    def sample_and_log_prob(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,
+                            temperature: float = 1.0, generator: torch.Generator | None = None
+                            ) -> tuple[Tensor, Tensor]:
+        """:meth:`rsample_and_log_prob` without a graph."""
+        with torch.no_grad():
+            return self.rsample_and_log_prob(sample_shape, context, temperature, generator)
+
+    def distribution(self, context: Tensor | None = None) -> "FlowDistribution":
+        """This flow (given ``context``) as a ``torch.distributions.Distribution``.
+
+        >>> from flowforge.models import RealNVP
+        >>> d = RealNVP(2, num_layers=2, hidden=8, depth=1).distribution()
+        >>> isinstance(d, torch.distributions.Distribution), d.rsample((3,)).shape
+        (True, torch.Size([3, 2]))
+        """
+        return FlowDistribution(self, context)
+
+
+class FlowDistribution(Distribution):
+    """A :class:`Flow` at a fixed context as a ``torch.distributions.Distribution``: batch shape
+    is the context's (or ()), event shape the flow's; ``rsample`` is reparameterised."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, flow: Flow, context: Tensor | None = None):
+        self.flow, self.context = flow, context
+        batch_shape = torch.Size() if context is None else context.shape[:-1]
+        super().__init__(batch_shape, flow.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.flow.log_prob(value, context=self.context)
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+        return self.flow.rsample(sample_shape, context=self.context)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+        return self.flow.sample(sample_shape, context=self.context)

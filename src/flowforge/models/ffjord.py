@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.distributions import Flow, StandardNormal
+from flowforge.distributions import Base, Flow, StandardNormal
 from flowforge.errors import FlowforgeError
 from flowforge.models.flow_matching import TIME_POWER, check_coupling, check_time_power, flow_matching_loss
 from flowforge.transforms import Compose, Standardize, Transform
@@ -33,7 +33,7 @@ class CNFFlow(Flow):
     torch.Size([])
     """
 
-    def __init__(self, transform: Transform, base: StandardNormal, kinetic: float = 0.0, jacobian: float = 0.0,
+    def __init__(self, transform: Transform, base: Base, kinetic: float = 0.0, jacobian: float = 0.0,
                  fm_coupling: str = "independent", fm_time_power: float = TIME_POWER):
         super().__init__(transform, base)
         layers = list(transform.transforms) if isinstance(transform, Compose) else [transform]
@@ -53,33 +53,33 @@ class CNFFlow(Flow):
         """The layers before the CNF (a Standardize, say), in data → latent order."""
         return list(self.transform.transforms)[:-1] if isinstance(self.transform, Compose) else []
 
-    def _into_cnf(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _into_cnf(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data → the CNF's coordinates at t = T, with the log-det of that map."""
         total = x.new_zeros(x.shape[0])
         for layer in self._prefix():
-            x, log_abs_det = layer(x)
+            x, log_abs_det = layer(x, context)
             total = total + log_abs_det
         return x, total
 
-    def _out_of_cnf(self, y: Tensor) -> Tensor:
+    def _out_of_cnf(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         for layer in reversed(self._prefix()):
-            y, _ = layer.inverse(y)
+            y, _ = layer.inverse(y, context)
         return y
 
-    def training_loss(self, batch: Tensor, objective: str) -> Tensor:
+    def training_loss(self, batch: Tensor, objective: str, context: Tensor | None = None) -> Tensor:
         """"mle": -mean log p(x) + kinetic·mean ∫‖f‖² dt + jacobian·mean ∫‖∂f/∂z‖²_F dt
         (Hutchinson's trace if the CNF is so configured); "flow-matching": the straight-path
         conditional flow-matching loss in the CNF's coordinates (pairs coupled by ``fm_coupling``,
         times drawn with ``fm_time_power``)."""
         self._train_steps += 1
-        y, prefix_log_abs_det = self._into_cnf(batch)
+        y, prefix_log_abs_det = self._into_cnf(batch, context)
         if objective == "flow-matching":
-            return flow_matching_loss(self.cnf, y, self.fm_coupling, self.fm_time_power)
+            return flow_matching_loss(self.cnf, y, self.fm_coupling, self.fm_time_power, context)
         if objective != "mle":
             raise FlowforgeError(f"FFJORD trains by {' or '.join(OBJECTIVES)}, not {objective!r}")
         penalized = self.kinetic > 0 or self.jacobian > 0
-        z, log_abs_det, kinetic, jacobian = self.cnf.integrate(y, self.cnf.total_time, 0.0, penalized)
-        loss = -(self.base.log_prob(z) + log_abs_det + prefix_log_abs_det).mean()
+        z, log_abs_det, kinetic, jacobian = self.cnf.integrate(y, self.cnf.total_time, 0.0, penalized, context)
+        loss = -(self.base.log_prob(z, context) + log_abs_det + prefix_log_abs_det).mean()
         if penalized:
             loss = loss + self.kinetic * kinetic.mean() + self.jacobian * jacobian.mean()
         return loss
@@ -89,20 +89,20 @@ class CNFFlow(Flow):
         steps, self._train_steps = self._train_steps, 0
         return {**self.cnf.nfe.take(), "nfe_steps": steps}
 
-    def marginal_log_prob(self, x: Tensor, t: float) -> Tensor:
-        """log p_t(x) in data units of the marginal at CNF time t: the base at t = 0, the model at t = T·L."""
-        y, prefix_log_abs_det = self._into_cnf(x)
-        z, log_abs_det, _, _ = self.cnf.integrate(y, t, 0.0)
-        return self.base.log_prob(z) + log_abs_det + prefix_log_abs_det
+    def marginal_log_prob(self, x: Tensor, t: float, context: Tensor | None = None) -> Tensor:
+        """log p_t(x | c) in data units of the marginal at CNF time t: the base at t = 0, the model at t = T·L."""
+        y, prefix_log_abs_det = self._into_cnf(x, context)
+        z, log_abs_det, _, _ = self.cnf.integrate(y, t, 0.0, context=context)
+        return self.base.log_prob(z, context) + log_abs_det + prefix_log_abs_det
 
-    def trajectory(self, z: Tensor, times: Tensor | list[float]) -> Tensor:
+    def trajectory(self, z: Tensor, times: Tensor | list[float], context: Tensor | None = None) -> Tensor:
         """Latent points carried to each of the increasing ``times`` (in data units): shape (len(times), n, D)."""
         states, previous, y = [], 0.0, z
         with torch.no_grad():
             for t in [float(t) for t in times]:
-                y = self.cnf.integrate(y, previous, t).z
+                y = self.cnf.integrate(y, previous, t, context=context).z
                 previous = t
-                states.append(self._out_of_cnf(y))
+                states.append(self._out_of_cnf(y, context))
         return torch.stack(states)
 
 
@@ -110,7 +110,7 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
            atol: float = 1e-5, rtol: float = 1e-5, trace: str = "exact", noise: str = "gaussian",
            adjoint: bool = False, kinetic: float = 0.0, jacobian: float = 0.0, time: float = 1.0,
            standardize: bool = False, activation: str = "tanh", solver_steps: int = 20,
-           fm_coupling: str = "independent", fm_time_power: float = TIME_POWER) -> CNFFlow:
+           fm_coupling: str = "independent", fm_time_power: float = TIME_POWER, context_dim: int = 0) -> CNFFlow:
     """FFJORD: ``num_layers`` CNF blocks of duration ``time``, each a concat-squash MLP
     (``depth`` layers of ``hidden`` units), solved by torchdiffeq's ``solver`` (adaptive with
     atol/rtol, or fixed-step with ``solver_steps`` steps per block), ``adjoint`` for O(1) memory.
@@ -118,7 +118,11 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
     ``kinetic`` and ``jacobian`` weigh the RNODE penalties; ``fm_coupling`` pairs noise and data
     for flow matching ("independent", or "ot": minibatch optimal transport) and ``fm_time_power``
     weighs its times towards the data end (density p·s^(p-1); 1: uniform). With ``standardize`` a
-    :class:`Standardize` layer comes first, as in RealNVP.
+    :class:`Standardize` layer comes first, as in RealNVP. With ``context_dim`` > 0 the velocity
+    field sees a context beside z, for both objectives: the flow models p(x | c).
+
+    Grathwohl et al. 2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative
+    Models", arXiv:1810.01367; Lipman et al. 2023, "Flow Matching for Generative Modeling", arXiv:2210.02747.
 
     >>> flow = FFJORD(2, hidden=16, depth=2, trace="hutchinson", kinetic=0.01)
     >>> flow.log_prob(torch.randn(4, 2)).shape
@@ -128,7 +132,7 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
         raise ValueError(f"FFJORD needs at least 1 feature, got {dim}")
     if num_layers < 1:
         raise ValueError("FFJORD needs at least one CNF block")
-    velocities = [ConcatSquashMLP(dim, hidden, depth, activation) for _ in range(num_layers)]
+    velocities = [ConcatSquashMLP(dim, hidden, depth, activation, context_dim) for _ in range(num_layers)]
     cnf = CNF(velocities, time=time, solver=solver, atol=atol, rtol=rtol, solver_steps=solver_steps,
               trace=trace, noise=noise, adjoint=adjoint)
     layers: list[Transform] = [Standardize(dim)] if standardize else []

@@ -61,9 +61,11 @@ def check_time_power(power: float) -> float:
     return float(power)
 
 
-def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_power: float = 1.0) -> Tensor:
-    """Mean over the batch of ‖f(x_t, t) - (x - z)/T‖² (fresh z and t from torch's global RNG;
-    t/T has density p·s^(p-1), p = ``time_power``).
+def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_power: float = 1.0,
+                       context: Tensor | None = None) -> Tensor:
+    """Mean over the batch of ‖f(x_t, t[, c]) - (x - z)/T‖² (fresh z and t from torch's global RNG;
+    t/T has density p·s^(p-1), p = ``time_power``). With a context, each pair keeps its own
+    condition, and the minimiser is the conditional field that carries N(0, I) to p(x | c).
 
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2), coupling="ot").shape
@@ -72,6 +74,8 @@ def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_
     check_coupling(coupling)
     check_time_power(time_power)
     z = torch.randn_like(x)
+    if coupling == "ot" and context is not None:
+        raise ValueError("optimal-transport pairing would pair across conditions; use coupling='independent'")
     if coupling == "ot":
         z = z[ot_pairing(z, x)]
     s = torch.rand(x.shape[0], 1, dtype=x.dtype, device=x.device)
@@ -79,5 +83,5 @@ def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_
         s = s.pow(1 / time_power)
     x_t = (1 - s) * z + s * x
     target = (x - z) / cnf.total_time
-    residual = cnf.velocity(s.squeeze(1) * cnf.total_time, x_t) - target
+    residual = cnf.velocity(s.squeeze(1) * cnf.total_time, x_t, context) - target
     return (residual * residual).sum(dim=1).mean()

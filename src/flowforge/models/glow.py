@@ -10,33 +10,48 @@ puts the factored-out parts back where they came from, so ``forward(x)`` returns
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flowforge.models.image_flow import ImageFlow, image_shape_of, pixel_preprocessing, refuse_standardize
 from flowforge.transforms import (ActNorm, ChannelCoupling, Compose, InvConv1x1, Split, Squeeze, Transform,
                                   Unsqueeze)
-from flowforge.transforms.conv_coupling import SCALES
+from flowforge.transforms.elementwise import SCALES
 
 
-def flow_step(channels: int, hidden: int, depth: int, coupling: str, lu: bool) -> Compose:
+@dataclass(frozen=True)
+class StepOptions:
+    """What every step of flow shares: the coupling CNN's size, its scale, the 1×1 convolutions'
+    parametrisation and the context size (0: unconditional)."""
+    hidden: int = 512
+    depth: int = 2
+    coupling: str = "tanh"
+    lu: bool = True
+    context_dim: int = 0
+
+
+def flow_step(channels: int, options: StepOptions) -> Compose:
     """One step of flow: ActNorm → invertible 1×1 convolution → affine (or additive) coupling."""
-    return Compose([ActNorm(channels), InvConv1x1(channels, lu=lu),
-                    ChannelCoupling(channels, hidden, depth, scale=coupling)])
+    return Compose([ActNorm(channels), InvConv1x1(channels, lu=options.lu),
+                    ChannelCoupling(channels, options.hidden, options.depth, scale=options.coupling,
+                                    context_dim=options.context_dim)])
 
 
-def glow_level(channels: int, levels: int, steps: int, hidden: int, depth: int, coupling: str, lu: bool) -> Compose:
-    """``levels`` nested scales on (channels, H, W) inputs; returns a transform that keeps the shape."""
+def glow_level(channels: int, levels: int, steps: int, options: StepOptions) -> Compose:
+    """``levels`` nested scales on (channels, H, W) inputs; returns a transform that keeps the shape.
+    The context, if any, reaches every coupling and every split's prior."""
     squeezed = 4 * channels
     layers: list[Transform] = [Squeeze()]
-    layers += [flow_step(squeezed, hidden, depth, coupling, lu) for _ in range(steps)]
+    layers += [flow_step(squeezed, options) for _ in range(steps)]
     if levels > 1:
-        inner = glow_level(squeezed - squeezed // 2, levels - 1, steps, hidden, depth, coupling, lu)
-        layers.append(Split(squeezed, inner))
+        inner = glow_level(squeezed - squeezed // 2, levels - 1, steps, options)
+        layers.append(Split(squeezed, inner, context_dim=options.context_dim))
     layers.append(Unsqueeze())
     return Compose(layers)
 
 
 def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hidden: int = 512, depth: int = 2,
          coupling: str = "tanh", lu: bool = True, bits: int = 8, logit: float | None = None,
-         standardize: bool = False) -> ImageFlow:
+         standardize: bool = False, context_dim: int = 0) -> ImageFlow:
     """Glow on (C, H, W) images: ``levels`` scales of ``steps`` flow steps each.
 
     Couplings use a CNN with ``depth`` hidden convolutions of ``hidden`` channels; ``coupling`` is
@@ -44,7 +59,11 @@ def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hi
     paper's s = sigmoid(· + 2); its inverse can overflow far from the data, e.g. at temperature 1)
     or "additive" (s = 1). ``lu`` parametrises the 1×1 convolutions by their LU factors. Pixels
     are modelled at ``bits`` bits (≤ 8) and centred to [−½, ½) before the flow, or mapped through
-    a logit with ``logit=alpha``. H and W must be divisible by 2^levels.
+    a logit with ``logit=alpha``. H and W must be divisible by 2^levels. With ``context_dim`` > 0
+    every coupling network and every split prior sees a context (a one-hot class, say), so the
+    flow models p(x | c): class-conditional images.
+
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions", arXiv:1807.03039.
 
     >>> flow = Glow((1, 8, 8), levels=2, steps=2, hidden=16)
     >>> x = torch.rand(4, 1, 8, 8)
@@ -61,5 +80,5 @@ def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hi
         raise ValueError(f"glow with {levels} levels needs height and width divisible by {2 ** levels}, "
                          f"got {height}×{width}")
     transform = Compose([pixel_preprocessing(logit),
-                         glow_level(channels, levels, steps, hidden, depth, coupling, lu)])
+                         glow_level(channels, levels, steps, StepOptions(hidden, depth, coupling, lu, context_dim))])
     return ImageFlow(transform, (channels, height, width), bits)

@@ -1,7 +1,7 @@
 """A flow over images: a continuous density on pixels in [0, 1], trained on quantised images.
 
     log p(x) = log N(f(x); 0, I) + log|det J_f(x)|           x ∈ [0, 1]^(C×H×W), z = f(x) shaped like x
-    log P(k) ≥ log p((k + u) / 2^bits) − D · log 2^bits       k quantised, u ~ U[0, 1)^D  (see data/dequantize.py)
+    log P(k) ≥ log p((k + u) / 2^bits) − D · log 2^bits       k quantised, u ~ U[0, 1)^D  (see distributions/dequantization.py)
 
 ``log_prob``, ``sample``, ``forward`` and ``inverse`` work in [0, 1] units (continuous pixels);
 ``discrete_log_prob`` and ``training_loss`` take images as stored (8-bit scale, 0…255) and
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.data.dequantize import bits_per_dim, check_bits, dequantize, log_bin_volume, quantize
+from flowforge.distributions.dequantization import bits_per_dim, check_bits, dequantize, log_bin_volume, quantize
 from flowforge.distributions import Flow, StandardNormal
 from flowforge.errors import FlowforgeError
 from flowforge.transforms import Logit, Shift, Transform
@@ -62,32 +62,37 @@ class ImageFlow(Flow):
 
     def dequantize(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Stored images (8-bit scale) → continuous pixels (level + u) / 2^bits in [0, 1)."""
-        return dequantize(self._check(images, "images"), self.bits, generator)
+        self._flatten(images, None, "images")  # refuse a wrong shape or dtype in the flow's words
+        return dequantize(images, self.bits, generator)
 
-    def discrete_log_prob(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One-draw estimate of the dequantisation bound on log P(images) at ``bits`` bits, in nats.
+    def discrete_log_prob(self, images: Tensor, generator: torch.Generator | None = None,
+                          context: Tensor | None = None) -> Tensor:
+        """One-draw estimate of the dequantisation bound on log P(images | c) at ``bits`` bits, in nats.
 
         log p((k + u) / 2^bits) − D · log 2^bits; its mean over images lower-bounds the mean log P.
         """
-        return self.log_prob(self.dequantize(images, generator)) + log_bin_volume(self.dims, self.bits)
+        return self.log_prob(self.dequantize(images, generator), context) + log_bin_volume(self.dims, self.bits)
 
-    def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None,
+                     context: Tensor | None = None) -> Tensor:
         """Bits per pixel of each image, (NLL_continuous + D · log 2^bits) / (D · ln 2)."""
-        return bits_per_dim(-self.log_prob(self.dequantize(images, generator)), self.dims, self.bits)
+        return bits_per_dim(-self.log_prob(self.dequantize(images, generator), context), self.dims, self.bits)
 
-    def training_loss(self, batch: Tensor, objective: str) -> Tensor:
+    def training_loss(self, batch: Tensor, objective: str, context: Tensor | None = None) -> Tensor:
         """−mean discrete_log_prob(batch), fresh dequantisation noise every step (the trainer's hook)."""
         if objective != "mle":
             raise FlowforgeError(f"image flows train only by maximum likelihood, not {objective!r}")
-        return -self.discrete_log_prob(batch).mean()
+        return -self.discrete_log_prob(batch, context=context).mean()
 
     def to_images(self, x: Tensor) -> Tensor:
         """Continuous pixels (a sample, say) → quantised images on the stored 8-bit scale."""
         return quantize(x, self.bits)
 
-    def interpolate(self, a: Tensor, b: Tensor, steps: int = 8) -> Tensor:
+    def interpolate(self, a: Tensor, b: Tensor, steps: int = 8, context: Tensor | None = None) -> Tensor:
         """Decode (1 − t)·f(a) + t·f(b) for ``steps`` values of t in [0, 1]: shape (steps, C, H, W)."""
         with torch.no_grad():
-            z, _ = self.forward(torch.stack([a, b]))
+            pair_context = None if context is None else context.expand(2, context.shape[-1])
+            z, _ = self.forward(torch.stack([a, b]), pair_context)
             t = torch.linspace(0, 1, steps, dtype=z.dtype, device=z.device).view(-1, 1, 1, 1)
-            return self.inverse((1 - t) * z[:1] + t * z[1:])[0]
+            path_context = None if context is None else context.expand(steps, context.shape[-1])
+            return self.inverse((1 - t) * z[:1] + t * z[1:], path_context)[0]

@@ -16,14 +16,23 @@ def alternating_mask(dim: int) -> torch.Tensor:
 
 def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
             mask: torch.Tensor | list[int] | None = None, activation: str = "relu",
-            standardize: bool = False, mixed_precision: bool | str = "auto") -> Flow:
-    """The book's RealNVP: ``num_layers`` couplings whose masks alternate b, 1-b, b, …
+            standardize: bool = False, mixed_precision: bool | str = "auto", context_dim: int = 0) -> Flow:
+    """The book's RealNVP: ``num_layers`` affine couplings whose masks alternate b, 1-b, b, …
 
-    ``mask`` is the first layer's binary mask (default 1 0 1 0 …); any split d of D works.
-    With ``standardize`` a :class:`Standardize` layer comes first (statistics set by the
-    trainer) so the couplings see unit-scale data while densities stay in data units.
-    ``mixed_precision`` runs the coupling networks in bfloat16 (``"auto"``: where the hardware
-    multiplies bf16 natively); the flow stays exactly invertible and normalised.
+        log p(x | c) = log N(f(x; c); 0, I) + Σ_layers Σ s(x_b, c)
+
+    Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803.
+
+    Args:
+        dim: the number of features D.
+        num_layers, hidden, depth: couplings, and the width and hidden layers of each one's MLP.
+        mask: the first layer's binary mask (default 1 0 1 0 …); any split d of D works.
+        activation: the MLPs' activation ("relu", "gelu", "silu", "tanh").
+        standardize: put a :class:`Standardize` layer first (statistics set by the trainer), so
+            the couplings see unit-scale data while densities stay in data units.
+        mixed_precision: run the coupling networks in bfloat16 (``"auto"``: where the hardware
+            multiplies bf16 natively); the flow stays exactly invertible and normalised.
+        context_dim: the size of a context c every coupling network sees (0: unconditional).
 
     >>> flow = RealNVP(3, mask=[1, 1, 0], hidden=16, depth=2)   # D=3, d=2
     >>> flow.log_prob(torch.randn(4, 3)).shape
@@ -39,5 +48,6 @@ def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
     bf16 = resolve_mixed_precision(mixed_precision)
     layers: list[Transform] = [Standardize(dim)] if standardize else []
     for i in range(num_layers):
-        layers.append(AffineCoupling(first if i % 2 == 0 else 1 - first, hidden, depth, activation, bf16))
+        layers.append(AffineCoupling(first if i % 2 == 0 else 1 - first, hidden, depth, activation, bf16,
+                                     context_dim=context_dim))
     return Flow(Compose(layers), StandardNormal(dim))

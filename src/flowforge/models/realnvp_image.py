@@ -16,31 +16,35 @@ from flowforge.transforms import (ActNorm, Compose, MaskedCoupling, Split, Squee
                                   channel_mask, checkerboard_mask)
 
 
-def _coupled(mask, hidden: int, depth: int) -> list[Transform]:
-    return [MaskedCoupling(mask, hidden, depth, scale="tanh"), ActNorm(mask.shape[0])]
+def _coupled(mask, hidden: int, depth: int, context_dim: int) -> list[Transform]:
+    return [MaskedCoupling(mask, hidden, depth, scale="tanh", context_dim=context_dim), ActNorm(mask.shape[0])]
 
 
-def realnvp_scale(shape: tuple[int, int, int], scales: int, hidden: int, depth: int) -> Compose:
+def realnvp_scale(shape: tuple[int, int, int], scales: int, hidden: int, depth: int, context_dim: int = 0) -> Compose:
     """``scales`` nested RealNVP scales on (C, H, W) inputs; returns a transform that keeps the shape."""
     channels, height, width = shape
+    size = (hidden, depth, context_dim)
     if scales == 1:
-        return Compose([layer for i in range(4) for layer in _coupled(checkerboard_mask(shape, i), hidden, depth)])
+        return Compose([layer for i in range(4) for layer in _coupled(checkerboard_mask(shape, i), *size)])
     squeezed = (4 * channels, height // 2, width // 2)
-    layers = [layer for i in range(3) for layer in _coupled(checkerboard_mask(shape, i), hidden, depth)]
+    layers = [layer for i in range(3) for layer in _coupled(checkerboard_mask(shape, i), *size)]
     layers.append(Squeeze())
-    layers += [layer for i in range(3) for layer in _coupled(channel_mask(squeezed, i), hidden, depth)]
+    layers += [layer for i in range(3) for layer in _coupled(channel_mask(squeezed, i), *size)]
     kept = squeezed[0] - squeezed[0] // 2
-    inner = realnvp_scale((kept, *squeezed[1:]), scales - 1, hidden, depth)
+    inner = realnvp_scale((kept, *squeezed[1:]), scales - 1, *size)
     layers += [Split(squeezed[0], inner, learned_prior=False), Unsqueeze()]
     return Compose(layers)
 
 
 def RealNVPImage(image_shape: tuple[int, int, int], scales: int = 2, hidden: int = 64, depth: int = 2,
-                 bits: int = 8, logit: float | None = 0.05, standardize: bool = False) -> ImageFlow:
+                 bits: int = 8, logit: float | None = 0.05, standardize: bool = False,
+                 context_dim: int = 0) -> ImageFlow:
     """RealNVP on (C, H, W) images with ``scales`` scales; couplings use a CNN with ``depth`` hidden
     convolutions of ``hidden`` channels. Pixels (at ``bits`` bits) go through a logit with
     α = ``logit`` (the paper's 0.05), or are centred with ``logit=None``. H and W must be divisible
-    by 2^(scales − 1).
+    by 2^(scales − 1). With ``context_dim`` > 0 every coupling network sees a context.
+
+    Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803.
 
     >>> flow = RealNVPImage((1, 8, 8), scales=2, hidden=8)
     >>> flow.forward(torch.rand(2, 1, 8, 8))[0].shape
@@ -56,5 +60,6 @@ def RealNVPImage(image_shape: tuple[int, int, int], scales: int = 2, hidden: int
                          f"got {height}×{width}")
     if channels * height * width < 2:
         raise ValueError("realnvp-image needs at least 2 pixels")
-    transform = Compose([pixel_preprocessing(logit), realnvp_scale((channels, height, width), scales, hidden, depth)])
+    scales_transform = realnvp_scale((channels, height, width), scales, hidden, depth, context_dim)
+    transform = Compose([pixel_preprocessing(logit), scales_transform])
     return ImageFlow(transform, (channels, height, width), bits)

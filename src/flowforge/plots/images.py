@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from flowforge.data.dequantize import STORED_BITS  # noqa: E402
+from flowforge.distributions.dequantization import STORED_BITS  # noqa: E402
 from flowforge.plots.two_d import _save  # noqa: E402
 from flowforge.training.checkpoint import atomic_write_bytes  # noqa: E402
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from flowforge.atomic import atomic_target
 from flowforge.errors import FlowforgeError
+from flowforge.transforms.coupling import rename_legacy_keys
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -72,7 +73,9 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load a state dict, turning a mismatch into an error that names the file."""
+    """Load a state dict, turning a mismatch into an error that names the file (keys written by
+    older versions are renamed first)."""
+    state = rename_legacy_keys(module, dict(state))
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -14,6 +14,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from flowforge.transforms.coupling import rename_legacy_keys
+
 
 class EMA:
     """A shadow copy of ``module``'s parameters; ``decay=0`` turns it off (the shadow is the module)."""
@@ -51,6 +53,7 @@ class EMA:
         return {n: t.clone() for n, t in self.shadow.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        state = rename_legacy_keys(self.module, dict(state))  # parameter names of older versions
         if self.decay:
             if state.keys() != self.shadow.keys():
                 raise KeyError("the averaged weights do not match the model")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from flowforge.data.dequantize import nats_to_bits_per_dim
+from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.distributions import Flow
 from flowforge.transforms import Standardize
 

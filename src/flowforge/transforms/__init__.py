@@ -1,17 +1,19 @@
-"""Invertible layers. Each knows its forward, its inverse and log|det J|, nothing else."""
+"""Invertible layers. Each knows its forward, its inverse and log|det J|, given an optional context."""
 
 from flowforge.transforms.actnorm import ActNorm
-from flowforge.transforms.base import Compose, Transform
-from flowforge.transforms.conv_coupling import ChannelCoupling
-from flowforge.transforms.coupling import AffineCoupling
+from flowforge.transforms.base import Compose, Inverse, Transform, VolumePreserving
+from flowforge.transforms.coupling import (AffineCoupling, ChannelCoupling, ChannelSplit, Coupling, FeatureMask,
+                                           Mask, MaskedCoupling, PixelMask, channel_mask, checkerboard_mask)
+from flowforge.transforms.elementwise import Additive, Affine, ElementwiseMap
 from flowforge.transforms.invconv import InvConv1x1
-from flowforge.transforms.masked_coupling import MaskedCoupling, channel_mask, checkerboard_mask
 from flowforge.transforms.multiscale import Split
 from flowforge.transforms.permutation import Permutation, Reverse
 from flowforge.transforms.pixels import Logit, Shift
 from flowforge.transforms.squeeze import Squeeze, Unsqueeze
 from flowforge.transforms.standardize import Standardize, fit_standardization
 
-__all__ = ["Transform", "Compose", "AffineCoupling", "Permutation", "Reverse", "Standardize", "fit_standardization",
-           "ActNorm", "InvConv1x1", "ChannelCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask",
-           "Squeeze", "Unsqueeze", "Split", "Logit", "Shift"]
+__all__ = ["Transform", "VolumePreserving", "Compose", "Inverse",
+           "Coupling", "Mask", "FeatureMask", "ChannelSplit", "PixelMask", "ElementwiseMap", "Affine", "Additive",
+           "AffineCoupling", "ChannelCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask",
+           "Permutation", "Reverse", "Standardize", "fit_standardization",
+           "ActNorm", "InvConv1x1", "Squeeze", "Unsqueeze", "Split", "Logit", "Shift"]

@@ -62,12 +62,12 @@ class ActNorm(Transform):
         pixels = math.prod(x.shape[2:])
         return (pixels * self.log_scale.sum()).expand(x.shape[0])
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.training and not bool(self.initialized) and x.shape[0] > 0:  # an empty batch has no statistics
             self.initialize(x)
         y = (x + self._shaped(self.bias, x)) * self._shaped(self.log_scale, x).exp()
         return y, self.log_abs_det(x)
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = y * self._shaped(-self.log_scale, y).exp() - self._shaped(self.bias, y)
         return x, -self.log_abs_det(y)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from flowforge.transforms.base import Transform
+from flowforge.transforms.base import Transform, check_context
 from flowforge.transforms.divergence import NOISES, divergence, sample_noise
 
 ADAPTIVE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -45,6 +45,11 @@ class NFECounter:
         return counts
 
 
+def evaluate_field(velocity: nn.Module, t: Tensor, z: Tensor, context: Tensor | None) -> Tensor:
+    """f(t, z), or f(t, z, c) for a conditional field: unconditional fields need not take a context."""
+    return velocity(t, z) if context is None else velocity(t, z, context)
+
+
 class _CountBackward(torch.autograd.Function):
     """Identity whose backward adds one to a counter: one backward NFE per evaluation reached."""
 
@@ -68,10 +73,11 @@ class AugmentedDynamics(nn.Module):
     """
 
     def __init__(self, velocity: nn.Module, noise: Tensor | None, penalties: bool,
-                 counter: NFECounter, tracked: bool):
+                 counter: NFECounter, tracked: bool, context: Tensor | None = None):
         super().__init__()
         self.velocity = velocity
         self.noise, self.penalties, self.counter, self.tracked = noise, penalties, counter, tracked
+        self.context = context
         self.solving = False  # True inside the forward solve; adjoint backward calls come later
 
     def forward(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -85,7 +91,7 @@ class AugmentedDynamics(nn.Module):
         with torch.enable_grad():
             if not z.requires_grad:
                 z = z.detach().requires_grad_(True)
-            f = self.velocity(t, z)
+            f = evaluate_field(self.velocity, t, z, self.context)
             trace, frobenius = divergence(f, z, self.noise, create_graph=grad)
         if not grad:
             f, trace, frobenius = f.detach(), trace.detach(), frobenius.detach()
@@ -112,6 +118,11 @@ class CNF(Transform):
     unless ``trace="hutchinson"`` and the module is training with gradients on (one noise draw
     per block solve); evaluation (eval mode, no_grad, inference_mode) is always exact.
     Works inside ``torch.inference_mode()``: the solve steps out of it, since the trace needs autograd.
+    A context, when the velocity fields take one (``context_dim`` > 0), is held fixed along the solve.
+
+    Chen et al. 2018, "Neural Ordinary Differential Equations", arXiv:1806.07366; Grathwohl et al.
+    2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative Models",
+    arXiv:1810.01367.
 
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> cnf = CNF(ConcatSquashMLP(2, hidden=16, depth=2))
@@ -136,6 +147,7 @@ class CNF(Transform):
         self.velocities = nn.ModuleList(blocks)
         self.time, self.solver, self.atol, self.rtol = float(time), solver, atol, rtol
         self.solver_steps, self.trace, self.noise, self.adjoint = solver_steps, trace, noise, adjoint
+        self.context_dim = getattr(blocks[0], "context_dim", 0)
         self.nfe = NFECounter()
 
     @property
@@ -143,35 +155,38 @@ class CNF(Transform):
         """T·L: the data sit at this time, the latent at 0."""
         return self.time * len(self.velocities)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, log_abs_det, _, _ = self.integrate(x, self.total_time, 0.0)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        z, log_abs_det, _, _ = self.integrate(x, self.total_time, 0.0, context=context)
         return z, log_abs_det
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x, log_abs_det, _, _ = self.integrate(z, 0.0, self.total_time)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, log_abs_det, _, _ = self.integrate(z, 0.0, self.total_time, context=context)
         return x, log_abs_det
 
-    def velocity(self, t: Tensor, z: Tensor) -> Tensor:
+    def velocity(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
         """f(z, t) at global times t: a scalar, or one per sample (each taken from its block's
         network; every block sees the whole batch, so each step uses every parameter, as
         DistributedDataParallel requires)."""
+        context = check_context(context, self.context_dim, z.shape[0], "CNF")
         if len(self.velocities) == 1:
-            return self.velocities[0](t, z)
+            return evaluate_field(self.velocities[0], t, z, context)
         block = (t / self.time).floor().long().clamp(0, len(self.velocities) - 1)
         if t.dim() == 0:
-            return self.velocities[int(block)](t, z)
+            return evaluate_field(self.velocities[int(block)], t, z, context)
         out = torch.zeros_like(z)
         for k, velocity in enumerate(self.velocities):
-            out = torch.where((block == k).unsqueeze(1), velocity(t, z), out)
+            out = torch.where((block == k).unsqueeze(1), evaluate_field(velocity, t, z, context), out)
         return out
 
-    def integrate(self, y: Tensor, t0: float, t1: float, penalties: bool = False) -> Integrated:
+    def integrate(self, y: Tensor, t0: float, t1: float, penalties: bool = False,
+                  context: Tensor | None = None) -> Integrated:
         """Solve from global time t0 to t1 (either direction) through every block in between.
 
         >>> from flowforge.transforms.dynamics import ConcatSquashMLP
         >>> cnf = CNF(ConcatSquashMLP(2, hidden=8, depth=1))
         >>> halfway = cnf.integrate(torch.randn(3, 2), 1.0, 0.5).z
         """
+        context = check_context(context, self.context_dim, y.shape[0], "CNF")
         tracked = torch.is_grad_enabled()
         use_hutchinson = self.trace == "hutchinson" and self.training and tracked
         # The trace needs autograd, which inference mode forbids: step out of it, keep the
@@ -179,11 +194,13 @@ class CNF(Transform):
         with torch.inference_mode(False), torch.set_grad_enabled(tracked):
             if y.is_inference():
                 y = y.clone()
+            if context is not None and context.is_inference():
+                context = context.clone()
             zeros = y.new_zeros(y.shape[0])
             state = (y, zeros, zeros, zeros) if penalties else (y, zeros)
             for k, start, end in self._segments(t0, t1):
                 noise = sample_noise(y, self.noise) if use_hutchinson else None
-                dynamics = AugmentedDynamics(self.velocities[k], noise, penalties, self.nfe, tracked)
+                dynamics = AugmentedDynamics(self.velocities[k], noise, penalties, self.nfe, tracked, context)
                 state = self._solve(dynamics, state, start, end)
         if not penalties:
             return Integrated(state[0], state[1], None, None)

@@ -47,7 +47,11 @@ class ConcatSquashLinear(nn.Module):
 
 
 class ConcatSquashMLP(nn.Module):
-    """The velocity f(z, t): ``depth`` concat-squash hidden layers of width ``hidden``, dim → dim.
+    """The velocity f(z, t[, c]): ``depth`` concat-squash hidden layers of width ``hidden``, dim → dim.
+
+    With ``context_dim`` > 0 the first layer also takes a (batch, context_dim) context beside z,
+    so the field, and the flow it integrates to, is conditional: p(x | c). The divergence is
+    taken with respect to z only.
 
     ``t`` is a scalar (one time for the whole batch, as an ODE solver calls it) or one time per
     sample (as flow matching calls it). The last layer starts at zero, so f ≡ 0 and the flow
@@ -56,21 +60,24 @@ class ConcatSquashMLP(nn.Module):
     >>> f = ConcatSquashMLP(2, hidden=16, depth=2)
     >>> f(torch.tensor(0.3), torch.randn(5, 2)).shape, f(torch.rand(5), torch.randn(5, 2)).shape
     (torch.Size([5, 2]), torch.Size([5, 2]))
+    >>> ConcatSquashMLP(2, hidden=16, depth=2, context_dim=3)(torch.tensor(0.3), torch.randn(5, 2), torch.randn(5, 3)).shape
+    torch.Size([5, 2])
     """
 
-    def __init__(self, dim: int, hidden: int = 64, depth: int = 3, activation: str = "tanh"):
+    def __init__(self, dim: int, hidden: int = 64, depth: int = 3, activation: str = "tanh", context_dim: int = 0):
         super().__init__()
         if activation not in VELOCITY_ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(VELOCITY_ACTIVATIONS)}")
         if depth < 1 or hidden < 1:
             raise ValueError("a velocity network needs depth >= 1 and hidden >= 1")
-        widths = [dim] + [hidden] * depth
+        self.context_dim = context_dim
+        widths = [dim + context_dim] + [hidden] * depth
         self.hidden_layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in zip(widths, widths[1:]))
         self.activation = VELOCITY_ACTIVATIONS[activation]()
         self.output = ConcatSquashLinear(hidden, dim).zero_()
 
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        h = z
+    def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
+        h = z if context is None else torch.cat([z, context.to(z.dtype)], dim=1)
         for layer in self.hidden_layers:
             h = self.activation(layer(t, h))
         return self.output(t, h)

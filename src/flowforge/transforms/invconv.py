@@ -62,10 +62,10 @@ class InvConv1x1(Transform):
     def _mix(self, matrix: Tensor, x: Tensor) -> Tensor:
         return torch.einsum("ij,bj...->bi...", matrix, x)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         log_abs_det = math.prod(x.shape[2:]) * self.log_abs_det_weight()
         return self._mix(self.weight(), x), log_abs_det.expand(x.shape[0])
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         log_abs_det = -math.prod(y.shape[2:]) * self.log_abs_det_weight()
         return self._mix(torch.linalg.inv(self.weight()), y), log_abs_det.expand(y.shape[0])

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.transforms.base import Transform
-from flowforge.transforms.conv_coupling import zero_conv
+from flowforge.nets import with_context_channels, zero_conv
+from flowforge.transforms.base import Transform, check_context
 
 
 class Split(Transform):
@@ -24,8 +24,10 @@ class Split(Transform):
 
         forward: (h, z) ↦ (inner(h), (z − μ(h)) / σ(h)),   log|det J| = log|det J_inner(h)| − Σ log σ(h)
 
-    μ and log σ come from a zero-initialised 3×3 convolution of h (the prior starts as N(0, I)).
-    With ``learned_prior=False`` z passes unchanged, RealNVP's factoring (prior N(0, I)).
+    μ and log σ come from a zero-initialised 3×3 convolution of h (the prior starts as N(0, I)),
+    which with ``context_dim`` > 0 also sees the context as constant channels (a class-conditional
+    prior). With ``learned_prior=False`` z passes unchanged, RealNVP's factoring (prior N(0, I)).
+    The context is passed on to ``inner``.
     The output keeps the input's shape, so a multi-scale flow returns z shaped like x.
 
     >>> from flowforge.transforms import ActNorm
@@ -34,36 +36,39 @@ class Split(Transform):
     torch.Size([3, 4, 2, 2])
     """
 
-    def __init__(self, channels: int, inner: Transform | None = None, learned_prior: bool = True):
+    def __init__(self, channels: int, inner: Transform | None = None, learned_prior: bool = True,
+                 context_dim: int = 0):
         super().__init__()
         if channels < 2:
             raise ValueError(f"a split needs at least 2 channels, got {channels}")
         self.sizes = (channels - channels // 2, channels // 2)
         self.inner = inner
-        self.prior = zero_conv(self.sizes[0], 2 * self.sizes[1]) if learned_prior else None
+        self.context_dim = context_dim if learned_prior else 0
+        self.prior = zero_conv(self.sizes[0] + self.context_dim, 2 * self.sizes[1]) if learned_prior else None
 
-    def _mean_log_std(self, kept: Tensor) -> tuple[Tensor, Tensor]:
-        return self.prior(kept).chunk(2, dim=1)
+    def _mean_log_std(self, kept: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        context = check_context(context, self.context_dim, kept.shape[0], "Split")
+        return self.prior(with_context_channels(kept, context)).chunk(2, dim=1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         kept, out = x.split(self.sizes, dim=1)
         log_abs_det = x.new_zeros(x.shape[0])
         if self.prior is not None:
-            mean, log_std = self._mean_log_std(kept)
+            mean, log_std = self._mean_log_std(kept, context)
             out = (out - mean) * (-log_std).exp()
             log_abs_det = log_abs_det - log_std.flatten(1).sum(1)
         if self.inner is not None:
-            kept, inner_log_abs_det = self.inner(kept)
+            kept, inner_log_abs_det = self.inner(kept, context)
             log_abs_det = log_abs_det + inner_log_abs_det
         return torch.cat([kept, out], dim=1), log_abs_det
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         kept, out = y.split(self.sizes, dim=1)
         log_abs_det = y.new_zeros(y.shape[0])
         if self.inner is not None:
-            kept, log_abs_det = self.inner.inverse(kept)
+            kept, log_abs_det = self.inner.inverse(kept, context)
         if self.prior is not None:
-            mean, log_std = self._mean_log_std(kept)
+            mean, log_std = self._mean_log_std(kept, context)
             out = out * log_std.exp() + mean
             log_abs_det = log_abs_det + log_std.flatten(1).sum(1)
         return torch.cat([kept, out], dim=1), log_abs_det

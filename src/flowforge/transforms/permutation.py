@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowforge.transforms.base import Transform
+from flowforge.transforms.base import VolumePreserving
 
 
-class Permutation(Transform):
-    """y = x[:, perm].
+class Permutation(VolumePreserving):
+    """y = x[:, perm], a fixed reordering of the features (placed between couplings so that every
+    feature is transformed and conditions the others in turn).
 
     >>> Permutation(torch.tensor([2, 0, 1]))(torch.arange(3.).view(1, 3))[0]
     tensor([[2., 0., 1.]])
@@ -23,18 +24,22 @@ class Permutation(Transform):
         self.register_buffer("perm", perm)
         self.register_buffer("inv_perm", torch.argsort(perm))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x[:, self.perm], x.new_zeros(x.shape[0])
+    def map(self, x: Tensor) -> Tensor:
+        return x[:, self.perm]
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return y[:, self.inv_perm], y.new_zeros(y.shape[0])
+    def unmap(self, y: Tensor) -> Tensor:
+        return y[:, self.inv_perm]
 
 
-class Reverse(Transform):
-    """Reverse the order of the features: y = x[:, ::-1]."""
+class Reverse(VolumePreserving):
+    """Reverse the order of the features: y = x[:, ::-1] (the book's alternating masks, as a layer).
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x.flip(1), x.new_zeros(x.shape[0])
+    >>> Reverse()(torch.tensor([[1.0, 2.0, 3.0]]))[0]
+    tensor([[3., 2., 1.]])
+    """
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return y.flip(1), y.new_zeros(y.shape[0])
+    def map(self, x: Tensor) -> Tensor:
+        return x.flip(1)
+
+    def unmap(self, y: Tensor) -> Tensor:
+        return y.flip(1)

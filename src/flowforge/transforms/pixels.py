@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from flowforge.transforms.base import Transform
+from flowforge.transforms.base import Transform, VolumePreserving
 
 
 class Logit(Transform):
@@ -29,20 +29,20 @@ class Logit(Transform):
             raise ValueError(f"the logit's alpha must lie in [0, 0.5), got {alpha}")
         self.alpha = float(alpha)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * x
         y = torch.log(p) - torch.log1p(-p)
         log_abs_det = (math.log1p(-2 * self.alpha) - torch.log(p) - torch.log1p(-p)).flatten(1).sum(1)
         return y, log_abs_det
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x = (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
         # log p + log(1 − p) with p = sigmoid(y), stable for large |y|
         log_p_one_minus_p = F.logsigmoid(y) + F.logsigmoid(-y)
         return x, (log_p_one_minus_p - math.log1p(-2 * self.alpha)).flatten(1).sum(1)
 
 
-class Shift(Transform):
+class Shift(VolumePreserving):
     """y = x + offset, volume preserving; Glow centres pixels with ``Shift(-0.5)``.
 
     >>> Shift(-0.5)(torch.ones(1, 3))[0].tolist()
@@ -53,8 +53,8 @@ class Shift(Transform):
         super().__init__()
         self.offset = float(offset)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return x + self.offset, x.new_zeros(x.shape[0])
+    def map(self, x: Tensor) -> Tensor:
+        return x + self.offset
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return y - self.offset, y.new_zeros(y.shape[0])
+    def unmap(self, y: Tensor) -> Tensor:
+        return y - self.offset

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from flowforge.transforms.base import Transform
+from flowforge.transforms.base import VolumePreserving
 
 
 def squeeze(x: Tensor) -> Tensor:
@@ -27,25 +27,29 @@ def unsqueeze(y: Tensor) -> Tensor:
     return y.view(b, c, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c, 2 * h, 2 * w)
 
 
-class Squeeze(Transform):
+class Squeeze(VolumePreserving):
     """(B, C, H, W) → (B, 4C, H/2, W/2), a fixed permutation of the pixels.
 
     >>> Squeeze()(torch.zeros(2, 3, 8, 8))[0].shape
     torch.Size([2, 12, 4, 4])
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return squeeze(x), x.new_zeros(x.shape[0])
+    def map(self, x: Tensor) -> Tensor:
+        return squeeze(x)
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return unsqueeze(y), y.new_zeros(y.shape[0])
+    def unmap(self, y: Tensor) -> Tensor:
+        return unsqueeze(y)
 
 
-class Unsqueeze(Transform):
-    """(B, 4C, H, W) → (B, C, 2H, 2W): :class:`Squeeze` run backwards (ends a multi-scale level)."""
+class Unsqueeze(VolumePreserving):
+    """(B, 4C, H, W) → (B, C, 2H, 2W): :class:`Squeeze` run backwards (ends a multi-scale level).
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return unsqueeze(x), x.new_zeros(x.shape[0])
+    >>> Unsqueeze()(torch.zeros(2, 12, 4, 4))[0].shape
+    torch.Size([2, 3, 8, 8])
+    """
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return squeeze(y), y.new_zeros(y.shape[0])
+    def map(self, x: Tensor) -> Tensor:
+        return unsqueeze(x)
+
+    def unmap(self, y: Tensor) -> Tensor:
+        return squeeze(y)

@@ -36,10 +36,10 @@ class Standardize(Transform):
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return (-self.std.log().sum()).to(like.dtype).expand(batch)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return (x - self.mean) / self.std, self.log_abs_det(x.shape[0], x)
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
 
 
