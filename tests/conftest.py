@@ -10,6 +10,13 @@ from flowforge.training import TrainConfig, train  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+def pytest_generate_tests(metafunc):
+    """Run the shared transform checks once per context size the class lists (0: none)."""
+    if "context_dim" in metafunc.fixturenames and metafunc.cls is not None:
+        dims = getattr(metafunc.cls, "context_dims", (0,))
+        metafunc.parametrize("context_dim", dims, ids=[f"context{d}" for d in dims])
+
+
 SMALL_MODEL = {"num_layers": 4, "hidden": 64, "depth": 2}
 
 

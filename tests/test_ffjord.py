@@ -75,15 +75,16 @@ class GaussianPathVelocity(nn.Module):
 
 class TestCNFTransform(TransformTests):
     shape = (2,)
+    context_dims = (0, 3)
 
-    def make(self):
-        return CNF(ConcatSquashMLP(2, hidden=16, depth=2), **TIGHT)
+    def make(self, context_dim=0):
+        return CNF(ConcatSquashMLP(2, hidden=16, depth=2, context_dim=context_dim), **TIGHT)
 
 
 class TestCNFTwoBlocks(TransformTests):
     shape = (3,)
 
-    def make(self):
+    def make(self, context_dim=0):
         return CNF([ConcatSquashMLP(3, hidden=8, depth=1, activation="softplus") for _ in range(2)],
                    time=0.5, **TIGHT)
 

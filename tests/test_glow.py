@@ -34,64 +34,69 @@ class UnitIntervalInputs:
 class TestActNorm(TransformTests):
     shape = (4, 2, 3)
 
-    def make(self):
+    def make(self, context_dim=0):
         return initialized(ActNorm(4))
 
 
 class TestActNormOnVectors(TransformTests):
     shape = (3,)
 
-    def make(self):
+    def make(self, context_dim=0):
         return initialized(ActNorm(3))
 
 
 class TestInvConv1x1LU(TransformTests):
     shape = (4, 2, 3)
 
-    def make(self):
+    def make(self, context_dim=0):
         return InvConv1x1(4, lu=True)
 
 
 class TestInvConv1x1Plain(TransformTests):
     shape = (4, 2, 3)
 
-    def make(self):
+    def make(self, context_dim=0):
         return InvConv1x1(4, lu=False)
 
 
 class TestChannelCouplingAffine(TransformTests):
     shape = (4, 2, 3)
+    context_dims = (0, 3)
 
-    def make(self):
-        return ChannelCoupling(4, hidden=8, scale="sigmoid")
+    def make(self, context_dim=0):
+        return ChannelCoupling(4, hidden=8, scale="sigmoid", context_dim=context_dim)
 
 
 class TestChannelCouplingTanhFlippedOddChannels(TransformTests):
     shape = (3, 3, 2)
+    context_dims = (0, 3)
 
-    def make(self):
-        return ChannelCoupling(3, hidden=8, depth=3, scale="tanh", flip=True)
+    def make(self, context_dim=0):
+        return ChannelCoupling(3, hidden=8, depth=3, scale="tanh", flip=True, context_dim=context_dim)
 
 
 class TestChannelCouplingAdditive(TransformTests):
     shape = (4, 2, 3)
+    context_dims = (0, 3)
 
-    def make(self):
-        return ChannelCoupling(4, hidden=8, depth=1, scale="additive")
+    def make(self, context_dim=0):
+        return ChannelCoupling(4, hidden=8, depth=1, scale="additive", context_dim=context_dim)
 
 
 class TestCheckerboardCoupling(TransformTests):
     shape = (2, 3, 4)
+    context_dims = (0, 3)
 
-    def make(self):
-        return MaskedCoupling(checkerboard_mask(self.shape, parity=1), hidden=8)
+    def make(self, context_dim=0):
+        return MaskedCoupling(checkerboard_mask(self.shape, parity=1), hidden=8, context_dim=context_dim)
 
 
 class TestChannelMaskCoupling(TransformTests):
     shape = (4, 2, 3)
+    context_dims = (0, 3)
 
-    def make(self):
-        return MaskedCoupling(channel_mask(self.shape), hidden=8, scale="sigmoid")
+    def make(self, context_dim=0):
+        return MaskedCoupling(channel_mask(self.shape), hidden=8, scale="sigmoid", context_dim=context_dim)
 
 
 # Squeeze changes the shape and the base expects y shaped like x, so it is tested between a layer
@@ -99,49 +104,50 @@ class TestChannelMaskCoupling(TransformTests):
 class TestSqueezeMixUnsqueeze(TransformTests):
     shape = (2, 2, 4)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Compose([Squeeze(), InvConv1x1(8), ChannelCoupling(8, hidden=8), Unsqueeze()])
 
 
 class TestUnsqueezeMixSqueeze(TransformTests):
     shape = (8, 1, 2)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Compose([Unsqueeze(), ChannelCoupling(2, hidden=8, scale="tanh"), Squeeze()])
 
 
 class TestSplitWithLearnedPrior(TransformTests):
     shape = (4, 2, 3)
+    context_dims = (0, 3)
 
-    def make(self):
-        return Split(4, inner=ChannelCoupling(2, hidden=8))  # kept half: 2 channels
+    def make(self, context_dim=0):
+        return Split(4, inner=ChannelCoupling(2, hidden=8, context_dim=context_dim), context_dim=context_dim)
 
 
 class TestSplitWithoutPrior(TransformTests):
     shape = (5, 2, 2)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Split(5, inner=initialized(ActNorm(3)), learned_prior=False)
 
 
 class TestLogit(UnitIntervalInputs, TransformTests):
     shape = (4, 2, 3)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Logit(0.05)
 
 
 class TestShift(TransformTests):
     shape = (2, 3, 3)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Shift(-0.5)
 
 
 class TestGlowStep(TransformTests):
     shape = (4, 2, 3)
 
-    def make(self):
+    def make(self, context_dim=0):
         return initialized(Compose([ActNorm(4), InvConv1x1(4), ChannelCoupling(4, hidden=8)]))
 
 
@@ -150,23 +156,27 @@ class TestGlowStep(TransformTests):
 # at three levels is checked below against sample_and_log_prob).
 class TestGlowTransform(TransformTests):
     shape = (1, 4, 4)
+    context_dims = (0, 3)
 
-    def make(self):
-        return initialized(Glow(self.shape, levels=2, steps=1, hidden=4, coupling="sigmoid")).transform
+    def make(self, context_dim=0):
+        return initialized(Glow(self.shape, levels=2, steps=1, hidden=4, coupling="sigmoid",
+                                context_dim=context_dim)).transform
 
 
 class TestGlowAdditivePlainConvTwoChannels(TransformTests):
     shape = (2, 4, 4)
 
-    def make(self):
+    def make(self, context_dim=0):
         return initialized(Glow(self.shape, levels=2, steps=1, hidden=4, coupling="additive", lu=False)).transform
 
 
 class TestRealNVPImageTransform(TransformTests):
     shape = (1, 4, 4)
+    context_dims = (0, 3)
 
-    def make(self):
-        return initialized(RealNVPImage(self.shape, scales=2, hidden=4, logit=None)).transform
+    def make(self, context_dim=0):
+        return initialized(RealNVPImage(self.shape, scales=2, hidden=4, logit=None,
+                                        context_dim=context_dim)).transform
 
 
 # ---- layer facts ---------------------------------------------------------------------------------

@@ -4,49 +4,71 @@ import pytest
 import torch
 
 from flowforge.models import RealNVP
-from flowforge.transforms import AffineCoupling, Compose, Permutation, Reverse, Standardize
+from flowforge.nets import MLPConditioner
+from flowforge.transforms import (Additive, AffineCoupling, Compose, Coupling, FeatureMask, Inverse, Permutation,
+                                  Reverse, Standardize)
 from transform_base import TransformTests
 
 
 class TestCouplingAlternating2D(TransformTests):
     shape = (2,)
+    context_dims = (0, 3)
 
-    def make(self):
-        return AffineCoupling([1, 0], hidden=16, depth=2)
+    def make(self, context_dim=0):
+        return AffineCoupling([1, 0], hidden=16, depth=2, context_dim=context_dim)
 
 
 class TestCouplingD3Split2(TransformTests):
     shape = (3,)
+    context_dims = (0, 3)
 
-    def make(self):
-        return AffineCoupling([1, 1, 0], hidden=16, depth=3)
+    def make(self, context_dim=0):
+        return AffineCoupling([1, 1, 0], hidden=16, depth=3, context_dim=context_dim)
 
 
 class TestCouplingOddDimScatteredMask(TransformTests):
     shape = (5,)
+    context_dims = (0, 3)
 
-    def make(self):
-        return AffineCoupling([0, 1, 0, 0, 1], hidden=8, depth=1, activation="tanh")
+    def make(self, context_dim=0):
+        return AffineCoupling([0, 1, 0, 0, 1], hidden=8, depth=1, activation="tanh", context_dim=context_dim)
+
+
+class TestAdditiveCoupling(TransformTests):
+    shape = (3,)
+    context_dims = (0, 3)
+
+    def make(self, context_dim=0):
+        return Coupling(FeatureMask([1, 0, 1]), MLPConditioner(2, 1, 1, hidden=8, depth=2, context_dim=context_dim),
+                        Additive())
+
+
+class TestInverseOfCoupling(TransformTests):
+    shape = (3,)
+    context_dims = (0, 3)
+
+    def make(self, context_dim=0):
+        return Inverse(AffineCoupling([1, 0, 1], hidden=8, depth=2, context_dim=context_dim))
 
 
 class TestPermutation(TransformTests):
     shape = (4,)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Permutation(torch.tensor([2, 0, 3, 1]))
 
 
 class TestReverse(TransformTests):
     shape = (3,)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Reverse()
 
 
 class TestStandardize(TransformTests):
     shape = (3,)
 
-    def make(self):
+    def make(self, context_dim=0):
         s = Standardize(3)
         s.set_statistics(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 3.0, 1.5]))
         return s
@@ -55,16 +77,17 @@ class TestStandardize(TransformTests):
 class TestCompose(TransformTests):
     shape = (3,)
 
-    def make(self):
+    def make(self, context_dim=0):
         return Compose([AffineCoupling([1, 0, 1], hidden=8, depth=1), Reverse(),
                         AffineCoupling([0, 1, 1], hidden=8, depth=1)])
 
 
 class TestRealNVPStack(TransformTests):
     shape = (4,)
+    context_dims = (0, 3)
 
-    def make(self):
-        return RealNVP(4, num_layers=4, hidden=16, depth=2, standardize=True).transform
+    def make(self, context_dim=0):
+        return RealNVP(4, num_layers=4, hidden=16, depth=2, standardize=True, context_dim=context_dim).transform
 
 
 def test_coupling_starts_as_identity():
@@ -100,6 +123,66 @@ def test_coupling_rejects_degenerate_masks(mask):
 def test_permutation_rejects_non_permutation():
     with pytest.raises(ValueError):
         Permutation(torch.tensor([0, 0, 1]))
+
+
+def test_bf16_coupling_runs_its_network_in_bf16_and_stays_exact():
+    # The default on machines that multiply bf16 natively: the MLP runs under autocast, the affine
+    # update in float32, so forward and inverse see the same s and t and the Jacobian stays triangular.
+    torch.manual_seed(0)
+    layer = AffineCoupling([1, 0, 1, 0], hidden=32, depth=2, mixed_precision=True, context_dim=2)
+    for p in layer.parameters():
+        p.data.normal_(0, 0.3)
+    seen = []
+    layer.conditioner.net[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    x, c = torch.randn(64, 4), torch.randn(64, 2)
+    y, lad = layer(x, c)
+    x_back, lad_back = layer.inverse(y, c)
+    assert seen == [torch.bfloat16, torch.bfloat16] and y.dtype == lad.dtype == torch.float32
+    assert (x_back - x).abs().max() < 1e-5 and (lad + lad_back).abs().max() < 1e-6
+    jacobian = torch.autograd.functional.jacobian(lambda v: layer(v.view(1, 4), c[:1])[0].flatten(), x[0])
+    assert abs(torch.linalg.slogdet(jacobian)[1] - lad[0]) < 1e-4
+    reference = AffineCoupling([1, 0, 1, 0], hidden=32, depth=2, mixed_precision=False, context_dim=2)
+    reference.load_state_dict({**layer.state_dict(), "conditioner.bf16_network": torch.tensor(False)})
+    y32, _ = reference(x, c)
+    assert 0 < (y32 - y).abs().max() < 0.05  # the coarser network, not another map
+
+
+def test_bf16_flow_density_integrates_to_one():
+    from test_flow import grid_integral
+
+    torch.manual_seed(1)
+    flow = RealNVP(2, num_layers=4, hidden=16, depth=2, mixed_precision=True)
+    for p in flow.parameters():
+        p.data.add_(0.2 * torch.randn_like(p))
+    assert abs(grid_integral(flow, (-10, 10), (-10, 10), 700) - 1) < 0.02
+
+
+def test_bf16_is_skipped_for_float64_inputs():
+    layer = AffineCoupling([1, 0], hidden=8, depth=1, mixed_precision=True).double()
+    seen = []
+    layer.conditioner.net[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    layer(torch.randn(3, 2, dtype=torch.float64))
+    assert seen == [torch.float64]
+
+
+def test_conditional_coupling_refuses_a_missing_or_misshapen_context():
+    layer = AffineCoupling([1, 0], hidden=8, depth=1, context_dim=3)
+    with pytest.raises(ValueError, match="needs a context"):
+        layer(torch.randn(4, 2))
+    with pytest.raises(ValueError, match=r"context of shape \(4, 3\)"):
+        layer(torch.randn(4, 2), torch.randn(4, 2))
+
+
+def test_coupling_weights_of_the_old_layout_load():
+    # flowforge 0.1.0 kept the network as net.* and the mask buffers on the layer itself.
+    layer = AffineCoupling([1, 0, 1], hidden=8, depth=1)
+    for p in layer.parameters():
+        p.data.normal_()
+    old = {k.split(".", 1)[1]: v for k, v in layer.state_dict().items()}
+    fresh = AffineCoupling([1, 0, 1], hidden=8, depth=1)
+    fresh.load_state_dict(old)
+    x = torch.randn(5, 3)
+    assert torch.equal(fresh(x)[0], layer(x)[0])
 
 
 def test_realnvp_masks_alternate():

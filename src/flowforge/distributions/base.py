@@ -143,12 +143,13 @@ class ConditionalDiagonalNormal(GaussianBase):
     torch.Size([4])
     """
 
-    def __init__(self, shape: int | tuple[int, ...], context_dim: int, hidden: int = 64, depth: int = 2):
+    def __init__(self, shape: int | tuple[int, ...], context_dim: int, hidden: int = 64, depth: int = 2,
+                 activation: str = "relu"):
         super().__init__(shape)
         if context_dim < 1:
             raise ValueError("a conditional base needs context_dim >= 1")
         self.context_dim = context_dim
-        self.net = mlp(context_dim, 2 * self.event_dim, hidden, depth)
+        self.net = mlp(context_dim, 2 * self.event_dim, hidden, depth, activation)
 
     def _loc_log_scale(self, context: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
         if context is None or context.shape != (n, self.context_dim):

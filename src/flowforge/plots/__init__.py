@@ -1,13 +1,20 @@
-"""Figures written as PNG files into a run directory."""
+"""Figures of flows and runs: functions that return ``matplotlib`` figures (for notebooks), and
+:func:`plot_run`, which writes a run's figures as PNG files into ``RUN/plots/``.
+
+Importing this package never selects a matplotlib backend: figures are built without pyplot.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from flowforge.data import load_splits
-from flowforge.plots.ffjord import density_over_time, ffjord_figures, trajectories_figure, trajectory_animation
-from flowforge.plots.images import image_figures, image_grid, write_image_grid
-from flowforge.plots.two_d import chapter_figure, density_figure, density_grid, training_curve
+from flowforge.plots.common import new_figure, save_figure
+from flowforge.plots.ffjord import (density_over_time, ffjord_figures, sample_paths, save_animation,
+                                    trajectories_figure, trajectory_animation)
+from flowforge.plots.images import (image_figures, image_grid, interpolation_figure, reconstruction_figure,
+                                    sample_grids_figure, write_image_grid)
+from flowforge.plots.two_d import chapter_figure, density_figure, density_grid, read_metrics, training_curve
 from flowforge.training.checkpoint import METRICS
 from flowforge.training.run import load_run
 
@@ -18,18 +25,20 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     flow, config, _ = load_run(run_dir)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
     out = run_dir / "plots"
+    curve = training_curve(run_dir / METRICS)
     if len(splits.shape) == 3:  # images: samples by temperature, reconstructions, interpolations
-        return image_figures(flow, splits.test, out) + [training_curve(run_dir / METRICS, out / "training_curve.png")]
+        return image_figures(flow, splits.test, out) + [save_figure(curve, out / "training_curve.png")]
     data = splits.train
-    written = [chapter_figure(flow, data, out / "flow.png")]
+    written = [save_figure(chapter_figure(flow, data), out / "flow.png")]
     if data.shape[1] == 2:
-        written.append(density_figure(flow, data, out / "density.png"))
-    written.append(training_curve(run_dir / METRICS, out / "training_curve.png"))
+        written.append(save_figure(density_figure(flow, data), out / "density.png"))
+    written.append(save_figure(curve, out / "training_curve.png"))
     if config.model == "ffjord":
         written += ffjord_figures(flow, data, out)
     return written
 
 
-__all__ = ["plot_run", "chapter_figure", "density_figure", "density_grid", "training_curve",
-           "ffjord_figures", "density_over_time", "trajectories_figure", "trajectory_animation",
-           "image_figures", "image_grid", "write_image_grid"]
+__all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "density_figure", "density_grid",
+           "training_curve", "read_metrics", "ffjord_figures", "density_over_time", "sample_paths",
+           "trajectories_figure", "trajectory_animation", "save_animation", "image_figures", "image_grid",
+           "write_image_grid", "sample_grids_figure", "reconstruction_figure", "interpolation_figure"]

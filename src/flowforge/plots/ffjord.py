@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib import animation
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from flowforge.atomic import atomic_target
 from flowforge.models.ffjord import CNFFlow
-from flowforge.plots.two_d import LATENT_COLORMAP, _angle, _padded, _save, plt
+from flowforge.plots.common import LATENT_COLORMAP, latent_angle, new_figure, padded_limits, save_figure
 
 
 def sample_paths(flow: CNFFlow, n: int = 500, frames: int = 41, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -24,14 +27,14 @@ def sample_paths(flow: CNFFlow, n: int = 500, frames: int = 41, seed: int = 0) -
     return times, flow.trajectory(z, times).numpy()
 
 
-def density_over_time(flow: CNFFlow, data: np.ndarray, path: Path, panels: int = 5, resolution: int = 120) -> Path:
+def density_over_time(flow: CNFFlow, data: np.ndarray, panels: int = 5, resolution: int = 120) -> Figure:
     """p_t(x) on the data's window at ``panels`` times from the base (t = 0) to the model (t = T·L)."""
-    xlim, ylim = _padded(data[:, 0]), _padded(data[:, 1])
+    xlim, ylim = padded_limits(data[:, 0]), padded_limits(data[:, 1])
     xs = np.linspace(*xlim, resolution, dtype=np.float32)
     ys = np.linspace(*ylim, resolution, dtype=np.float32)
     grid = torch.from_numpy(np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2))
     times = np.linspace(0.0, flow.cnf.total_time, panels)
-    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4), layout="constrained")
+    fig, axes = new_figure(1, panels, figsize=(3.2 * panels, 3.4))
     for ax, t in zip(np.atleast_1d(axes), times):
         with torch.inference_mode():
             density = flow.marginal_log_prob(grid, float(t)).exp().numpy().reshape(resolution, resolution)
@@ -41,14 +44,14 @@ def density_over_time(flow: CNFFlow, data: np.ndarray, path: Path, panels: int =
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("The density flowing from the base (left) to the model (right)")
-    return _save(fig, path)
+    return fig
 
 
-def trajectories_figure(times: np.ndarray, paths: np.ndarray, data: np.ndarray, path: Path) -> Path:
+def trajectories_figure(times: np.ndarray, paths: np.ndarray, data: np.ndarray) -> Figure:
     """Each sample's path from its latent draw (small dot) to its data point (large dot), coloured by latent angle."""
-    colors = _angle(paths[0])
-    cmap = plt.get_cmap(LATENT_COLORMAP)
-    fig, ax = plt.subplots(figsize=(7, 7), layout="constrained")
+    colors = latent_angle(paths[0])
+    cmap = matplotlib.colormaps[LATENT_COLORMAP]
+    fig, ax = new_figure(figsize=(7, 7))
     ax.scatter(data[:, 0], data[:, 1], s=1, c="0.85", linewidths=0)
     for i in range(paths.shape[1]):
         ax.plot(paths[:, i, 0], paths[:, i, 1], lw=0.5, alpha=0.5, color=cmap((colors[i] + np.pi) / (2 * np.pi)))
@@ -57,14 +60,16 @@ def trajectories_figure(times: np.ndarray, paths: np.ndarray, data: np.ndarray, 
                    vmax=np.pi, s=size, linewidths=0)
     ax.set_title(f"Trajectories from z (t = 0) to x (t = {times[-1]:.2f})")
     ax.set_aspect("equal")
-    return _save(fig, path)
+    return fig
 
 
-def trajectory_animation(times: np.ndarray, paths: np.ndarray, data: np.ndarray, path: Path, fps: int = 12) -> Path:
-    """An animated GIF of the samples moving along their paths, over the data in grey."""
-    colors = _angle(paths[0])
+def trajectory_animation(times: np.ndarray, paths: np.ndarray, data: np.ndarray) -> animation.FuncAnimation:
+    """The samples moving along their paths over the data in grey, as an animation (``save_animation``
+    writes it as a GIF; a notebook shows it with ``IPython.display.HTML(movie.to_jshtml())``)."""
+    colors = latent_angle(paths[0])
     lows, highs = paths[..., :2].min(axis=(0, 1)), paths[..., :2].max(axis=(0, 1))
-    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    fig, ax = new_figure(figsize=(5, 5))
+    FigureCanvasAgg(fig)  # frames are rendered off-screen, whatever backend pyplot uses
     ax.scatter(data[:, 0], data[:, 1], s=1, c="0.85", linewidths=0)
     dots = ax.scatter(paths[0, :, 0], paths[0, :, 1], c=colors, cmap=LATENT_COLORMAP, vmin=-np.pi, vmax=np.pi,
                       s=5, linewidths=0)
@@ -78,12 +83,15 @@ def trajectory_animation(times: np.ndarray, paths: np.ndarray, data: np.ndarray,
         title.set_text(f"t = {times[frame]:.2f}")
         return dots, title
 
-    movie = animation.FuncAnimation(fig, draw, frames=len(times), blit=False)
+    return animation.FuncAnimation(fig, draw, frames=len(times), blit=False)
+
+
+def save_animation(movie: animation.FuncAnimation, path: str | Path, fps: int = 12) -> Path:
+    """Write an animation as a GIF, whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_target(path) as tmp:
         movie.save(tmp, writer=animation.PillowWriter(fps=fps), dpi=80)
-    plt.close(fig)
     return path
 
 
@@ -92,8 +100,8 @@ def ffjord_figures(flow: CNFFlow, data: np.ndarray, out: Path) -> list[Path]:
     if data.shape[1] < 2:
         return []
     times, paths = sample_paths(flow)
-    written = [trajectories_figure(times, paths, data, out / "trajectories.png"),
-               trajectory_animation(times, paths, data, out / "trajectories.gif")]
+    written = [save_figure(trajectories_figure(times, paths, data), out / "trajectories.png"),
+               save_animation(trajectory_animation(times, paths, data), out / "trajectories.gif")]
     if data.shape[1] == 2:
-        written.insert(0, density_over_time(flow, data, out / "density_over_time.png"))
+        written.insert(0, save_figure(density_over_time(flow, data), out / "density_over_time.png"))
     return written

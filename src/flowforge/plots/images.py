@@ -10,16 +10,13 @@ import io
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: no display is needed or assumed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from flowforge.distributions.dequantization import STORED_BITS  # noqa: E402
-from flowforge.plots.two_d import _save  # noqa: E402
-from flowforge.training.checkpoint import atomic_write_bytes  # noqa: E402
+from flowforge.distributions.dequantization import STORED_BITS
+from flowforge.plots.common import new_figure, save_figure
+from flowforge.training.checkpoint import atomic_write_bytes
 
 TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
 
@@ -65,19 +62,19 @@ def _show(ax, images: np.ndarray, bits: int, title: str, columns: int | None = N
     ax.axis("off")
 
 
-def sample_grids_figure(flow, path: Path, temperatures=TEMPERATURES, n: int = 64, seed: int = 0) -> Path:
+def sample_grids_figure(flow, temperatures=TEMPERATURES, n: int = 64, seed: int = 0) -> Figure:
     """One grid of ``n`` samples per temperature T (latent z ~ N(0, T²I)), the same z for every T."""
     z = flow.base.sample(n, generator=torch.Generator().manual_seed(seed))
-    fig, axes = plt.subplots(1, len(temperatures), figsize=(4 * len(temperatures), 4.4), layout="constrained")
+    fig, axes = new_figure(1, len(temperatures), figsize=(4 * len(temperatures), 4.4))
     for ax, temperature in zip(np.atleast_1d(axes), temperatures):
         with torch.no_grad():
             x, _ = flow.inverse(z * temperature)
         _show(ax, flow.to_images(x).numpy(), flow.bits, f"T = {temperature}")
     fig.suptitle("Samples by temperature")
-    return _save(fig, path)
+    return fig
 
 
-def reconstruction_figure(flow, images: np.ndarray, path: Path, n: int = 8, seed: int = 0) -> Path:
+def reconstruction_figure(flow, images: np.ndarray, n: int = 8, seed: int = 0) -> Figure:
     """Test images, their reconstructions g(f(x)) and the latents f(x), one column per image."""
     x = flow.dequantize(torch.as_tensor(images[:n], dtype=torch.float32), torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -85,27 +82,27 @@ def reconstruction_figure(flow, images: np.ndarray, path: Path, n: int = 8, seed
         back, _ = flow.inverse(z)
     error = float((back - x).abs().max())
     latent = (z.clamp(-3, 3) + 3) / 6  # shown as an image: z = −3 … 3 → black … white
-    fig, axes = plt.subplots(3, 1, figsize=(1.2 * len(x) + 1, 4.6), layout="constrained")
+    fig, axes = new_figure(3, 1, figsize=(1.2 * len(x) + 1, 4.6))
     _show(axes[0], flow.to_images(x).numpy(), flow.bits, "x (test images)", columns=len(x))
     _show(axes[1], flow.to_images(back).numpy(), flow.bits, f"g(f(x)): max |error| {error:.1e}", columns=len(x))
     _show(axes[2], (latent.numpy() * 255).round(), STORED_BITS, "z = f(x), −3…3 as black…white", columns=len(x))
-    return _save(fig, path)
+    return fig
 
 
-def interpolation_figure(flow, images: np.ndarray, path: Path, pairs: int = 4, steps: int = 9) -> Path:
+def interpolation_figure(flow, images: np.ndarray, pairs: int = 4, steps: int = 9) -> Figure:
     """Decode (1 − t)·f(a) + t·f(b) for test images a, b: one row per pair, t from 0 to 1."""
     x = flow.dequantize(torch.as_tensor(images[:2 * pairs], dtype=torch.float32),
                         torch.Generator().manual_seed(0))
     rows = [flow.interpolate(x[2 * i], x[2 * i + 1], steps) for i in range(len(x) // 2)]
-    fig, ax = plt.subplots(figsize=(1.1 * steps + 1, 1.1 * len(rows) + 0.8), layout="constrained")
+    fig, ax = new_figure(figsize=(1.1 * steps + 1, 1.1 * len(rows) + 0.8))
     _show(ax, flow.to_images(torch.cat(rows)).numpy(), flow.bits, "Latent interpolation between test images",
           columns=steps)
-    return _save(fig, path)
+    return fig
 
 
 def image_figures(flow, test_images: np.ndarray, out: Path) -> list[Path]:
     """Every image figure of a run into ``out``: samples.png, reconstructions.png, interpolation.png."""
     flow.eval()
-    return [sample_grids_figure(flow, out / "samples.png"),
-            reconstruction_figure(flow, test_images, out / "reconstructions.png"),
-            interpolation_figure(flow, test_images, out / "interpolation.png")]
+    return [save_figure(sample_grids_figure(flow), out / "samples.png"),
+            save_figure(reconstruction_figure(flow, test_images), out / "reconstructions.png"),
+            save_figure(interpolation_figure(flow, test_images), out / "interpolation.png")]

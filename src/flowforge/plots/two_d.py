@@ -1,7 +1,8 @@
 """The chapter's pictures: data → f(X), latent samples → g(Z), the learned density, the curve.
 
 Points are coloured by the angle of their latent code, so the same colour marks the
-same region of latent space in every panel and the eye can follow the map.
+same region of latent space in every panel and the eye can follow the map. Each function
+returns a ``matplotlib.figure.Figure`` (shown inline in a notebook; saved by ``save_figure``).
 """
 
 from __future__ import annotations
@@ -9,22 +10,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")  # files only: no display is needed or assumed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from flowforge.atomic import atomic_target  # noqa: E402
-from flowforge.distributions import Flow  # noqa: E402
-from flowforge.training.evaluate import log_prob  # noqa: E402
-
-LATENT_COLORMAP = "twilight"  # cyclic, for angles
-
-
-def _angle(z: np.ndarray) -> np.ndarray:
-    return np.arctan2(z[:, 1], z[:, 0])
+from flowforge.distributions import Flow
+from flowforge.plots.common import LATENT_COLORMAP, latent_angle, new_figure, padded_limits
+from flowforge.training.evaluate import log_prob
 
 
 def _scatter(ax, points: np.ndarray, colors: np.ndarray, title: str, latent: bool) -> None:
@@ -32,7 +25,7 @@ def _scatter(ax, points: np.ndarray, colors: np.ndarray, title: str, latent: boo
                s=4, alpha=0.8, linewidths=0)
     if latent:
         for radius in (1, 2, 3):  # 1σ, 2σ, 3σ circles of the standard normal
-            ax.add_patch(plt.Circle((0, 0), radius, fill=False, color="0.6", lw=0.6, ls="--"))
+            ax.add_patch(Circle((0, 0), radius, fill=False, color="0.6", lw=0.6, ls="--"))
         ax.set_xlim(-4, 4)
         ax.set_ylim(-4, 4)
     ax.set_title(title)
@@ -40,32 +33,32 @@ def _scatter(ax, points: np.ndarray, colors: np.ndarray, title: str, latent: boo
     ax.grid(alpha=0.2)
 
 
-def chapter_figure(flow: Flow, data: np.ndarray, path: Path, n_samples: int = 3000, seed: int = 0) -> Path:
-    """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data)."""
+def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: int = 0) -> Figure:
+    """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data).
+
+    >>> from flowforge.models import RealNVP
+    >>> fig = chapter_figure(RealNVP(2, num_layers=2, hidden=8, depth=1), np.random.randn(200, 2), n_samples=100)
+    >>> len(fig.axes)
+    4
+    """
     with torch.inference_mode():
         latent = flow(torch.as_tensor(data, dtype=torch.float32))[0].numpy()
         z = flow.base.sample(n_samples, generator=torch.Generator().manual_seed(seed))
         generated = flow.inverse(z)[0].numpy()
     z = z.numpy()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 10), layout="constrained")
-    _scatter(axes[0, 0], data, _angle(latent), "Data X", latent=False)
-    _scatter(axes[0, 1], latent, _angle(latent), "f(X): data → latent", latent=True)
-    _scatter(axes[1, 0], z, _angle(z), "Z ~ N(0, I)", latent=True)
-    _scatter(axes[1, 1], generated, _angle(z), "g(Z): latent → data", latent=False)
+    fig, axes = new_figure(2, 2, figsize=(10, 10))
+    _scatter(axes[0, 0], data, latent_angle(latent), "Data X", latent=False)
+    _scatter(axes[0, 1], latent, latent_angle(latent), "f(X): data → latent", latent=True)
+    _scatter(axes[1, 0], z, latent_angle(z), "Z ~ N(0, I)", latent=True)
+    _scatter(axes[1, 1], generated, latent_angle(z), "g(Z): latent → data", latent=False)
     for ax in (axes[0, 0], axes[1, 1]):
-        ax.set_xlim(*_padded(data[:, 0]))
-        ax.set_ylim(*_padded(data[:, 1]))
+        ax.set_xlim(*padded_limits(data[:, 0]))
+        ax.set_ylim(*padded_limits(data[:, 1]))
     title = "colour = angle of the latent code"
     if data.shape[1] > 2:
         title += f" (first 2 of {data.shape[1]} dimensions shown)"
     fig.suptitle(title, fontsize=13)
-    return _save(fig, path)
-
-
-def _padded(values: np.ndarray, pad: float = 0.15) -> tuple[float, float]:
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    span = hi - lo
-    return float(lo - pad * span), float(hi + pad * span)
+    return fig
 
 
 def density_grid(flow: Flow, xlim: tuple[float, float], ylim: tuple[float, float],
@@ -77,11 +70,11 @@ def density_grid(flow: Flow, xlim: tuple[float, float], ylim: tuple[float, float
     return xs, ys, log_prob(flow, grid).numpy().reshape(resolution, resolution)
 
 
-def density_figure(flow: Flow, data: np.ndarray, path: Path) -> Path:
-    """The learned density p(x) as a heat map with the data drawn over it."""
-    xlim, ylim = _padded(data[:, 0]), _padded(data[:, 1])
-    xs, ys, logp = density_grid(flow, xlim, ylim)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), layout="constrained")
+def density_figure(flow: Flow, data: np.ndarray, resolution: int = 300) -> Figure:
+    """The learned density p(x) as a heat map, alone and with the data drawn over it."""
+    xlim, ylim = padded_limits(data[:, 0]), padded_limits(data[:, 1])
+    xs, ys, logp = density_grid(flow, xlim, ylim, resolution)
+    fig, axes = new_figure(1, 2, figsize=(13, 5.5))
     mesh = axes[0].pcolormesh(xs, ys, np.exp(logp), cmap="magma", shading="auto")
     fig.colorbar(mesh, ax=axes, label="p(x)", shrink=0.8)
     axes[0].set_title("Learned density p(x)")
@@ -92,14 +85,24 @@ def density_figure(flow: Flow, data: np.ndarray, path: Path) -> Path:
         ax.set_aspect("equal")
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
-    return _save(fig, path)
+    return fig
 
 
-def training_curve(metrics_path: Path, path: Path) -> Path:
-    """Train and validation NLL against step, the best validation step marked."""
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a run's metrics.jsonl, one dict per evaluation."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def training_curve(records: list[dict] | str | Path) -> Figure:
+    """Train and validation NLL against step, the best validation step marked; ``records`` are
+    metrics.jsonl's lines (or the file's path).
+
+    >>> training_curve([{"step": 1, "train_nll": 3.0, "val_nll": 2.5}, {"step": 2, "train_nll": 2.0, "val_nll": 2.1}])
+    <Figure size 800x500 with 1 Axes>
+    """
+    records = read_metrics(records) if isinstance(records, (str, Path)) else records
     steps = [r["step"] for r in records]
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    fig, ax = new_figure(figsize=(8, 5))
     if all("train_nll" in r for r in records):
         ax.plot(steps, [r["train_nll"] for r in records], label="train NLL", color="tab:blue")
     ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL (averaged weights)", color="tab:orange",
@@ -117,13 +120,4 @@ def training_curve(metrics_path: Path, path: Path) -> Path:
     ax.set_title("Training curve")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_target(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
