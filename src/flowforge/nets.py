@@ -1,8 +1,9 @@
 """Small neural networks used inside transforms, and the conditioners couplings are built on.
 
 A conditioner maps the part of the input a coupling passes through (plus an optional context)
-to the parameters of the element-wise map applied to the rest: a tensor of shape
-``(batch, params, *transformed_shape)``.
+to the parameters of the element-wise map applied to the rest: for a transformed part of shape
+``(batch, k, *rest)``, a tensor ``(batch, params·k, *rest)`` whose p-th block of k along dim 1
+holds parameter p of every element (so ``chunk(params, dim=1)`` gives one tensor per parameter).
 """
 
 from __future__ import annotations
@@ -80,20 +81,20 @@ def with_context_channels(x: Tensor, context: Tensor | None) -> Tensor:
 
 class MLPConditioner(nn.Module):
     """An MLP from ``in_features`` (+ ``context_dim``) inputs to ``params`` values for each of
-    ``out_features`` elements: output shape (batch, params, out_features).
+    ``out_features`` elements: output shape (batch, params · out_features).
 
     With ``mixed_precision`` the network runs in bfloat16 under autocast and its output returns
     in the input's dtype; the map it parameterises is computed at that precision, so the
     coupling stays exactly invertible. The choice is a buffer, so it travels with the weights.
 
     >>> MLPConditioner(2, 3, params=2, hidden=8, depth=1, context_dim=1)(torch.randn(5, 2), torch.randn(5, 1)).shape
-    torch.Size([5, 2, 3])
+    torch.Size([5, 6])
     """
 
     def __init__(self, in_features: int, out_features: int, params: int, hidden: int, depth: int,
                  activation: str = "relu", context_dim: int = 0, mixed_precision: bool = False):
         super().__init__()
-        self.context_dim, self.params, self.out_features = context_dim, params, out_features
+        self.context_dim = context_dim
         self.net = mlp(in_features + context_dim, params * out_features, hidden, depth, activation)
         self.register_buffer("bf16_network", torch.tensor(bool(mixed_precision)))
 
@@ -102,29 +103,26 @@ class MLPConditioner(nn.Module):
         if inputs.dtype == torch.float32 and self.bf16_network:
             with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
                 h = self.net(inputs)
-            h = h.float()
-        else:
-            h = self.net(inputs)
-        return h.view(h.shape[0], self.params, self.out_features)
+            return h.float()
+        return self.net(inputs)
 
 
 class CNNConditioner(nn.Module):
     """Glow's coupling CNN from ``in_channels`` (+ ``context_dim`` constant context channels) to
-    ``params`` values for each pixel of ``out_channels`` channels: (batch, params, out_channels, H, W).
+    ``params`` values for each pixel of ``out_channels`` channels: (batch, params · out_channels, H, W).
 
     >>> CNNConditioner(2, 2, params=2, hidden=8, context_dim=3)(torch.randn(4, 2, 5, 5), torch.randn(4, 3)).shape
-    torch.Size([4, 2, 2, 5, 5])
+    torch.Size([4, 4, 5, 5])
     """
 
     def __init__(self, in_channels: int, out_channels: int, params: int, hidden: int, depth: int = 2,
                  context_dim: int = 0):
         super().__init__()
-        self.context_dim, self.params, self.out_channels = context_dim, params, out_channels
+        self.context_dim = context_dim
         self.net = coupling_cnn(in_channels + context_dim, params * out_channels, hidden, depth)
 
     def forward(self, given: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.net(with_context_channels(given, context))
-        return h.view(h.shape[0], self.params, self.out_channels, *h.shape[2:])
+        return self.net(with_context_channels(given, context))
 
 
 @functools.cache

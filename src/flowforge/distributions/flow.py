@@ -68,6 +68,9 @@ class Flow(nn.Module):
         return self.base.event_shape
 
     def _dtype(self) -> torch.dtype | None:
+        anchor = getattr(self.base, "_zero", None)  # flowforge's bases keep one: no walk over the modules
+        if anchor is not None:
+            return anchor.dtype
         tensors = chain(self.parameters(), self.buffers())
         return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
@@ -119,9 +122,16 @@ class Flow(nn.Module):
 
     @staticmethod
     def _no_nan(log_p: Tensor, x: Tensor) -> Tensor:
-        """−inf where float overflow far from the data turned a NaN-free input's log-density into NaN."""
-        overflowed = torch.isnan(log_p) & ~torch.isnan(x).flatten(1).any(1)
-        if not torch.is_grad_enabled() and bool(overflowed.any()):
+        """−inf where float overflow far from the data turned a NaN-free input's log-density into NaN.
+
+        Without gradients (evaluation) one check finds the common case, nothing to fix; with
+        them the fix is applied unconditionally, so a training step never waits on the device."""
+        nan = torch.isnan(log_p)
+        evaluating = not torch.is_grad_enabled()
+        if evaluating and not bool(nan.any()):
+            return log_p
+        overflowed = nan & ~torch.isnan(x).flatten(1).any(1)
+        if evaluating:
             warnings.warn(f"{int(overflowed.sum())} points lie so far from the data that their log-density "
                           "overflows; reported as -inf", RuntimeWarning, stacklevel=3)
         return torch.where(overflowed, -math.inf, log_p)

@@ -132,7 +132,8 @@ class Coupling(Transform):
 
     Args:
         mask: a :class:`Mask` (vector features, image channels or pixels).
-        conditioner: a module mapping (given part, context) to (batch, P, *free shape).
+        conditioner: a module mapping (given part, context) to the map's parameters,
+            (batch, P·k, *rest) for a free part of shape (batch, k, *rest).
         elementwise: the element-wise map, with P = ``elementwise.params_per_element``.
 
     >>> from flowforge.nets import MLPConditioner

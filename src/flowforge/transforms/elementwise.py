@@ -1,8 +1,9 @@
 """Element-wise invertible maps whose parameters a coupling's conditioner predicts.
 
 Each map y_i = h(x_i; θ_i) is strictly monotone in x_i, so the Jacobian of a coupling built
-on it is triangular and log|det J| = Σ_i log|∂h/∂x_i|. ``params`` has shape
-``(batch, P, *x.shape[1:])``: ``P = params_per_element`` values for every transformed element.
+on it is triangular and log|det J| = Σ_i log|∂h/∂x_i|. For x of shape ``(batch, k, *rest)``, ``params`` has shape
+``(batch, P·k, *rest)``: ``P = params_per_element`` blocks of k along dim 1, block p holding
+parameter p of every element (the layout a network's output has, so no reshaping is needed).
 Adding a map is one class here (``forward``, ``inverse``, ``params_per_element``) and one line
 in the shared transform test.
 """
@@ -53,7 +54,7 @@ class Affine(ElementwiseMap):
     RealNVP (Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803) with the
     book's tanh-bounded scale; Glow (arXiv:1807.03039) with ``scale="sigmoid"``.
 
-    >>> y, log_der = Affine()(torch.ones(1, 2), torch.tensor([[[0.0, 0.0], [1.0, 2.0]]]))
+    >>> y, log_der = Affine()(torch.ones(1, 2), torch.tensor([[0.0, 0.0, 1.0, 2.0]]))
     >>> y, log_der
     (tensor([[2., 3.]]), tensor([[0., 0.]]))
     """
@@ -67,7 +68,8 @@ class Affine(ElementwiseMap):
         self.scale = scale
 
     def _log_s_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        return log_scale(params[:, 0], self.scale), params[:, 1]
+        raw, shift = params.chunk(2, dim=1)
+        return log_scale(raw, self.scale), shift
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_s, shift = self._log_s_shift(params)
@@ -81,17 +83,17 @@ class Affine(ElementwiseMap):
 class Additive(ElementwiseMap):
     """y = x + t, volume preserving (NICE: Dinh et al. 2014, arXiv:1410.8516); the param is t.
 
-    >>> Additive()(torch.zeros(1, 2), torch.tensor([[[1.0, -1.0]]]))[0]
+    >>> Additive()(torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]))[0]
     tensor([[ 1., -1.]])
     """
 
     params_per_element = 1
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return x + params[:, 0], torch.zeros_like(x)
+        return x + params, torch.zeros_like(x)
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return y - params[:, 0], torch.zeros_like(y)
+        return y - params, torch.zeros_like(y)
 
 
 def affine_or_additive(scale: str) -> ElementwiseMap:
