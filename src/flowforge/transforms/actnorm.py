@@ -20,6 +20,8 @@ from flowforge.transforms.base import Transform
 class ActNorm(Transform):
     """Per-channel ``(x + bias) · exp(log_scale)`` on (B, C, *spatial) tensors (images or vectors).
 
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions", arXiv:1807.03039.
+
     The ``initialized`` buffer is saved with the weights, so a loaded model is never
     re-initialised. Initialisation happens on the first ``forward`` in training mode; under
     ``torch.distributed`` the statistics are those of the global batch, so every rank agrees.

@@ -19,6 +19,8 @@ from flowforge.transforms.base import Transform
 class InvConv1x1(Transform):
     """A learned channel-mixing matrix, a generalised permutation; starts as a random rotation.
 
+    Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions", arXiv:1807.03039.
+
     Works on (B, C, *spatial) tensors. ``weight()`` gives W as a matrix in both variants, so a
     plain (``lu=False``, log-det by ``slogdet``) and an LU layer with the same W agree exactly.
 

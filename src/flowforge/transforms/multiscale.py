@@ -30,6 +30,9 @@ class Split(Transform):
     The context is passed on to ``inner``.
     The output keeps the input's shape, so a multi-scale flow returns z shaped like x.
 
+    Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803; Kingma & Dhariwal 2018,
+    "Glow", arXiv:1807.03039.
+
     >>> from flowforge.transforms import ActNorm
     >>> split = Split(4, inner=ActNorm(2))
     >>> split(torch.randn(3, 4, 2, 2))[0].shape

@@ -16,7 +16,8 @@ from flowforge.transforms.base import Transform, VolumePreserving
 
 
 class Logit(Transform):
-    """Map [0, 1] onto the real line, squeezed by α away from the edges where logit explodes.
+    """Map [0, 1] onto the real line, squeezed by α away from the edges where logit explodes
+    (RealNVP's preprocessing: Dinh et al. 2017, arXiv:1605.08803).
 
     >>> y, log_abs_det = Logit(0.05)(torch.full((1, 1, 2, 2), 0.5))
     >>> y.flatten().tolist()

@@ -28,7 +28,8 @@ def unsqueeze(y: Tensor) -> Tensor:
 
 
 class Squeeze(VolumePreserving):
-    """(B, C, H, W) → (B, 4C, H/2, W/2), a fixed permutation of the pixels.
+    """(B, C, H, W) → (B, 4C, H/2, W/2), a fixed permutation of the pixels (RealNVP's squeezing:
+    Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803).
 
     >>> Squeeze()(torch.zeros(2, 3, 8, 8))[0].shape
     torch.Size([2, 12, 4, 4])

@@ -14,7 +14,8 @@ from flowforge.transforms.base import Transform
 
 
 class Standardize(Transform):
-    """y = (x - mean) / std with statistics stored as buffers (saved with the weights).
+    """y = (x − mean) / std with statistics stored as buffers (saved with the weights);
+    log|det J| = −Σ log std, so densities stay in data units while the layers after it see unit scale.
 
     >>> s = Standardize(2); s.set_statistics(torch.tensor([1., 2.]), torch.tensor([2., 4.]))
     >>> s(torch.tensor([[3., 6.]]))[0]
