@@ -3,7 +3,9 @@
 from flowforge.transforms.actnorm import ActNorm
 from flowforge.transforms.base import Compose, Inverse, Transform, VolumePreserving
 from flowforge.transforms.coupling import (AffineCoupling, ChannelCoupling, ChannelSplit, Coupling, FeatureMask,
-                                           Mask, MaskedCoupling, PixelMask, channel_mask, checkerboard_mask)
+                                           Mask, MaskedCoupling, PixelMask, SplineCoupling, channel_mask,
+                                           checkerboard_mask)
+from flowforge.transforms.spline import RationalQuadraticSpline
 from flowforge.transforms.elementwise import Additive, Affine, ElementwiseMap
 from flowforge.transforms.invconv import InvConv1x1
 from flowforge.transforms.multiscale import Split
@@ -14,6 +16,7 @@ from flowforge.transforms.standardize import Standardize, fit_standardization
 
 __all__ = ["Transform", "VolumePreserving", "Compose", "Inverse",
            "Coupling", "Mask", "FeatureMask", "ChannelSplit", "PixelMask", "ElementwiseMap", "Affine", "Additive",
-           "AffineCoupling", "ChannelCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask",
+           "AffineCoupling", "SplineCoupling", "ChannelCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask",
+           "RationalQuadraticSpline",
            "Permutation", "Reverse", "Standardize", "fit_standardization",
            "ActNorm", "InvConv1x1", "Squeeze", "Unsqueeze", "Split", "Logit", "Shift"]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from flowforge.nets import CNNConditioner, MLPConditioner
 from flowforge.transforms.base import Transform, check_context
 from flowforge.transforms.elementwise import Affine, ElementwiseMap, affine_or_additive
+from flowforge.transforms.spline import RationalQuadraticSpline
 
 
 class Mask(nn.Module):
@@ -196,6 +197,29 @@ class AffineCoupling(Coupling):
         given, free = partition.sizes
         conditioner = MLPConditioner(given, free, elementwise.params_per_element, hidden, depth, activation,
                                      context_dim, mixed_precision)
+        super().__init__(partition, conditioner, elementwise)
+
+
+class SplineCoupling(Coupling):
+    """A neural-spline coupling on vectors: the free features pass through a monotone
+    rational-quadratic spline (``bins`` bins on [−``bound``, ``bound``], the identity outside)
+    whose widths, heights and knot derivatives an MLP predicts from the given features and the context.
+
+        y_b = x_b,    y_~b = RQS(x_~b; θ(x_b, c))
+
+    Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032.
+
+    >>> layer = SplineCoupling([1, 0, 1], bins=4, hidden=16, depth=2, context_dim=2)
+    >>> y, log_abs_det = layer(torch.randn(8, 3), context=torch.randn(8, 2))
+    """
+
+    def __init__(self, mask: Tensor | list[int], bins: int = 8, bound: float = 3.0, hidden: int = 64,
+                 depth: int = 2, activation: str = "relu", context_dim: int = 0):
+        partition = FeatureMask(mask)
+        elementwise = RationalQuadraticSpline(bins, bound)
+        given, free = partition.sizes
+        conditioner = MLPConditioner(given, free, elementwise.params_per_element, hidden, depth, activation,
+                                     context_dim)
         super().__init__(partition, conditioner, elementwise)
 
 
