@@ -145,3 +145,68 @@ def resolve_mixed_precision(choice: bool | str) -> bool:
     if isinstance(choice, bool):
         return choice
     raise ValueError(f"mixed_precision must be True, False or 'auto', not {choice!r}")
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed binary ``mask`` (out × in)."""
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor):
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+def made_degrees(features: int, order: Tensor | list[int] | None) -> Tensor:
+    """Degree 1…D of each input feature: its position in ``order`` (default 0, 1, …, D−1)."""
+    order = torch.arange(features) if order is None else torch.as_tensor(order, dtype=torch.long)
+    if sorted(order.tolist()) != list(range(features)):
+        raise ValueError(f"an autoregressive order must be a permutation of 0..{features - 1}, got {order.tolist()}")
+    degrees = torch.empty(features, dtype=torch.long)
+    degrees[order] = torch.arange(1, features + 1)
+    return degrees
+
+
+class MADE(nn.Module):
+    """Masked autoencoder for distribution estimation: ``params`` outputs per feature, where the
+    outputs of feature i depend only on the features before it in ``order`` (and on the context).
+
+        θ_i = NN(x_{<i}, c)    (Germain et al. 2015, "MADE: Masked Autoencoder for Distribution
+        Estimation", arXiv:1502.03509)
+
+    Hidden units get degrees 1…D−1 in turn; a unit of degree k sees inputs of degree ≤ k, an
+    output of feature i sees hidden units of degree < deg(i); the context enters every hidden unit.
+    The output layer starts at zero and has the conditioners' layout: ``params`` blocks of D along dim 1.
+
+    >>> made = MADE(3, params=2, hidden=16, depth=2)
+    >>> made(torch.randn(4, 3)).shape
+    torch.Size([4, 6])
+    """
+
+    def __init__(self, features: int, params: int, hidden: int = 64, depth: int = 2, context_dim: int = 0,
+                 order: Tensor | list[int] | None = None, activation: str = "relu"):
+        super().__init__()
+        if features < 1 or hidden < 1 or depth < 1:
+            raise ValueError("MADE needs features >= 1, hidden >= 1 and depth >= 1")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        self.context_dim = context_dim
+        inputs = torch.cat([made_degrees(features, order), torch.zeros(context_dim, dtype=torch.long)])
+        self.register_buffer("degrees", inputs[:features])
+        # Degrees 1…D−1 in turn; with one feature, degree 0: units that see only the context.
+        hidden_degrees = torch.arange(hidden) % max(1, features - 1) + min(1, features - 1)
+        layers: list[nn.Module] = []
+        previous = inputs
+        for _ in range(depth):
+            layers += [MaskedLinear(len(previous), hidden, hidden_degrees[:, None] >= previous[None, :]),
+                       ACTIVATIONS[activation]()]
+            previous = hidden_degrees
+        outputs = self.degrees.repeat(params)
+        last = MaskedLinear(hidden, len(outputs), outputs[:, None] > previous[None, :])
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.net(x if context is None else torch.cat([x, context.to(x.dtype)], dim=1))

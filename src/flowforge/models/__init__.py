@@ -8,11 +8,12 @@ from flowforge.distributions import Flow
 from flowforge.models.ffjord import FFJORD, CNFFlow
 from flowforge.models.glow import Glow
 from flowforge.models.image_flow import ImageFlow
+from flowforge.models.nsf import MAF, NSF
 from flowforge.models.realnvp import RealNVP
 from flowforge.models.realnvp_image import RealNVPImage
 
 MODELS: dict[str, Callable[..., Flow]] = {"realnvp": RealNVP, "ffjord": FFJORD, "glow": Glow,
-                                          "realnvp-image": RealNVPImage}
+                                          "realnvp-image": RealNVPImage, "nsf": NSF, "maf": MAF}
 IMAGE_MODELS = ("glow", "realnvp-image")  # builders that take a (C, H, W) shape instead of a dimension
 
 
@@ -27,5 +28,5 @@ def build_model(name: str, dim: int | tuple[int, ...], **options: Any) -> Flow:
     return MODELS[name](dim, **options)
 
 
-__all__ = ["RealNVP", "FFJORD", "CNFFlow", "Glow", "RealNVPImage", "ImageFlow", "MODELS", "IMAGE_MODELS",
+__all__ = ["RealNVP", "NSF", "MAF", "FFJORD", "CNFFlow", "Glow", "RealNVPImage", "ImageFlow", "MODELS", "IMAGE_MODELS",
            "build_model"]

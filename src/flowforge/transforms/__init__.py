@@ -1,6 +1,7 @@
 """Invertible layers. Each knows its forward, its inverse and log|det J|, given an optional context."""
 
 from flowforge.transforms.actnorm import ActNorm
+from flowforge.transforms.autoregressive import MaskedAutoregressive
 from flowforge.transforms.base import Compose, Inverse, Transform, VolumePreserving
 from flowforge.transforms.coupling import (AffineCoupling, ChannelCoupling, ChannelSplit, Coupling, FeatureMask,
                                            Mask, MaskedCoupling, PixelMask, SplineCoupling, channel_mask,
@@ -17,6 +18,6 @@ from flowforge.transforms.standardize import Standardize, fit_standardization
 __all__ = ["Transform", "VolumePreserving", "Compose", "Inverse",
            "Coupling", "Mask", "FeatureMask", "ChannelSplit", "PixelMask", "ElementwiseMap", "Affine", "Additive",
            "AffineCoupling", "SplineCoupling", "ChannelCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask",
-           "RationalQuadraticSpline",
+           "RationalQuadraticSpline", "MaskedAutoregressive",
            "Permutation", "Reverse", "Standardize", "fit_standardization",
            "ActNorm", "InvConv1x1", "Squeeze", "Unsqueeze", "Split", "Logit", "Shift"]
