@@ -176,7 +176,7 @@ Examples:
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="output file, .csv or .npy (image runs: .png or .npy, and the other beside it)")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="scale of the latent noise")
 @click.option("--seed", type=int, default=0, show_default=True)
 def sample(run: Path, num: int, output: Path, temperature: float, seed: int) -> None:
