@@ -21,13 +21,14 @@ from flowforge.transforms.elementwise import ElementwiseMap
 
 
 def _knots(raw: Tensor, bound: float, minimum: float) -> tuple[Tensor, Tensor]:
-    """Knot positions (…, K+1) from −B to B and bin sizes (…, K), each bin at least ``minimum``·2B."""
-    bins = raw.shape[-1]
-    fractions = minimum + (1 - minimum * bins) * torch.softmax(raw, dim=-1)
-    knots = F.pad(torch.cumsum(fractions, dim=-1), (1, 0))
-    knots = 2 * bound * knots - bound
-    ends = torch.full_like(knots[..., :1], bound)
-    knots = torch.cat([-ends, knots[..., 1:-1], ends], dim=-1)  # the ends exactly at ±B, whatever the rounding
+    """Knot positions (…, K+1) from −B to B and bin sizes (…, K) from raw bin sizes along dim 1,
+    each bin at least ``minimum``·2B. (A softmax written out: torch's is slow for a handful of bins.)"""
+    bins = raw.shape[1]
+    exp = (raw - raw.amax(dim=1, keepdim=True)).exp()
+    fractions = minimum + (1 - minimum * bins) * exp / exp.sum(dim=1, keepdim=True)
+    cumulative = torch.cumsum(fractions, dim=1)
+    cumulative = cumulative / cumulative[:, -1:]  # exactly 1 at the end, whatever the rounding
+    knots = F.pad((2 * bound * cumulative - bound).movedim(1, -1), (1, 0), value=-bound)
     return knots, knots[..., 1:] - knots[..., :-1]
 
 
@@ -64,13 +65,12 @@ class RationalQuadraticSpline(ElementwiseMap):
 
     def _spline(self, params: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(x knots, widths, y knots, heights, derivatives at the K + 1 knots), shaped (*like.shape, ·)."""
-        k = like.shape[1]
-        raw = params.view(params.shape[0], self.params_per_element, k, *params.shape[2:]).movedim(1, -1)
-        widths_raw, heights_raw, derivatives_raw = raw.split([self.bins, self.bins, self.bins - 1], dim=-1)
+        raw = params.view(params.shape[0], self.params_per_element, *like.shape[1:])
+        widths_raw, heights_raw, derivatives_raw = raw.split([self.bins, self.bins, self.bins - 1], dim=1)
         xs, widths = _knots(widths_raw, self.bound, self.min_bin)
         ys, heights = _knots(heights_raw, self.bound, self.min_bin)
-        interior = self.min_derivative + F.softplus(derivatives_raw + self._derivative_shift)
-        derivatives = F.pad(interior, (1, 1), value=1.0)
+        interior = self.min_derivative + F.softplus(derivatives_raw.contiguous() + self._derivative_shift)
+        derivatives = F.pad(interior.movedim(1, -1), (1, 1), value=1.0)
         return xs, widths, ys, heights, derivatives
 
     def _bin(self, knots: Tensor, value: Tensor) -> Tensor:
