@@ -297,7 +297,7 @@ def test_runs_saved_before_the_time_power_resume_with_uniform_times():
 
 @pytest.mark.parametrize("power", [0.0, -1.0, math.inf, True, "2"])
 def test_bad_time_power_is_refused(power):
-    with pytest.raises(ValueError, match="time power must be a positive finite number"):
+    with pytest.raises(ValueError, match="time power must be a finite positive number"):
         FFJORD(2, fm_time_power=power)
 
 

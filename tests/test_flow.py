@@ -303,3 +303,90 @@ def test_importing_the_plots_leaves_the_matplotlib_backend_alone():
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+# ---- contexts refused or accepted in the flow's words -------------------------------------------
+
+def test_a_context_is_required_exactly_when_the_flow_is_conditional():
+    plain, conditional = perturbed_flow(), perturbed_flow(context_dim=3)
+    x = torch.randn(6, 2)
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.log_prob(x, torch.randn(6, 3))
+    with pytest.raises(ValueError, match="conditional .context_dim=3.: give a context"):
+        conditional.sample(4)
+    with pytest.raises(ValueError, match="context of 3 values, got 2"):
+        conditional.log_prob(x, torch.randn(6, 2))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        conditional.log_prob(torch.randn(5, 2), torch.randn(6, 3))
+    with pytest.raises(ValueError, match="by keyword"):
+        conditional.sample(4, 0.7)  # the old positional temperature
+
+
+def test_empty_batches_with_a_context():
+    flow = perturbed_flow(context_dim=3)
+    assert flow.log_prob(torch.empty(0, 2), torch.empty(0, 3)).shape == (0,)
+    assert flow.sample(0, context=torch.randn(2, 3)).shape == (0, 2, 2)
+
+
+@pytest.mark.parametrize("bad", [2.0, True, (2, -1), "3", torch.tensor(2.0)])
+def test_malformed_sample_shapes_are_refused(bad):
+    with pytest.raises(ValueError, match="sample shape|negative"):
+        perturbed_flow().sample(bad)
+
+
+def test_an_integer_tensor_is_a_sample_count():
+    assert perturbed_flow().sample(torch.tensor(3)).shape == (3, 2)
+
+
+def test_conditional_realnvp_learns_which_moon():
+    x, label = make_moons(3000, noise=0.05, random_state=0)
+    x, context = torch.as_tensor(x, dtype=torch.float32), torch.nn.functional.one_hot(torch.as_tensor(label)).float()
+    torch.manual_seed(0)
+    flow = RealNVP(2, num_layers=6, hidden=64, depth=2, context_dim=2, mixed_precision=False)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    for _ in range(300):
+        rows = torch.randint(len(x), (256,))
+        loss = -flow.log_prob(x[rows], context[rows]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    centres = torch.stack([x[label == k].mean(0) for k in (0, 1)])
+    for k in (0, 1):
+        draws = flow.sample((500,), context=torch.eye(2)[k])
+        nearest = torch.cdist(draws, x).argmin(1)
+        assert (torch.as_tensor(label)[nearest] == k).float().mean() > 0.9
+        assert (draws.mean(0) - centres[k]).norm() < 0.2
+
+
+# ---- other bases move with the flow; Pyro takes the distribution ----------------------------------
+
+def test_a_torch_distribution_base_moves_and_trains_with_the_flow():
+    df = torch.nn.Parameter(torch.tensor(4.0))
+    flow = Flow(Compose([AffineCoupling([1, 0], hidden=8, depth=1)]),
+                torch.distributions.StudentT(df, torch.zeros(2), torch.ones(2))).double()
+    learned = dict(flow.named_parameters())["base.df"]  # the learnable argument is the flow's own now
+    assert "base.loc" in flow.state_dict() and "base.loc" not in dict(flow.named_parameters())
+    x = flow.sample(5)
+    assert x.dtype == torch.float64 and flow.log_prob(x).dtype == torch.float64
+    flow.log_prob(torch.randn(8, 2, dtype=torch.float64)).sum().backward()
+    assert learned.grad is not None and torch.isfinite(learned.grad).all()
+
+
+def test_pyro_samples_and_scores_the_flow_inside_a_plate():
+    import pyro
+
+    flow = perturbed_flow()
+
+    def model():  # Pyro broadcasts only its own distributions over a plate: expand says the batch
+        with pyro.plate("data", 5):
+            return pyro.sample("x", flow.distribution().expand([5]))
+
+    trace = pyro.poutine.trace(model).get_trace()
+    x = trace.nodes["x"]["value"]
+    assert x.shape == (5, 2)
+    assert torch.allclose(trace.log_prob_sum(), flow.log_prob(x).sum())
+    conditioned = pyro.poutine.condition(model, data={"x": torch.zeros(5, 2)})
+    assert torch.allclose(pyro.poutine.trace(conditioned).get_trace().log_prob_sum(),
+                          flow.log_prob(torch.zeros(5, 2)).sum())
+    single = pyro.poutine.trace(lambda: pyro.sample("y", flow.distribution())).get_trace()
+    assert single.nodes["y"]["value"].shape == (2,)

@@ -159,44 +159,70 @@ class ConditionalDiagonalNormal(GaussianBase):
 
 
 class DistributionBase(Base):
-    """Any fixed ``torch.distributions`` object as a base, e.g. a Student-t for heavy tails.
+    """Any ``torch.distributions`` object as a base, e.g. a Student-t for heavy tails.
 
     Batch dimensions that complete the event shape are reinterpreted as event dimensions, so
-    ``StudentT(df, loc=torch.zeros(2), ...)`` serves as a 2-D base. Sampling needs a distribution
-    with ``rsample`` for gradients; with a ``generator`` the draw is made from a seed taken from
-    it, so it is repeatable without touching the global RNG. Temperatures other than 1 are refused
-    (they are defined for Gaussian bases only). The distribution's tensors stay on their device.
+    ``StudentT(df, loc=torch.zeros(2), ...)`` serves as a 2-D base. The distribution's tensor
+    arguments become buffers, or the base's own parameters where they require gradients (so they
+    train and are saved with the flow), and the distribution is rebuilt from them, so ``.to(device or dtype)`` moves it with
+    the flow; a distribution that cannot be rebuilt from its arguments is kept as given. Sampling
+    uses ``rsample`` where the distribution has one; with a ``generator`` the draw is made from a
+    seed taken from it, repeatable without touching the global RNG. Temperatures other than 1 are
+    refused (they are defined for Gaussian bases only).
 
     >>> base = DistributionBase(torch.distributions.StudentT(3.0, torch.zeros(2), torch.ones(2)))
     >>> base.event_shape, base.log_prob(torch.zeros(5, 2)).shape
     (torch.Size([2]), torch.Size([5]))
+    >>> base.double().sample(3).dtype
+    torch.float64
     """
 
     def __init__(self, distribution: Distribution, event_shape: int | tuple[int, ...] | None = None):
         super().__init__()
-        wanted = event_shape_of(event_shape) if event_shape is not None else \
-            distribution.batch_shape + distribution.event_shape
         full = distribution.batch_shape + distribution.event_shape
+        wanted = event_shape_of(event_shape) if event_shape is not None else full
         if full != wanted:
             raise ValueError(f"the base distribution has shape {tuple(full)}, not the event shape {tuple(wanted)}")
-        extra = len(wanted) - len(distribution.event_shape)
-        self.base_distribution = Independent(distribution, extra) if extra else distribution
         self.event_shape = wanted
         self.register_buffer("_zero", torch.zeros(()))
+        inner = distribution
+        while isinstance(inner, Independent):
+            inner = inner.base_dist
+        self._family, self._reinterpreted = type(inner), len(wanted) - len(inner.event_shape)
+        self._arguments = [name for name in inner.arg_constraints
+                           if torch.is_tensor(vars(inner).get(name)) and not hasattr(self, name)]
+        for name in self._arguments:
+            value = vars(inner)[name]
+            if value.requires_grad:  # a learnable argument becomes the base's own parameter
+                self.register_parameter(name, nn.Parameter(value.detach().clone()))
+            else:
+                self.register_buffer(name, value.detach().clone())
+        self._fixed = None
+        try:
+            self.distribution()
+        except (TypeError, ValueError):  # not rebuildable from its arguments: keep the object itself
+            self._fixed = distribution
 
     def distribution(self, context: Tensor | None = None) -> Distribution:
-        return self.base_distribution
+        if self._fixed is not None:
+            return self._fixed
+        inner = self._family(**{name: getattr(self, name) for name in self._arguments}, validate_args=False)
+        return Independent(inner, self._reinterpreted) if self._reinterpreted else inner
 
     def rsample(self, n: int, context: Tensor | None = None, temperature: float = 1.0,
                 generator: torch.Generator | None = None) -> Tensor:
         if temperature != 1.0:
             raise ValueError("sampling at a temperature needs a Gaussian base (StandardNormal, DiagonalNormal)")
-        draw = self.base_distribution.rsample if self.base_distribution.has_rsample else self.base_distribution.sample
+        law = self.distribution()
+        draw = law.rsample if law.has_rsample else law.sample
         if generator is None:
             return draw((n,))
         seed = int(torch.randint(2 ** 62, (), generator=generator, device=generator.device))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        device = self._zero.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.default_generator.manual_seed(seed)
+            if device.type == "cuda":
+                torch.cuda.manual_seed(seed)
             return draw((n,))
 
 

@@ -17,22 +17,27 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
+from flowforge.checks import positive_finite
 from flowforge.distributions.base import Base, as_base
 from flowforge.transforms.base import Transform
 
 
-def _shape(sample_shape: int | tuple[int, ...] | torch.Size) -> torch.Size:
-    shape = torch.Size((sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape))
-    if any(n < 0 for n in shape):
-        raise ValueError(f"cannot draw a negative number of samples ({tuple(shape)})")
-    return shape
+def _count(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, Tensor)) or (torch.is_tensor(n) and (
+            n.dim() != 0 or n.is_floating_point())):
+        raise ValueError(f"a sample shape holds whole numbers, got {n!r}")
+    if int(n) < 0:
+        raise ValueError(f"cannot draw a negative number of samples ({int(n)})")
+    return int(n)
 
 
-def check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not 0 < temperature < math.inf:
-        raise ValueError(f"the temperature must be a finite positive number, got {temperature!r}")
-    return float(temperature)
+def sample_shape_of(sample_shape) -> torch.Size:
+    """An int n or a shape (tuple, list, torch.Size) of whole numbers ≥ 0, as a torch.Size."""
+    if isinstance(sample_shape, (int, Tensor)):
+        return torch.Size([_count(sample_shape)])
+    if not isinstance(sample_shape, (tuple, list, torch.Size)):
+        raise ValueError(f"a sample shape is an int or a tuple of ints, got {sample_shape!r}")
+    return torch.Size([_count(n) for n in sample_shape])
 
 
 class Flow(nn.Module):
@@ -62,9 +67,14 @@ class Flow(nn.Module):
         super().__init__()
         self.transform = transform
         self.base = as_base(base)
+        sizes = {getattr(m, "context_dim", 0) for m in self.modules()} - {0}
+        if len(sizes) > 1:
+            raise ValueError(f"the flow's layers expect contexts of different sizes {sorted(sizes)}")
+        self.context_dim = sizes.pop() if sizes else 0
 
     @property
     def event_shape(self) -> torch.Size:
+        """The shape of one sample: (D,) for vectors, (C, H, W) for images."""
         return self.base.event_shape
 
     def _dtype(self) -> torch.dtype | None:
@@ -85,29 +95,51 @@ class Flow(nn.Module):
             raise ValueError(f"the flow computes in {dtype} but the {what} are {x.dtype}; "
                              f"convert one of them (flow.to({dtype}) or x.to({dtype}))")
         batch = x.shape[:x.dim() - k]
-        if context is None:
+        if self._check_context(context) is None:
             return x.reshape(batch.numel(), *event), None, batch
-        if not torch.is_tensor(context) or context.dim() < 1:
-            raise ValueError("a context must be a tensor of shape (..., context_dim)")
-        batch = torch.broadcast_shapes(batch, context.shape[:-1])
+        try:
+            batch = torch.broadcast_shapes(batch, context.shape[:-1])
+        except RuntimeError:
+            raise ValueError(f"the {what}' batch shape {tuple(batch)} does not broadcast against the context's "
+                             f"{tuple(context.shape[:-1])}") from None
         x = x.expand(*batch, *event).reshape(batch.numel(), *event)
-        return x, context.expand(*batch, context.shape[-1]).reshape(batch.numel(), -1), batch
+        return x, self._rows(context, batch), batch
+
+    def _check_context(self, context) -> Tensor | None:
+        """The context, after checking it is given exactly when the flow is conditional, with the right size."""
+        if context is None:
+            if self.context_dim:
+                raise ValueError(f"this flow is conditional (context_dim={self.context_dim}): give a context")
+            return None
+        if not torch.is_tensor(context) or context.dim() < 1:
+            raise ValueError(f"a context must be a tensor of shape (..., context_dim), not {type(context).__name__}"
+                             " (pass temperature and generator by keyword)")
+        if not self.context_dim:
+            raise ValueError("this flow is unconditional (context_dim=0): it takes no context")
+        if context.shape[-1] != self.context_dim:
+            raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}")
+        return context
+
+    @staticmethod
+    def _rows(context: Tensor, batch: torch.Size) -> Tensor:
+        """The context broadcast to ``batch`` and flattened to one row per batch entry: (N, C)."""
+        return context.expand(*batch, context.shape[-1]).reshape(batch.numel(), context.shape[-1])
 
     def _context_rows(self, shape: torch.Size, context: Tensor | None) -> tuple[int, Tensor | None, torch.Size]:
         """Draws to make for ``shape`` samples of each context row: (count, context per draw, batch shape)."""
-        if context is None:
+        if self._check_context(context) is None:
             return shape.numel(), None, shape
-        if not torch.is_tensor(context) or context.dim() < 1:
-            raise ValueError("a context must be a tensor of shape (..., context_dim)")
         batch = shape + context.shape[:-1]
-        return batch.numel(), context.expand(*batch, context.shape[-1]).reshape(batch.numel(), -1), batch
+        return batch.numel(), self._rows(context, batch), batch
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Data → latent (the chapter's direction 1): (z = f(x; c), log|det J_f(x; c)|)."""
         x, context, batch = self._flatten(x, context, "data")
         z, log_abs_det = self.transform(x, context)
         return z.reshape(*batch, *z.shape[1:]), log_abs_det.reshape(batch)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Latent → data (direction −1): (x = g(z; c), log|det J_g(z; c)|)."""
         z, context, batch = self._flatten(z, context, "latents")
         x, log_abs_det = self.transform.inverse(z, context)
         return x.reshape(*batch, *x.shape[1:]), log_abs_det.reshape(batch)
@@ -131,9 +163,9 @@ class Flow(nn.Module):
         if evaluating and not bool(nan.any()):
             return log_p
         overflowed = nan & ~torch.isnan(x).flatten(1).any(1)
-        if evaluating:
-            warnings.warn(f"{int(overflowed.sum())} points lie so far from the data that their log-density "
-                          "overflows; reported as -inf", RuntimeWarning, stacklevel=3)
+        if evaluating and bool(overflowed.any()):
+            warnings.warn(f"the log-density of {int(overflowed.sum())} NaN-free points is NaN (float overflow far "
+                          "from the data, or non-finite weights); reported as -inf", RuntimeWarning, stacklevel=3)
         return torch.where(overflowed, -math.inf, log_p)
 
     def rsample_and_log_prob(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,
@@ -141,8 +173,8 @@ class Flow(nn.Module):
                              ) -> tuple[Tensor, Tensor]:
         """Reparameterised samples x = g(z; c) and their log p(x | c) from one pass:
         log p(x) = log p_z(z) − log|det J_g(z)|, so no second pass through f is needed."""
-        count, context, batch = self._context_rows(_shape(sample_shape), context)
-        z = self.base.rsample(count, context, check_temperature(temperature), generator)
+        count, context, batch = self._context_rows(sample_shape_of(sample_shape), context)
+        z = self.base.rsample(count, context, positive_finite(temperature, "the temperature"), generator)
         if count == 0:
             return z.reshape(*batch, *self.event_shape), z.new_empty(batch)
         x, log_abs_det = self.transform.inverse(z, context)
@@ -153,8 +185,8 @@ class Flow(nn.Module):
                 temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Samples x = g(z; c), z ~ p_z at ``temperature`` (Gaussian bases: z scaled by T), whose
         graph reaches the flow's parameters (reparameterised: for reverse-KL training)."""
-        count, context, batch = self._context_rows(_shape(sample_shape), context)
-        z = self.base.rsample(count, context, check_temperature(temperature), generator)
+        count, context, batch = self._context_rows(sample_shape_of(sample_shape), context)
+        z = self.base.rsample(count, context, positive_finite(temperature, "the temperature"), generator)
         if count == 0:
             return z.reshape(*batch, *self.event_shape)
         return self.transform.inverse(z, context)[0].reshape(*batch, *self.event_shape)
@@ -185,25 +217,48 @@ class Flow(nn.Module):
 
 class FlowDistribution(Distribution):
     """A :class:`Flow` at a fixed context as a ``torch.distributions.Distribution``: batch shape
-    is the context's (or ()), event shape the flow's; ``rsample`` is reparameterised."""
+    is the context's (or ``batch_shape``, or ()), event shape the flow's; ``rsample`` is
+    reparameterised. Calling it draws a sample and ``expand`` broadcasts it to a batch shape, as
+    Pyro's ``pyro.sample`` and ``pyro.plate`` expect.
+
+    >>> from flowforge.models import RealNVP
+    >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1, context_dim=3)
+    >>> d = flow.distribution(torch.randn(4, 3))
+    >>> d.batch_shape, d.event_shape, d.sample((5,)).shape, d.expand((6, 4)).sample().shape
+    (torch.Size([4]), torch.Size([2]), torch.Size([5, 4, 2]), torch.Size([6, 4, 2]))
+    """
 
     arg_constraints: dict = {}
     has_rsample = True
 
-    def __init__(self, flow: Flow, context: Tensor | None = None):
+    def __init__(self, flow: Flow, context: Tensor | None = None, batch_shape: torch.Size | None = None):
         self.flow, self.context = flow, context
-        batch_shape = torch.Size() if context is None else context.shape[:-1]
-        super().__init__(batch_shape, flow.event_shape, validate_args=False)
+        if batch_shape is None:
+            batch_shape = torch.Size() if context is None else context.shape[:-1]
+        super().__init__(torch.Size(batch_shape), flow.event_shape, validate_args=None)
 
     @property
     def support(self):
         return constraints.independent(constraints.real, len(self.event_shape))
 
+    def expand(self, batch_shape, _instance=None) -> "FlowDistribution":
+        batch_shape = torch.Size(batch_shape)
+        context = None if self.context is None else self.context.expand(*batch_shape, self.context.shape[-1])
+        return FlowDistribution(self.flow, context, batch_shape)
+
+    def _draw_shape(self, sample_shape) -> torch.Size:
+        # With a context its rows are the batch; without one the batch is drawn like samples.
+        shape = sample_shape_of(sample_shape)
+        return shape if self.context is not None else shape + self.batch_shape
+
     def log_prob(self, value: Tensor) -> Tensor:
         return self.flow.log_prob(value, context=self.context)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
-        return self.flow.rsample(sample_shape, context=self.context)
+        return self.flow.rsample(self._draw_shape(sample_shape), context=self.context)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
-        return self.flow.sample(sample_shape, context=self.context)
+        return self.flow.sample(self._draw_shape(sample_shape), context=self.context)
+
+    def __call__(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
+        return self.rsample(sample_shape)

@@ -74,7 +74,8 @@ class CNFFlow(Flow):
         self._train_steps += 1
         y, prefix_log_abs_det = self._into_cnf(batch, context)
         if objective == "flow-matching":
-            return flow_matching_loss(self.cnf, y, self.fm_coupling, self.fm_time_power, context)
+            noise = self.base.sample(y.shape[0], context)  # the path starts at the flow's own base
+            return flow_matching_loss(self.cnf, y, self.fm_coupling, self.fm_time_power, context, noise)
         if objective != "mle":
             raise FlowforgeError(f"FFJORD trains by {' or '.join(OBJECTIVES)}, not {objective!r}")
         penalized = self.kinetic > 0 or self.jacobian > 0

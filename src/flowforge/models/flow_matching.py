@@ -24,11 +24,11 @@ objective) depends on the number of processes.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import Tensor
 
+from flowforge.checks import positive_finite
 from flowforge.transforms.cnf import CNF
 
 COUPLINGS = ("independent", "ot")
@@ -56,16 +56,15 @@ def ot_pairing(z: Tensor, x: Tensor) -> Tensor:
 
 
 def check_time_power(power: float) -> float:
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < math.inf:
-        raise ValueError(f"the flow-matching time power must be a positive finite number, got {power!r}")
-    return float(power)
+    return positive_finite(power, "the flow-matching time power")
 
 
 def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_power: float = 1.0,
-                       context: Tensor | None = None) -> Tensor:
-    """Mean over the batch of ‖f(x_t, t[, c]) - (x - z)/T‖² (fresh z and t from torch's global RNG;
-    t/T has density p·s^(p-1), p = ``time_power``). With a context, each pair keeps its own
-    condition, and the minimiser is the conditional field that carries N(0, I) to p(x | c).
+                       context: Tensor | None = None, noise: Tensor | None = None) -> Tensor:
+    """Mean over the batch of ‖f(x_t, t[, c]) - (x - z)/T‖² (t from torch's global RNG, t/T with
+    density p·s^(p-1), p = ``time_power``; z is ``noise``, draws of the flow's base, or fresh
+    N(0, I) draws). With a context, each pair keeps its own condition, and the minimiser is the
+    conditional field that carries the base to p(x | c).
 
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2), coupling="ot").shape
@@ -73,7 +72,7 @@ def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_
     """
     check_coupling(coupling)
     check_time_power(time_power)
-    z = torch.randn_like(x)
+    z = torch.randn_like(x) if noise is None else noise
     if coupling == "ot" and context is not None:
         raise ValueError("optimal-transport pairing would pair across conditions; use coupling='independent'")
     if coupling == "ot":

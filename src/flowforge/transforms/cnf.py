@@ -222,8 +222,12 @@ class CNF(Transform):
         dynamics.solving = True
         try:
             if self.adjoint:
-                path = odeint_adjoint(dynamics, state, times, adjoint_params=tuple(dynamics.velocity.parameters()),
-                                      **kwargs)
+                # The adjoint solve differentiates only what it is told: the field's weights, and a
+                # context that wants gradients (an amortising encoder's output, say).
+                context = dynamics.context
+                extra = (context,) if context is not None and context.requires_grad else ()
+                path = odeint_adjoint(dynamics, state, times,
+                                      adjoint_params=tuple(dynamics.velocity.parameters()) + extra, **kwargs)
             else:
                 path = odeint(dynamics, state, times, **kwargs)
         finally:

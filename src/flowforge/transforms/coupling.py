@@ -149,8 +149,9 @@ class Coupling(Transform):
         self._register_load_state_dict_pre_hook(lambda state, prefix, *_: rename_legacy_keys(self, state, prefix))
 
     @property
-    def mask(self) -> Tensor:
-        return self.partition.mask
+    def mask(self) -> Tensor | None:
+        """The binary mask (1 = passes through), or None for a channel split."""
+        return getattr(self.partition, "mask", None)
 
     def _params(self, given: Tensor, context: Tensor | None) -> Tensor:
         context = check_context(context, self.context_dim, given.shape[0], type(self).__name__)

@@ -1,0 +1,16 @@
+"""Checks of user-given numbers, each refusing a bad value in one sentence that names it."""
+
+from __future__ import annotations
+
+import math
+
+
+def positive_finite(value: float, what: str) -> float:
+    """``value`` as a float if it is a finite number > 0 (not a bool), else a ValueError naming ``what``.
+
+    >>> positive_finite(2, "the temperature")
+    2.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{what} must be a finite positive number, got {value!r}")
+    return float(value)
