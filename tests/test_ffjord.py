@@ -425,3 +425,62 @@ def test_cli_trains_and_evaluates_ffjord(tmp_path, capsys):
     assert main(["train", "--model", "ffjord", "--objective", "adversarial", "--steps", "2", "--no-progress",
                  "--no-plots", "--out", str(tmp_path / "bad")]) == 1
     assert "not 'adversarial'" in capsys.readouterr().err
+
+
+# ---- conditional continuous flows ---------------------------------------------------------------
+
+def conditional_ffjord(**options):
+    torch.manual_seed(0)
+    flow = FFJORD(2, hidden=16, depth=2, context_dim=3, **options)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return flow
+
+
+def test_flow_matching_with_a_context_trains_the_conditional_field():
+    flow = conditional_ffjord()
+    x, context = torch.randn(64, 2), torch.randn(64, 3)
+    loss = flow.training_loss(x, "flow-matching", context=context)
+    loss.backward()
+    first = flow.cnf.velocities[0].hidden_layers[0].linear.weight
+    assert torch.isfinite(loss) and first.grad[:, 2:].abs().sum() > 0  # the context's columns learn
+    with pytest.raises(ValueError, match="across conditions"):
+        flow.fm_coupling = "ot"
+        flow.training_loss(x, "flow-matching", context=context)
+
+
+def test_flow_matching_starts_from_the_flows_own_base():
+    from flowforge.distributions import DiagonalNormal
+
+    flow = FFJORD(2, hidden=8, depth=1)
+    shifted = CNFFlow(flow.transform, DiagonalNormal(2, loc=3.0, learned=False))
+    x = torch.randn(32, 2)
+    torch.manual_seed(1)
+    loss = shifted.training_loss(x, "flow-matching")
+    torch.manual_seed(1)
+    noise = shifted.base.sample(32)
+    assert torch.equal(loss, flow_matching_loss(shifted.cnf, x, "independent", shifted.fm_time_power, noise=noise))
+    assert noise.mean() > 2  # drawn around the base's mean, not N(0, I)
+
+
+def test_conditional_cnf_paths_take_the_context():
+    flow = conditional_ffjord().eval()
+    x, context = torch.randn(6, 2), torch.randn(6, 3)
+    end = flow.marginal_log_prob(x, flow.cnf.total_time, context)
+    assert torch.allclose(end, flow.log_prob(x, context), atol=1e-4)
+    assert not torch.allclose(end, flow.log_prob(x, torch.randn(6, 3)), atol=1e-4)
+    paths = flow.trajectory(torch.randn(6, 2), [0.0, 0.5, 1.0], context)
+    assert paths.shape == (3, 6, 2)
+
+
+def test_the_adjoint_solve_gives_a_context_its_gradient():
+    direct, adjoint = conditional_ffjord(solver="rk4", solver_steps=8), conditional_ffjord(solver="rk4", solver_steps=8,
+                                                                                          adjoint=True)
+    x = torch.randn(5, 2)
+    grads = []
+    for flow in (direct, adjoint):
+        context = torch.randn(5, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+        flow.log_prob(x, context).sum().backward()
+        grads.append(context.grad)
+    assert grads[1] is not None and torch.allclose(grads[0], grads[1], atol=1e-5)

@@ -413,3 +413,25 @@ def test_image_flow_training_loss_is_the_dequantised_nll():
 def test_bad_model_options_are_refused(name, shape, options, message):
     with pytest.raises(ValueError, match=message):
         build_model(name, shape, **options)
+
+
+def test_split_prior_alone_uses_the_context():
+    torch.manual_seed(0)
+    split = Split(4, inner=None, context_dim=3)
+    with torch.no_grad():
+        for p in split.parameters():
+            p.normal_(0, 0.3)
+    x = torch.randn(2, 4, 2, 2)
+    a, lad_a = split(x, torch.randn(2, 3))
+    b, lad_b = split(x, torch.randn(2, 3))
+    assert torch.equal(a[:, :2], b[:, :2]) and not torch.allclose(a[:, 2:], b[:, 2:])
+    assert not torch.allclose(lad_a, lad_b)
+
+
+def test_class_conditional_glow_samples_and_scores_per_class():
+    flow = Glow((1, 4, 4), levels=2, steps=1, hidden=8, context_dim=10)
+    labels = torch.nn.functional.one_hot(torch.arange(3), 10).float()
+    images = flow.sample((2,), context=labels, temperature=0.7)
+    assert images.shape == (2, 3, 1, 4, 4)
+    scores = flow.discrete_log_prob(torch.full((3, 1, 4, 4), 128.0), context=labels)
+    assert scores.shape == (3,) and torch.isfinite(scores).all()

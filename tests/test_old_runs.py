@@ -21,7 +21,7 @@ def test_old_run_evaluates_to_its_recorded_test_nll(name):
     assert nll_summary(flow, test)["nll"] == pytest.approx(recorded["test_nll"], abs=1e-4)
 
 
-@pytest.mark.parametrize("name", ["realnvp", "ffjord"])
+@pytest.mark.parametrize("name", RUNS)
 def test_old_run_resumes(tmp_path, name):
     run = tmp_path / name
     shutil.copytree(FIXTURES / name, run)

@@ -84,8 +84,8 @@ class Flow(nn.Module):
         tensors = chain(self.parameters(), self.buffers())
         return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
-    def _flatten(self, x: Tensor, context: Tensor | None, what: str) -> tuple[Tensor, Tensor | None, torch.Size]:
-        """(x as (N, *event), context as (N, C) or None, the batch shape N came from)."""
+    def check_event(self, x: Tensor, what: str = "data") -> torch.Size:
+        """Refuse, in plain words, a tensor that is not (*batch, *event) in the flow's dtype; return its batch shape."""
         event, k = self.event_shape, len(self.event_shape)
         if not torch.is_tensor(x) or x.dim() < k or x.shape[x.dim() - k:] != event:
             shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
@@ -94,7 +94,11 @@ class Flow(nn.Module):
         if dtype is not None and x.dtype != dtype:
             raise ValueError(f"the flow computes in {dtype} but the {what} are {x.dtype}; "
                              f"convert one of them (flow.to({dtype}) or x.to({dtype}))")
-        batch = x.shape[:x.dim() - k]
+        return x.shape[:x.dim() - k]
+
+    def _flatten(self, x: Tensor, context: Tensor | None, what: str) -> tuple[Tensor, Tensor | None, torch.Size]:
+        """(x as (N, *event), context as (N, C) or None, the batch shape N came from)."""
+        event, batch = self.event_shape, self.check_event(x, what)
         if self._check_context(context) is None:
             return x.reshape(batch.numel(), *event), None, batch
         try:

@@ -62,7 +62,7 @@ class ImageFlow(Flow):
 
     def dequantize(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Stored images (8-bit scale) → continuous pixels (level + u) / 2^bits in [0, 1)."""
-        self._flatten(images, None, "images")  # refuse a wrong shape or dtype in the flow's words
+        self.check_event(images, "images")
         return dequantize(images, self.bits, generator)
 
     def discrete_log_prob(self, images: Tensor, generator: torch.Generator | None = None,
