@@ -273,7 +273,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
             with ema.applied():  # evaluate, and keep, the averaged weights
-                val = nll_summary(flow, splits.val)["nll"]
+                val = nll_summary(flow, splits.val, report=False)["nll"]
                 improved = math.isfinite(val) and val < progress.best_val
                 best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
             progress.elapsed = time.perf_counter() - started

@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -166,15 +166,24 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 @contextmanager
 def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
     """Check ``run_dir`` may be written, create it, lock it and check again under the lock (another
-    writer may have got there first); the lock is held for the ``with`` block."""
+    writer may have got there first); the lock is held for the ``with`` block. A directory this call
+    created is removed again if the block fails before writing anything into it."""
     check_run_target(run_dir, resume=resume, force=force)
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None
-    with run_lock(run_dir):
-        check_run_target(run_dir, resume=resume, force=force)
-        remove_leftover_temporaries(run_dir)
-        if (run_dir / "plots").is_dir():
-            remove_leftover_temporaries(run_dir / "plots")
-        yield
+    try:
+        with run_lock(run_dir):
+            check_run_target(run_dir, resume=resume, force=force)
+            remove_leftover_temporaries(run_dir)
+            if (run_dir / "plots").is_dir():
+                remove_leftover_temporaries(run_dir / "plots")
+            yield
+    except BaseException:
+        if created and run_dir.is_dir() and not _user_entries(run_dir):
+            (run_dir / LOCK).unlink(missing_ok=True)
+            with suppress(OSError):
+                run_dir.rmdir()
+        raise
