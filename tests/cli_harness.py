@@ -64,3 +64,21 @@ def run(trained_run, tmp_path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(trained_run, copy)
     return copy
+
+
+PEAK_RSS_PROBE = ("import resource, sys\nfrom flowforge.cli import main\ncode = main(sys.argv[1:])\n"
+                  "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
+
+
+def measured_cli(*args, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``flowforge ARGS`` in a fresh process: (result with the probe's line removed from stderr,
+    peak resident memory in MB, wall seconds)."""
+    import time
+
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS_PROBE, *map(str, args)], capture_output=True,
+                            text=True, timeout=timeout)
+    seconds = time.perf_counter() - started
+    *lines, peak_kb = result.stderr.splitlines()
+    result.stderr = "".join(line + "\n" for line in lines)
+    return result, int(peak_kb) / 1024, seconds

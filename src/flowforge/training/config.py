@@ -78,7 +78,7 @@ class TrainConfig:
         """Refuse values of the wrong type or outside their range, naming the option (``--steps``)."""
         from flowforge.training.validate import check_train_values
 
-        check_train_values(self.to_dict(), lambda name: f"--{name.replace('_', '-')}")
+        check_train_values(self.to_dict(), _option_label)
         if self.train_noise and self._images():
             raise FlowforgeError("--train-noise applies to vector data (images are dequantised instead)")
         return self
@@ -100,6 +100,13 @@ class TrainConfig:
         values["model_options"] = {**unrecorded, **values.get("model_options", {})}
         # A run saved before train_noise existed trained without noise, and must resume so.
         return cls(**{"train_noise": 0.0, **values})
+
+
+def _option_label(field_name: str) -> str:
+    """How the command line spells a config field: ``--batch-size``, ``--model-option hidden``."""
+    if field_name.startswith("model_options."):
+        return f"--model-option {field_name.removeprefix('model_options.')}"
+    return f"--{field_name.replace('_', '-')}"
 
 
 def versions() -> dict[str, str]:
