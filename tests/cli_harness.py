@@ -66,8 +66,10 @@ def run(trained_run, tmp_path) -> Path:
     return copy
 
 
-PEAK_RSS_PROBE = ("import resource, sys\nfrom flowforge.cli import main\ncode = main(sys.argv[1:])\n"
-                  "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(code)")
+# VmHWM, the process's own peak (ru_maxrss would carry the forking parent's peak across exec).
+PEAK_RSS_PROBE = ("import sys\nfrom flowforge.cli import main\ncode = main(sys.argv[1:])\n"
+                  "peak = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+                  "print(peak, file=sys.stderr)\nsys.exit(code)")
 
 
 def measured_cli(*args, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float, float]:

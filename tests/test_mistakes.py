@@ -145,6 +145,17 @@ def tiny_run(tmp_path_factory):
     return out
 
 
+def test_sampling_memory_does_not_grow_with_n(tiny_run, tmp_path):
+    peaks = []
+    for num in (1000, 2_000_000):
+        result, peak_mb, _ = measured_cli("sample", tiny_run, "-n", num, "-o", tmp_path / "s.npy")
+        assert result.returncode == 0, result.stderr
+        peaks.append(peak_mb)
+    assert np.load(tmp_path / "s.npy", mmap_mode="r").shape == (2_000_000, 2)
+    assert peaks[1] - peaks[0] < 100, peaks  # holding the 2 M samples at once took over 1 GB
+
+
+@pytest.mark.slow  # about 6 s on an idle 2-core machine, a minute on a busy one
 def test_sample_ten_million_stays_under_a_gigabyte(tiny_run, tmp_path):
     result, peak_mb, seconds = measured_cli("sample", tiny_run, "-n", 10_000_000, "-o", tmp_path / "s.npy")
     assert result.returncode == 0, result.stderr

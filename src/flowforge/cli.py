@@ -392,8 +392,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, never a traceback (set FLOWFORGE_DEBUG=1 to see one)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")  # each distinct warning once
+    with warnings.catch_warnings():  # Python's filters stay: each warning once, deprecations hidden
         warnings.showwarning = _show_warning
         return contextvars.copy_context().run(_main, argv)  # --max-params stays within this call
 

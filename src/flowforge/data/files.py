@@ -121,6 +121,8 @@ def read_table(path: str | Path, *, dtype: type = np.float32) -> np.ndarray:
     parts, rows = [], 0
     try:
         for chunk in (_csv_chunks(path) if suffix == ".csv" else _npy_chunks(path)):
+            if not chunk.size:  # a run of blank lines
+                continue
             if parts and chunk.shape[1] != parts[0].shape[1]:
                 raise FlowforgeError(f"{path}: not a numeric CSV table (row {rows + 1} has {chunk.shape[1]} "
                                      f"columns, earlier rows {parts[0].shape[1]})")

@@ -120,9 +120,9 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, force: bool) -> No
     the previous run's own files go first, and nothing else in the directory is touched."""
     if force:
         clear_run(run_dir)
-    record_files(run_dir, [run_dir / name for name in RUN_FILES])
     write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "train": config.to_dict(), "dim": dim,
-                                  "versions": versions()})
+                                  "versions": versions()})  # first: with it the directory is a run
+    record_files(run_dir, [run_dir / name for name in RUN_FILES])
     (run_dir / METRICS).write_text("")
 
 

@@ -72,11 +72,12 @@ def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
 
 
 def flowforge_files(run_dir: Path) -> list[Path]:
-    """The files flowforge wrote in a run: those its manifest lists (the fixed names for older runs)."""
+    """The files flowforge wrote in a run: its fixed files and the figures its manifest lists."""
     names: list[str] = list(RUN_FILES)
     if (run_dir / MANIFEST).is_file():
         try:
-            names += [n for n in read_json(run_dir / MANIFEST).get("files", []) if isinstance(n, str)]
+            names += [n for n in read_json(run_dir / MANIFEST).get("files", [])
+                      if isinstance(n, str) and n.startswith("plots/")]  # figures; nothing else is added
         except FlowforgeError:
             pass
     inside = run_dir.resolve()

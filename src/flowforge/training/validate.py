@@ -143,8 +143,11 @@ class _LargeTensorsOnMeta(TorchFunctionMode):
 
 def count_parameters(build: Callable[[], torch.nn.Module]) -> int:
     """The number of parameters of the model ``build()`` returns, without allocating its large tensors."""
-    with _LargeTensorsOnMeta():
-        model = build()
+    try:
+        with _LargeTensorsOnMeta():
+            model = build()
+    except (RuntimeError, NotImplementedError) as err:  # an operation the meta device lacks: sizes beyond reason
+        raise FlowforgeError(f"cannot size the model ({str(err).splitlines()[0][:200]})") from None
     return sum(p.numel() for p in model.parameters())
 
 
