@@ -107,7 +107,7 @@ def test_stale_lock_of_a_killed_run_is_detected_and_taken_over(run, capsys):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (run / LOCK).write_text(f"{dead.pid}\n")
-    code, _, err = cli(capsys, "train", "--resume", run, "--steps", 400, "--no-progress", "--no-plots")
+    code, _, err = cli(capsys, "train", "--resume", run, "--no-progress", "--no-plots")
     assert code == 0
     assert_one_line(err, "warning", f"PID {dead.pid}", "no longer running")
 
@@ -123,23 +123,31 @@ def _wait_for_lock(run_dir, proc, timeout=60):
     raise AssertionError("the first writer never took the lock")
 
 
+SLOW_WRITER = ("import sys, time\nfrom flowforge.training import loop\nappend = loop._append_metrics\n"
+               "loop._append_metrics = lambda *args: (time.sleep(0.5), append(*args))\n"
+               "from flowforge.cli import main\nsys.exit(main(sys.argv[1:]))")  # a real run, paced: ≥ 10 s
+
+
 @pytest.mark.parametrize("second", [["--force", "--seed", 9], ["--resume"]])
 def test_two_writers_on_one_run_exactly_one_proceeds(tmp_path, second):
     out = tmp_path / "r"
-    first = subprocess.Popen([sys.executable, "-m", "flowforge", *map(str, [*TRAIN, "--steps", 300, "--seed", 1,
-                                                                             "--out", out])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-c", SLOW_WRITER,
+                              *map(str, [*TRAIN, "--steps", 200, "--seed", 1, "--out", out])],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_lock(out, first)
     args = ["train", "--resume", out, "--no-progress", "--no-plots"] if second == ["--resume"] else \
         [*TRAIN, "--out", out, *second]
     other = subprocess_cli(*args)
-    _, first_err = first.communicate(timeout=120)
+    still_running = first.poll() is None
+    _, first_err = first.communicate(timeout=300)
     assert first.returncode == 0, first_err
     assert other.returncode == 1
     assert_one_line(other.stderr, "error", f"PID {first.pid}", "in use")
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(10, 301, 10))  # strictly increasing, written by one run
+    assert steps == list(range(10, 201, 10))  # strictly increasing, written by one run
     config, results = (json.loads((out / n).read_text()) for n in ("config.json", "results.json"))
-    assert config["train"]["seed"] == 1 and results["steps"] == 300
+    assert config["train"]["seed"] == 1 and results["steps"] == 200
+    assert still_running  # the refusal came while the first writer was at work
 
 
 def test_sigkill_leaves_no_temporary_and_a_lock_the_next_run_takes(tmp_path):
