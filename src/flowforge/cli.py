@@ -6,9 +6,12 @@ Every user error ends in one line on stderr and a non-zero exit status
 
 from __future__ import annotations
 
+import contextvars
 import json
+import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -16,18 +19,40 @@ import numpy as np
 import torch
 
 from flowforge.data import IMAGE_DATASETS, TOY_DATASETS, is_toy, load_points, load_splits, read_table, write_table
-from flowforge.errors import FlowforgeError
+from flowforge.data.files import write_table_batches
+from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models import MODELS
 from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
 from flowforge.training.checkpoint import CONFIG, read_json
 from flowforge.training.config import trainer_model_options
 from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
 from flowforge.training.run import data_shape
+from flowforge.training.rundir import record_files, run_lock
+from flowforge.training.validate import DEFAULT_MAX_PARAMS, MAX_PARAMS
 
 DATA_HELP = (f"a toy set ({', '.join(TOY_DATASETS)}), a .csv/.npy file of shape (N, D), an image set "
              f"({', '.join(IMAGE_DATASETS)}; mnist needs --data-dir) or a directory of PNG or MNIST IDX images")
 DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four IDX .gz files)"
 REALNVP = trainer_model_options("realnvp")
+MAX_SEED = 2 ** 63 - 1
+MAX_TEMPERATURE = 1e3
+SAMPLE_BATCH = 65_536  # samples drawn and written at a time: memory does not grow with -n
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float option in a range that also refuses nan and ±inf (which pass a plain range check)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
+
+
+MAX_PARAMS_OPTION = click.option(
+    "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
+    callback=lambda ctx, param, value: MAX_PARAMS.set(value) and value,  # also for the figures' own load
+    help="refuse a model with more parameters than this (a run directory from elsewhere may ask for any size)")
 TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
     "data": "data", "data_dir": "data_dir", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size",
     "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
@@ -86,8 +111,8 @@ Examples:
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--steps", type=click.IntRange(min=1), default=TrainConfig.steps, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
+@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
 @click.option("--layers", type=click.IntRange(min=1),
               help=f"layers of the flow (RealNVP: couplings, default {REALNVP['num_layers']}, the book's 6; "
                    "Glow: use --model-option steps=K)")
@@ -103,11 +128,11 @@ Examples:
 @click.option("--n-train", type=click.IntRange(min=10), default=TrainConfig.n_train, show_default=True,
               help="training points drawn for a toy set")
 @click.option("--eval-every", type=click.IntRange(min=1), default=TrainConfig.eval_every, show_default=True)
-@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=TrainConfig.grad_clip,
+@click.option("--grad-clip", type=FiniteFloatRange(min=0, min_open=True), default=TrainConfig.grad_clip,
               show_default=True)
-@click.option("--ema-decay", type=click.FloatRange(min=0, max=1, max_open=True), default=TrainConfig.ema_decay,
+@click.option("--ema-decay", type=FiniteFloatRange(min=0, max=1, max_open=True), default=TrainConfig.ema_decay,
               show_default=True, help="average the weights for evaluation (0: off)")
-@click.option("--train-noise", type=click.FloatRange(min=0, max=1, max_open=True), default=None,
+@click.option("--train-noise", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
               help="Gaussian noise added to training vectors, in units of each feature's std (a regulariser "
                    "against memorising small data sets); default: 0.03 for vector data, 0 for images")
 @click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
@@ -116,19 +141,23 @@ Examples:
 @click.option("--standardize/--no-standardize", default=None,
               help="train on standardised data (densities and samples stay in data units); "
                    "default: on for vector data, off for images")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="data-parallel processes on this machine (torchrun; same global batch)")
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="draw the figures after training")
+@MAX_PARAMS_OPTION
 @click.pass_context
 def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool, nproc: int,
-          progress: bool, plots: bool, **options) -> None:
+          progress: bool, plots: bool, max_params: int, **options) -> None:
     """Train a flow and write its run directory (config, metrics, weights, plots).
 
     With --nproc N the same command runs in N processes under torchrun; for several
     machines, run `torchrun ... -m flowforge train ...` yourself (see docs/distributed.md).
     """
+    if nproc > _parallel_slots():
+        raise click.BadParameter(f"{nproc} processes exceed this machine's {_parallel_slots()} CPU cores / GPUs",
+                                 param_hint="--nproc")
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(launch_torchrun(nproc, _without_nproc(ctx.obj["argv"])))
     if resume is not None:
@@ -136,7 +165,7 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
                    and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if changed:
             raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps)")
-        config = TrainConfig.from_dict(read_json(resume / CONFIG).get("train", {}))
+        config = TrainConfig.from_dict(read_json(resume / CONFIG).get("train", {}), source=str(resume / CONFIG))
         if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
             config.steps = options["steps"]
         run_dir = resume
@@ -147,7 +176,8 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
                              model_options=_model_options(options["layers"], options["hidden"],
                                                           options["depth"], options["model_option"]))
         run_dir = out
-    results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress)
+    results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress,
+                           max_params=max_params)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 reports and plots
     shape = data_shape(read_json(run_dir / CONFIG))
@@ -160,10 +190,24 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
                    f"{results['test_nll_data']:.4f} in data units) · best validation step {results['best_step']}"
                    f" · {results['train_seconds']:.1f} s · run: {run_dir}")
     if plots:
-        from flowforge.plots import plot_run
+        _plot(run_dir)
 
-        for path in plot_run(run_dir):
-            click.echo(f"wrote {path}")
+
+def _parallel_slots() -> int:
+    """How many processes this machine can run side by side: its usable CPU cores, or its GPUs."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(cores, torch.cuda.device_count())
+
+
+def _plot(run_dir: Path) -> None:
+    """Draw a run's figures under its lock, and list them in its manifest (so --force may replace them)."""
+    from flowforge.plots import plot_run
+
+    with run_lock(run_dir):
+        written = plot_run(run_dir)
+        record_files(run_dir, written)
+    for path in written:
+        click.echo(f"wrote {path}")
 
 
 @cli.command(epilog="""\b
@@ -176,22 +220,38 @@ Examples:
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="output file, .csv or .npy (image runs: .png or .npy, and the other beside it)")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="scale of the latent noise")
-@click.option("--seed", type=int, default=0, show_default=True)
-def sample(run: Path, num: int, output: Path, temperature: float, seed: int) -> None:
+@click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=MAX_TEMPERATURE), default=1.0,
+              show_default=True, help="scale of the latent noise")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@MAX_PARAMS_OPTION
+def sample(run: Path, num: int, output: Path, temperature: float, seed: int, max_params: int) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units.
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
-    8-bit scale (.npy) and as a grid (.png).
+    8-bit scale (.npy) and as a grid (.png). Samples are drawn and written in batches.
     """
-    flow, _, raw = load_run(run)
+    flow, _, raw = load_run(run, max_params=max_params)
     if isinstance(data_shape(raw), tuple):
         _sample_images(flow, num, output, temperature, seed)
         return
-    x = flow.sample(num, temperature=temperature, generator=torch.Generator().manual_seed(seed)).numpy()
-    write_table(output, x, header=",".join(f"x{i}" for i in range(x.shape[1])))
+    dim = int(raw["dim"])
+    batches = (_finite_samples(x, temperature).numpy() for x in _sample_batches(flow, num, temperature, seed))
+    write_table_batches(output, batches, (num, dim), header=",".join(f"x{i}" for i in range(dim)))
     click.echo(f"wrote {num} samples to {output}")
+
+
+def _sample_batches(flow, num: int, temperature: float, seed: int):
+    """``num`` samples from one seeded generator, :data:`SAMPLE_BATCH` at a time."""
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, num, SAMPLE_BATCH):
+        yield flow.sample(min(SAMPLE_BATCH, num - start), temperature=temperature, generator=generator)
+
+
+def _finite_samples(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    if not torch.isfinite(x).all():
+        raise FlowforgeError(f"samples at --temperature {temperature:g} are not finite (the flow's inverse "
+                             "overflows there); try a lower --temperature")
+    return x
 
 
 def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) -> None:
@@ -200,12 +260,14 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) 
     if output.suffix.lower() not in (".png", ".npy"):
         raise FlowforgeError(f"{output}: unsupported output type {output.suffix or '(none)'} for images; "
                              "use .png or .npy (both are written)")
-    x = flow.sample(num, temperature=temperature, generator=torch.Generator().manual_seed(seed))
-    diverged = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+    images, diverged = [], 0
+    for x in _sample_batches(flow, num, temperature, seed):
+        diverged += int((~torch.isfinite(x)).flatten(1).any(1).sum())
+        images.append(flow.to_images(x).numpy().astype(np.uint8))
     if diverged:
-        click.echo(f"warning: {diverged} of {num} samples are not finite (written as 0 where not finite); "
-                   "try a lower --temperature", err=True)
-    images = flow.to_images(x).numpy().astype(np.uint8)
+        warn(f"{diverged} of {num} samples are not finite (written as 0 where not finite); "
+             "try a lower --temperature")
+    images = np.concatenate(images)
     array_path, grid_path = output.with_suffix(".npy"), output.with_suffix(".png")
     write_table(array_path, images)
     write_image_grid(grid_path, images, flow.bits)
@@ -240,13 +302,14 @@ Examples:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help=f"{DATA_DIR_HELP}; default: the run's")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool) -> None:
+@MAX_PARAMS_OPTION
+def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, max_params: int) -> None:
     """Mean negative log-likelihood of held-out data, in nats (and bits per dimension for images).
 
     Image runs score the discrete data: pixels are dequantised with fixed uniform noise and the
     bits/dim are (NLL_continuous + D·log 2^bits) / (D·ln 2), NLL_continuous on [0, 1] pixels.
     """
-    flow, config, raw = load_run(run)
+    flow, config, raw = load_run(run, max_params=max_params)
     source, points = _points_for(run, data, data_dir, data_shape(raw), config)
     summary = nll_summary(flow, points)
     if as_json:
@@ -271,12 +334,14 @@ Examples:
 @click.argument("points", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="output file, .csv or .npy (default: print)")
-def density(run: Path, points: Path, output: Path | None) -> None:
-    """log p(x) of each point (data units), one value per row."""
-    flow, _, raw = load_run(run)
+@MAX_PARAMS_OPTION
+def density(run: Path, points: Path, output: Path | None, max_params: int) -> None:
+    """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
+    no finite density (values beyond float32, say)."""
+    flow, _, raw = load_run(run, max_params=max_params)
     if isinstance(data_shape(raw), tuple):
         raise FlowforgeError(f"{run} models images; density takes vector runs (use eval for bits/dim)")
-    table = read_table(points)
+    table = read_table(points, dtype=np.float64)  # float32 overflow is the evaluator's to score (-inf)
     if table.shape[1] != int(raw["dim"]):
         raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {raw['dim']}")
     values = log_prob(flow, table).numpy().astype(np.float64)
@@ -292,12 +357,11 @@ Example:
   flowforge plot runs/moons      # writes runs/moons/plots/*.png
 """)
 @click.argument("run", type=click.Path(path_type=Path))
-def plot(run: Path) -> None:
+@MAX_PARAMS_OPTION
+def plot(run: Path, max_params: int) -> None:
     """Draw the chapter's 2×2 figure, the density heat map and the training curve."""
-    from flowforge.plots import plot_run
-
-    for path in plot_run(run):
-        click.echo(f"wrote {path}")
+    load_run(run, max_params=max_params)  # refuse an untrusted run before drawing anything
+    _plot(run)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -318,9 +382,22 @@ def _report(message: str) -> None:
         click.echo(f"flowforge: {message}", err=True)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Any warning (flowforge's, numpy's, torch's) as one line in flowforge's words."""
+    text = " ".join(str(message).split()) or category.__name__
+    origin = "" if issubclass(category, FlowforgeWarning) else f" ({category.__name__})"
+    _report(f"warning: {text[:300]}{origin}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, never a traceback (set FLOWFORGE_DEBUG=1 to see one)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():  # Python's filters stay: each warning once, deprecations hidden
+        warnings.showwarning = _show_warning
+        return contextvars.copy_context().run(_main, argv)  # --max-params stays within this call
+
+
+def _main(argv: list[str]) -> int:
     try:
         cli.main(args=argv, prog_name="flowforge", standalone_mode=False, obj={"argv": argv})
         return 0
@@ -340,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report("interrupted")
         return 130
+    except OSError as err:  # a full or read-only disk, a vanished file: the machine's state, not a bug
+        where = f"{err.filename}: " if err.filename else ""
+        _report(f"error: {where}{err.strerror or err}")
+        return 1
     except Exception as err:  # noqa: BLE001 - the last line of defence for the one-line promise
         if os.environ.get("FLOWFORGE_DEBUG"):
             raise

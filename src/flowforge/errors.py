@@ -1,5 +1,18 @@
-"""User-facing errors: the command line prints their message as one line and exits non-zero."""
+"""User-facing errors and warnings: the command line prints each as one line."""
+
+from __future__ import annotations
+
+import warnings
 
 
 class FlowforgeError(ValueError):
     """Bad input from the user (data, options, run directories), said in one sentence."""
+
+
+class FlowforgeWarning(UserWarning):
+    """Something the user should know that does not stop the command (printed as one line)."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`FlowforgeWarning`; the command line prints it as ``flowforge: warning: ...``."""
+    warnings.warn(message, FlowforgeWarning, stacklevel=2)

@@ -152,10 +152,10 @@ class MaskedLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, mask: Tensor):
         super().__init__(in_features, out_features)
-        self.register_buffer("mask", mask.to(self.weight.dtype))
+        self.register_buffer("weight_mask", mask.to(self.weight.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+        return nn.functional.linear(x, self.weight * self.weight_mask, self.bias)
 
 
 def made_degrees(features: int, order: Tensor | list[int] | None) -> Tensor:

@@ -1,65 +1,149 @@
-"""A user's own tabular data: ``.csv`` (optional header row) or ``.npy`` of shape (N, D)."""
+"""A user's own tabular data: ``.csv`` (optional header row) or ``.npy`` of shape (N, D).
+
+Tables are read in bounded memory: a CSV row longer than :data:`MAX_ROW_BYTES` is refused (a
+binary or one-line file is not a table), rows are parsed :data:`CHUNK_ROWS` at a time, and a
+``.npy`` is memory-mapped and converted chunk by chunk. Writers stream batches, so a table of
+any length is written without holding it whole.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
+import numpy.lib.format as npy_format
 
 from flowforge.atomic import atomic_target
 from flowforge.errors import FlowforgeError
 
+MAX_ROW_BYTES = 1 << 20  # one CSV row: 1 MiB, some 50,000 numbers
+CHUNK_ROWS = 65_536
+FLOAT32 = np.finfo(np.float32)
 
-def _read_csv(path: Path) -> np.ndarray:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        first = fh.readline()
-    if not first.strip():
-        raise FlowforgeError(f"{path}: the file holds no rows")
+
+def _rows(fh: BinaryIO, path: Path) -> Iterator[str]:
+    """The file's lines, each refused if it is binary or longer than :data:`MAX_ROW_BYTES`."""
+    number = 0
+    while line := fh.readline(MAX_ROW_BYTES + 1):
+        number += 1
+        if b"\0" in line:
+            raise FlowforgeError(f"{path}: holds binary data (a NUL byte on line {number}); not a CSV table")
+        if len(line) > MAX_ROW_BYTES:
+            raise FlowforgeError(f"{path}: line {number} is longer than {MAX_ROW_BYTES >> 20} MiB; "
+                                 "not a CSV table of numbers")
+        yield line.decode("utf-8", errors="replace")
+
+
+def _is_header(line: str) -> bool:
     try:  # a first line that is not numbers is a header
-        [float(v) for v in first.split(",")]
-        header = 0
+        [float(v) for v in line.split(",")]
+        return False
     except ValueError:
-        header = 1
+        return True
+
+
+def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
+    """The CSV's numbers, :data:`CHUNK_ROWS` rows at a time, as float64 arrays."""
+    with open(path, "rb") as fh:
+        rows = _rows(fh, path)
+        first = next(rows, "")
+        if not first.strip():
+            raise FlowforgeError(f"{path}: the file holds no rows")
+        batch = [] if _is_header(first) else [first]
+        for line in rows:
+            batch.append(line)
+            if len(batch) == CHUNK_ROWS:
+                yield _parse_csv(batch, path)
+                batch = []
+        if batch:
+            yield _parse_csv(batch, path)
+
+
+def _parse_csv(lines: list[str], path: Path) -> np.ndarray:
     try:
-        return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=header, dtype=np.float64)
+        return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError as err:
         raise FlowforgeError(f"{path}: not a numeric CSV table ({str(err).splitlines()[0]})") from None
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
+    """The .npy array, memory-mapped, :data:`CHUNK_ROWS` rows at a time."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
         raise FlowforgeError(f"{path}: not a plain numeric .npy array ({err})") from None
+    if np.iscomplexobj(array):
+        raise FlowforgeError(f"{path}: holds complex values ({array.dtype}); give real numbers")
     if not np.issubdtype(array.dtype, np.number):
         raise FlowforgeError(f"{path}: holds {array.dtype} values, expected numbers")
-    return array
+    if array.ndim != 2:
+        raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}")
+    for start in range(0, len(array), CHUNK_ROWS):
+        yield np.asarray(array[start:start + CHUNK_ROWS])
 
 
-def read_table(path: str | Path) -> np.ndarray:
-    """Read and validate an (N, D) table of finite numbers; errors name the file and the fault."""
+def _fault(path: Path, values: np.ndarray, bad: np.ndarray, first_row: int, what: str,
+           why: str = "") -> FlowforgeError:
+    row, col = map(int, np.argwhere(bad)[0])
+    return FlowforgeError(f"{path}: {what}value {values[row, col]:g} at row {first_row + row + 1}, "
+                          f"column {col + 1}{why}")
+
+
+def checked_values(values: np.ndarray, path: Path, first_row: int, dtype: type) -> np.ndarray:
+    """``values`` as ``dtype``, refusing non-finite numbers and, for float32, numbers it cannot hold
+    (beyond ±3.4e38, or non-zero but rounding to 0)."""
+    wide = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(wide).all():
+        raise _fault(path, wide, ~np.isfinite(wide), first_row, "non-finite ")
+    if np.dtype(dtype) != np.float32:
+        return wide.astype(dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        narrow = wide.astype(np.float32)
+    if not np.isfinite(narrow).all():
+        raise _fault(path, wide, ~np.isfinite(narrow), first_row, "",
+                     f" is too large for float32 (beyond ±{FLOAT32.max:.3g}); rescale the data")
+    if ((narrow == 0) & (wide != 0)).any():
+        raise _fault(path, wide, (narrow == 0) & (wide != 0), first_row, "",
+                     " is too small for float32 (it would round to 0); rescale the data")
+    return narrow
+
+
+def read_table(path: str | Path, *, dtype: type = np.float32) -> np.ndarray:
+    """Read and validate an (N, D) table of finite numbers, as ``dtype`` (float32: what flows train
+    in; values it cannot hold are refused); errors name the file and the fault."""
     path = Path(path)
     if not path.is_file():
         raise FlowforgeError(f"{path}: no such file")
-    if path.suffix.lower() not in (".csv", ".npy"):
-        raise FlowforgeError(f"{path}: unsupported file type {path.suffix or '(none)'}; use .csv or .npy")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npy"):
+        raise FlowforgeError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .npy")
+    parts, rows = [], 0
     try:
-        array = _read_csv(path) if path.suffix.lower() == ".csv" else _read_npy(path)
+        for chunk in (_csv_chunks(path) if suffix == ".csv" else _npy_chunks(path)):
+            if not chunk.size:  # a run of blank lines
+                continue
+            if parts and chunk.shape[1] != parts[0].shape[1]:
+                raise FlowforgeError(f"{path}: not a numeric CSV table (row {rows + 1} has {chunk.shape[1]} "
+                                     f"columns, earlier rows {parts[0].shape[1]})")
+            parts.append(checked_values(chunk, path, rows, dtype))
+            rows += len(chunk)
     except OSError as err:
         raise FlowforgeError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if array.ndim != 2:
-        raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}")
-    if array.shape[0] == 0:
+    if rows == 0:
         raise FlowforgeError(f"{path}: the file holds no rows")
-    bad = ~np.isfinite(array)
-    if bad.any():
-        row, col = map(int, np.argwhere(bad)[0])
-        raise FlowforgeError(f"{path}: non-finite value {array[row, col]} at row {row + 1}, column {col + 1}")
-    return array.astype(np.float32)
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def write_table(path: str | Path, array: np.ndarray, header: str | None = None) -> None:
     """Write ``array`` as .csv or .npy (by suffix), atomically: a crash leaves no half file."""
+    write_table_batches(path, [array], array.shape, array.dtype, header)
+
+
+def write_table_batches(path: str | Path, batches: Iterable[np.ndarray], shape: tuple[int, ...],
+                        dtype=np.float32, header: str | None = None) -> None:
+    """Write rows arriving in ``batches`` (``shape`` in all, as ``dtype``) as .csv or .npy, atomically
+    and without holding them all: memory depends on the batch, not on the table."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy"):
@@ -67,8 +151,16 @@ def write_table(path: str | Path, array: np.ndarray, header: str | None = None) 
     try:
         with atomic_target(path) as tmp, open(tmp, "wb") as fh:
             if suffix == ".npy":
-                np.save(fh, array)
-            else:
-                np.savetxt(fh, array, delimiter=",", fmt="%.8g", header=header or "", comments="")
+                npy_format.write_array_header_1_0(fh, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                                       "fortran_order": False, "shape": tuple(shape)})
+            elif header:
+                fh.write(f"{header}\n".encode())
+            written = 0
+            for batch in batches:
+                batch = np.ascontiguousarray(batch, dtype=dtype)
+                fh.write(batch.tobytes()) if suffix == ".npy" else np.savetxt(fh, batch, delimiter=",", fmt="%.8g")
+                written += len(batch)
+            if written != shape[0]:
+                raise RuntimeError(f"write_table_batches: {written} rows written, {shape[0]} announced")
     except OSError as err:
         raise FlowforgeError(f"{path}: cannot be written ({err.strerror or err})") from None

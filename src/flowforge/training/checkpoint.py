@@ -25,6 +25,7 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 BEST_WEIGHTS = "model.safetensors"
 LAST_CHECKPOINT = "checkpoint.safetensors"
+MAX_JSON_BYTES = 16 << 20  # a config.json is a few kB; a larger one is not flowforge's
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -39,12 +40,19 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run directory, refused with one line when missing, too large, too deeply
+    nested or not an object."""
     if not path.is_file():
         raise FlowforgeError(f"{path}: missing (is {path.parent} a flowforge run directory?)")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise FlowforgeError(f"{path}: {path.stat().st_size:,} bytes, too large for a flowforge config "
+                             f"(at most {MAX_JSON_BYTES:,})")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_bytes().decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FlowforgeError(f"{path}: corrupt JSON ({err})") from None
+    except RecursionError:
+        raise FlowforgeError(f"{path}: corrupt JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise FlowforgeError(f"{path}: corrupt, expected a JSON object")
     return obj
@@ -73,16 +81,13 @@ def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load a state dict, turning a mismatch into an error that names the file (keys written by
-    older versions are renamed first)."""
+    """Load a state dict whose names, shapes and dtypes must match the module's (keys written by
+    older versions are renamed first), turning a mismatch into one line that names the file."""
+    from flowforge.training.validate import tensor_mismatch
+
     state = rename_legacy_keys(module, dict(state))
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                  else f"wrong shape for {wrong[:3]}")
+    detail = tensor_mismatch(state, module.state_dict())
+    if detail:
         raise FlowforgeError(f"{source}: weights do not match the model in config.json ({detail})")
     module.load_state_dict(state)
 

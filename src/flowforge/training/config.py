@@ -75,35 +75,38 @@ class TrainConfig:
         return is_image_source(self.data)
 
     def validate(self) -> "TrainConfig":
-        checks = [
-            (self.steps >= 1, "--steps must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (self.n_train >= 10, "--n-train must be at least 10"),
-            (self.eval_every >= 1, "--eval-every must be at least 1"),
-            (self.grad_clip > 0, "--grad-clip must be positive"),
-            (0 <= self.ema_decay < 1, "--ema-decay must be in [0, 1)"),
-            (0 <= self.train_noise < 1, "--train-noise must be in [0, 1)"),
-            (not (self.train_noise and self._images()),
-             "--train-noise applies to vector data (images are dequantised instead)"),
-            (self.on_nan in ("rollback", "skip", "stop"), "--on-nan must be 'rollback', 'skip' or 'stop'"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise FlowforgeError(message)
+        """Refuse values of the wrong type or outside their range, naming the option (``--steps``)."""
+        from flowforge.training.validate import check_train_values
+
+        check_train_values(self.to_dict(), _option_label)
+        if self.train_noise and self._images():
+            raise FlowforgeError("--train-noise applies to vector data (images are dequantised instead)")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, values: Any, *, source: str = "config.json") -> "TrainConfig":
+        """A config from its saved form, each value checked first (``source`` names the file in errors)."""
+        from flowforge.training.validate import check_train_values
+
+        if not isinstance(values, dict):
+            raise FlowforgeError(f"{source}: 'train' must be an object, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
+        check_train_values(values, lambda name: f"{source}: train.{name}")
         unrecorded = UNRECORDED_MODEL_OPTIONS.get(values.get("model", cls.model), {})
         values["model_options"] = {**unrecorded, **values.get("model_options", {})}
         # A run saved before train_noise existed trained without noise, and must resume so.
         return cls(**{"train_noise": 0.0, **values})
+
+
+def _option_label(field_name: str) -> str:
+    """How the command line spells a config field: ``--batch-size``, ``--model-option hidden``."""
+    if field_name.startswith("model_options."):
+        return f"--model-option {field_name.removeprefix('model_options.')}"
+    return f"--{field_name.replace('_', '-')}"
 
 
 def versions() -> dict[str, str]:

@@ -9,17 +9,59 @@ import torch
 
 from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.distributions import Flow
+from flowforge.errors import warn
 from flowforge.transforms import Standardize
 
 DEQUANTIZATION_SEED = 0  # evaluation noise is fixed, so repeated evaluations of the same weights agree
 IMAGE_BATCH = 256  # images per evaluation batch (convolutional flows hold large activations)
 
 
-def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """log p(x) of each point in data units."""
-    x = torch.as_tensor(points, dtype=torch.float32)
+def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 8192, *,
+             report: bool = True) -> torch.Tensor:
+    """log p(x) of each point in data units: finite or −inf for every finite point, never NaN.
+
+    Points are converted to float32 batch by batch. A point with a value beyond float32's range,
+    or one the flow cannot score (its arithmetic overflows to NaN), gets −inf: its density is
+    below anything float32 represents. With ``report`` each kind is told in one warning line.
+    """
+    x = torch.as_tensor(points)
+    parts, counts = [], {"overflow": 0, "unscored": 0}
     with torch.inference_mode():
-        return torch.cat([flow.log_prob(chunk) for chunk in x.split(batch_size)])
+        for chunk in x.split(batch_size):
+            parts.append(_finite_or_minus_inf(flow, chunk, counts))
+    if report and counts["overflow"]:
+        warn(f"{counts['overflow']} of {len(x)} points hold values beyond float32's range "
+             f"(±{torch.finfo(torch.float32).max:.3g}); their log-density is reported as -inf")
+    if report and counts["unscored"]:
+        warn(f"{counts['unscored']} of {len(x)} points could not be scored (the flow's float32 arithmetic "
+             "overflows there); their log-density is reported as -inf")
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int]) -> torch.Tensor:
+    narrow = chunk.to(torch.float32)
+    fits = torch.isfinite(narrow).reshape(len(narrow), -1).all(1)
+    values = torch.full((len(narrow),), -math.inf)
+    if bool(fits.all()):
+        values = _scored(flow, narrow)
+    elif bool(fits.any()):
+        values[fits] = _scored(flow, narrow[fits])
+    unscored = torch.isnan(values) | (values == math.inf)
+    counts["overflow"] += int((~fits).sum())
+    counts["unscored"] += int(unscored.sum())
+    return values.masked_fill(unscored, -math.inf)
+
+
+def _scored(flow: Flow, x: torch.Tensor) -> torch.Tensor:
+    """``flow.log_prob(x)``; when an ODE solver gives up on the batch (torchdiffeq asserts "underflow
+    in dt" where the dynamics overflow), its halves are scored apart and a point that fails alone is NaN."""
+    try:
+        return flow.log_prob(x).float()
+    except AssertionError:
+        if len(x) == 1:
+            return torch.full((1,), math.nan)
+        half = len(x) // 2
+        return torch.cat([_scored(flow, x[:half]), _scored(flow, x[half:])])
 
 
 def discrete_log_prob(flow: Flow, images: np.ndarray | torch.Tensor, batch_size: int = IMAGE_BATCH,
@@ -37,7 +79,7 @@ def standardization_log_scale(flow: Flow) -> float:
     return sum(float(m.std.log().sum()) for m in flow.modules() if isinstance(m, Standardize))
 
 
-def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor) -> dict[str, float]:
+def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, *, report: bool = True) -> dict[str, float]:
     """Mean negative log-likelihood of ``points``.
 
     ``nll`` is in the standardised coordinates the model trains in (the book's loss, the
@@ -54,7 +96,7 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor) -> dict[str, floa
     discrete = hasattr(flow, "discrete_log_prob")
     counter = flow.cnf.nfe if hasattr(flow, "cnf") else None
     eval_nfe_before = counter.eval if counter is not None else 0
-    lp = discrete_log_prob(flow, points) if discrete else log_prob(flow, points)
+    lp = discrete_log_prob(flow, points) if discrete else log_prob(flow, points, report=report)
     nll_data = float(-lp.mean())
     nll = nll_data - standardization_log_scale(flow)
     dim = int(np.prod(tuple(points.shape[1:])))

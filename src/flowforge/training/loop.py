@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,15 @@ from tqdm.auto import tqdm
 from flowforge.data import load_splits
 from flowforge.errors import FlowforgeError
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                                           load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                                           load_tensors, load_weights, optimizer_from_tensors, optimizer_to_tensors,
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
 from flowforge.training.config import TrainConfig, versions
 from flowforge.training.evaluate import nll_summary, standardization_log_scale
-from flowforge.training.run import build_flow
+from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
+from flowforge.training.rundir import MARKER, RUN_FILES, claim_run_dir, clear_run, record_files
+from flowforge.training.validate import check_weights_file_size
 from flowforge.transforms import fit_standardization
 
 MAX_NAN_EVENTS = 3  # non-finite steps tolerated (rolled back or skipped) before stopping
@@ -98,26 +100,29 @@ def _save_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, progre
 
 
 def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Progress:
-    tensors, meta = load_tensors(run_dir / LAST_CHECKPOINT)
+    path = run_dir / LAST_CHECKPOINT
+    check_weights_file_size(path, flow.state_dict())
+    tensors, meta = load_tensors(path)
+    load_weights(flow, split_prefix(tensors, "model."), path)
     try:
-        flow.load_state_dict(split_prefix(tensors, "model."))
         optimizer_from_tensors(optimizer, split_prefix(tensors, "optim."), meta["param_groups"])
         ema.load_state_dict(split_prefix(tensors, "ema."))
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
         return Progress(**meta["progress"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
-        raise FlowforgeError(f"{run_dir / LAST_CHECKPOINT}: does not match this run ({err})") from None
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FlowforgeError(f"{path}: does not match this run ({detail[:200]})") from None
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim: int, force: bool) -> None:
-    if (run_dir / CONFIG).exists():
-        if not force:
-            raise FlowforgeError(f"{run_dir} already holds a run; pass --resume to continue it "
-                                 "or --force to start over")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, {"train": config.to_dict(), "dim": dim, "versions": versions()})
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, force: bool) -> None:
+    """Start the run's files (the caller holds the lock and has checked the directory): on ``force``
+    the previous run's own files go first, and nothing else in the directory is touched."""
+    if force:
+        clear_run(run_dir)
+    write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "train": config.to_dict(), "dim": dim,
+                                  "versions": versions()})  # first: with it the directory is a run
+    record_files(run_dir, [run_dir / name for name in RUN_FILES])
     (run_dir / METRICS).write_text("")
 
 
@@ -146,8 +151,9 @@ class _Objective(torch.nn.Module):
         return training_loss(self.flow, batch, self.objective)
 
 
-def _build(config: TrainConfig, splits) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
+def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
     """The flow (standardisation statistics set), its optimiser and the batch generator."""
+    check_flow_size(config, splits.dim, max_params)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     flow = build_flow(config, splits.dim)
     if config.standardize:
@@ -155,6 +161,9 @@ def _build(config: TrainConfig, splits) -> tuple[Any, torch.optim.Optimizer, tor
             fit_standardization(flow, torch.from_numpy(splits.train))
         except ValueError as err:
             raise FlowforgeError(f"{config.data}: {err}") from None
+        if not math.isfinite(standardization_log_scale(flow)):
+            raise FlowforgeError(f"{config.data}: the spread of the values overflows float32 arithmetic; "
+                                 "rescale the data")
     return flow, make_optimizer(flow.parameters(), config.lr, config.weight_decay), \
         torch.Generator().manual_seed(config.seed)
 
@@ -178,27 +187,34 @@ def make_optimizer(parameters, lr: float, weight_decay: float = 0.0) -> torch.op
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-          progress_bar: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+          progress_bar: bool = True, stop_after: int | None = None,
+          max_params: int | None = None) -> dict[str, Any]:
     """Train ``config`` into ``run_dir`` (or continue it with ``resume``); returns the results.
 
     Under torchrun the processes share the work (see :mod:`flowforge.training.distributed`).
     ``stop_after`` ends the run early at that step, as an interruption would (the schedule
-    still plans for ``config.steps``, so a later ``resume`` continues exactly).
+    still plans for ``config.steps``, so a later ``resume`` continues exactly). The writing
+    process holds the run directory's lock throughout (see :mod:`flowforge.training.rundir`);
+    a model above ``max_params`` parameters is refused before it is built.
     """
     config.validate()
+    run_dir = Path(run_dir)
+    check_path_encoding(run_dir)
     context = distributed.setup()
     try:
-        return _train(config, Path(run_dir), context, resume, force, progress_bar, stop_after)
+        claim = claim_run_dir(run_dir, resume=resume, force=force) if context.is_main else nullcontext()
+        with claim:
+            return _train(config, run_dir, context, resume, force, progress_bar, stop_after, max_params)
     finally:
         distributed.teardown(context)
 
 
 def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, resume: bool, force: bool,
-           progress_bar: bool, stop_after: int | None) -> dict[str, Any]:
+           progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
     if config.batch_size % context.world_size:
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {context.world_size} processes")
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
-    flow, optimizer, generator = _build(config, splits)
+    flow, optimizer, generator = _build(config, splits, max_params)
     ema = EMA(flow, config.ema_decay)
     if resume:
         progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
@@ -243,9 +259,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
             running.append(loss.item() + offset)
         else:
             if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
-                raise FlowforgeError(
-                    f"training diverged at step {progress.step + 1} (loss {loss.item()}); the last good "
-                    f"checkpoint is in {run_dir}; try a lower --lr")
+                raise FlowforgeError(_diverged(run_dir, progress.step + 1, loss.item()))
             if config.on_nan == "rollback":
                 events = progress.nan_events + 1
                 progress = _restore(good, flow, optimizer, ema, generator)
@@ -259,7 +273,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
             with ema.applied():  # evaluate, and keep, the averaged weights
-                val = nll_summary(flow, splits.val)["nll"]
+                val = nll_summary(flow, splits.val, report=False)["nll"]
                 improved = math.isfinite(val) and val < progress.best_val
                 best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
             progress.elapsed = time.perf_counter() - started
@@ -280,6 +294,13 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
     bar.close()
     context.barrier()  # rank 0's best weights are on disk before anyone reads them
     return finish(run_dir, flow, splits.test, progress, write=context.is_main)
+
+
+def _diverged(run_dir: Path, step: int, loss: float) -> str:
+    """The message for a run that stopped on a non-finite loss: it names a checkpoint only if one exists."""
+    saved = (f"the last good checkpoint is in {run_dir}" if (run_dir / LAST_CHECKPOINT).is_file()
+             else "no checkpoint was written (it diverged before the first evaluation)")
+    return f"training diverged at step {step} (loss {loss}); {saved}; try a lower --lr"
 
 
 def finish(run_dir: Path, flow, test_points, progress: Progress, write: bool = True) -> dict[str, Any]:

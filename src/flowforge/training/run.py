@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from flowforge.distributions import Flow
 from flowforge.errors import FlowforgeError
@@ -13,6 +12,8 @@ from flowforge.models import build_model
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, load_tensors, load_weights, read_json,
                                            split_prefix)
 from flowforge.training.config import TrainConfig
+from flowforge.training.validate import (check_buffers, check_data_shape, check_model_size,
+                                         check_weights_file_size)
 
 
 def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
@@ -25,27 +26,46 @@ def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
 
 def data_shape(raw_config: dict[str, Any]) -> int | tuple[int, ...]:
     """The ``dim`` a run's config.json records: D for vector data, [C, H, W] for images (as a tuple)."""
-    dim = raw_config["dim"]
+    return check_data_shape(raw_config.get("dim"), "corrupt config")
+
+
+def check_path_encoding(path: Path) -> None:
+    """Refuse a path that is not valid UTF-8: safetensors and the figures could not open it later."""
     try:
-        return tuple(int(d) for d in dim) if isinstance(dim, list) else int(dim)
-    except (TypeError, ValueError):
-        raise FlowforgeError(f"corrupt config: 'dim' is {dim!r}") from None
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise FlowforgeError(f"{os.fsdecode(path).encode('utf-8', 'backslashreplace').decode()}: the path is "
+                             "not valid UTF-8; choose a directory name in UTF-8") from None
 
 
-def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS) -> tuple[Flow, TrainConfig, dict[str, Any]]:
-    """The trained flow of a run (best weights by default), its config and the config file's extras."""
+def check_flow_size(config: TrainConfig, dim: int | tuple[int, ...], max_params: int | None = None) -> None:
+    """Refuse ``config``'s model above ``max_params`` parameters, sized without building it for real."""
+    check_model_size(lambda: build_flow(config, dim), max_params)
+
+
+def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *,
+             max_params: int | None = None) -> tuple[Flow, TrainConfig, dict[str, Any]]:
+    """The trained flow of a run (best weights by default), its config and the config file's extras.
+
+    The directory is untrusted: its config is checked and the model sized (refused above
+    ``max_params`` parameters, by default ``--max-params``'s limit) before anything is built, and the weights must match the model.
+    """
     run_dir = Path(run_dir)
+    check_path_encoding(run_dir)
     if not run_dir.is_dir():
         raise FlowforgeError(f"{run_dir}: no such run directory")
     raw = read_json(run_dir / CONFIG)
     if "train" not in raw or "dim" not in raw:
         raise FlowforgeError(f"{run_dir / CONFIG}: corrupt, lacks 'train' or 'dim'")
-    config = TrainConfig.from_dict(raw["train"])
-    flow = build_flow(config, data_shape(raw))
-    tensors, _ = load_tensors(run_dir / weights)
+    config = TrainConfig.from_dict(raw["train"], source=str(run_dir / CONFIG))
+    dim = check_data_shape(raw["dim"], str(run_dir / CONFIG))
+    check_flow_size(config, dim, max_params)
+    flow = build_flow(config, dim)
+    path = run_dir / weights
+    check_weights_file_size(path, flow.state_dict())
+    tensors, _ = load_tensors(path)
     if weights != BEST_WEIGHTS:  # a full checkpoint keeps the model under "model."
         tensors = split_prefix(tensors, "model.")
-    load_weights(flow, tensors, run_dir / weights)
-    if not all(torch.isfinite(p).all() for p in flow.state_dict().values()):
-        raise FlowforgeError(f"{run_dir / weights}: holds non-finite weights")
+    load_weights(flow, tensors, path)
+    check_buffers(flow, path)
     return flow.eval(), config, raw

@@ -1,0 +1,190 @@
+"""Run directories: what marks one as flowforge's, what flowforge may replace in it, and its lock.
+
+* ``config.json`` carries a ``"flowforge"`` key (the marker) and ``manifest.json`` lists the files
+  flowforge wrote there. ``--force`` deletes only those files, and only in a directory that is a run;
+  anything else in it (the user's notes, data, code) is left alone.
+* A fresh run goes only into a new or empty directory, or one that holds a run (with ``--force``).
+* ``.flowforge.lock`` holds an advisory ``flock`` and the holder's PID while a process writes the run.
+  The kernel drops the lock when its process dies, so a lock file left by a killed run (a stale one,
+  its PID no longer running) is simply taken over.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Iterator
+
+from flowforge.atomic import TEMPORARY_MARK, remove_leftover_temporaries
+from flowforge.errors import FlowforgeError, warn
+from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, read_json,
+                                           write_json)
+
+MARKER = "flowforge"  # the key flowforge writes into every config.json it makes
+MANIFEST = "manifest.json"
+LOCK = ".flowforge.lock"
+RUN_FILES = (CONFIG, METRICS, RESULTS, BEST_WEIGHTS, LAST_CHECKPOINT, MANIFEST)
+_HELD: dict[Path, int] = {}  # run directories this process has locked → nesting depth
+
+
+def is_flowforge_config(raw: dict) -> bool:
+    """A config.json flowforge wrote: it has the marker, or (runs from before the marker) a train
+    section and the versions record naming flowforge."""
+    if isinstance(raw.get(MARKER), dict):
+        return True
+    versions = raw.get("versions")
+    return isinstance(raw.get("train"), dict) and isinstance(versions, dict) and MARKER in versions
+
+
+def _user_entries(run_dir: Path) -> list[str]:
+    """Names in ``run_dir`` other than flowforge's lock and temporary files."""
+    return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK and TEMPORARY_MARK not in p.name)
+
+
+def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
+    """Refuse a ``--out`` (or ``--resume``) directory flowforge must not write into; changes nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FlowforgeError(f"{run_dir}: exists and is not a directory")
+    entries = _user_entries(run_dir) if run_dir.is_dir() else []
+    if resume:
+        if not run_dir.is_dir():
+            raise FlowforgeError(f"{run_dir}: no such run directory")
+        if not is_flowforge_config(read_json(run_dir / CONFIG)):
+            raise FlowforgeError(f"{run_dir / CONFIG}: not written by flowforge; nothing to resume")
+        return
+    if not entries:
+        return
+    if CONFIG not in entries:
+        raise FlowforgeError(f"{run_dir} is not empty and holds no flowforge run; "
+                             "choose a new or empty directory for --out")
+    try:
+        ours = is_flowforge_config(read_json(run_dir / CONFIG))
+    except FlowforgeError:
+        ours = False
+    if not ours:
+        raise FlowforgeError(f"{run_dir} is not a flowforge run directory (its config.json was not written "
+                             "by flowforge); nothing there is replaced, even with --force; choose another --out")
+    if not force:
+        raise FlowforgeError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
+
+
+def flowforge_files(run_dir: Path) -> list[Path]:
+    """The files flowforge wrote in a run: its fixed files and the figures its manifest lists."""
+    names: list[str] = list(RUN_FILES)
+    if (run_dir / MANIFEST).is_file():
+        try:
+            names += [n for n in read_json(run_dir / MANIFEST).get("files", [])
+                      if isinstance(n, str) and n.startswith("plots/")]  # figures; nothing else is added
+        except FlowforgeError:
+            pass
+    inside = run_dir.resolve()
+    paths = {(run_dir / n) for n in names if (run_dir / n).resolve().parent.is_relative_to(inside)}
+    return sorted(p for p in paths if p.is_file() and not p.is_symlink())
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete flowforge's own files of a run (results first, config last), and nothing else."""
+    order = {RESULTS: 0, CONFIG: 2, MANIFEST: 3}
+    for path in sorted(flowforge_files(run_dir), key=lambda p: order.get(p.name, 1)):
+        path.unlink(missing_ok=True)
+    plots = run_dir / "plots"
+    if plots.is_dir() and not any(plots.iterdir()):
+        plots.rmdir()
+
+
+def record_files(run_dir: Path, paths) -> None:
+    """Add ``paths`` (files inside ``run_dir``) to the run's manifest of files flowforge wrote."""
+    manifest = run_dir / MANIFEST
+    listed = read_json(manifest).get("files", []) if manifest.is_file() else []
+    added = [Path(os.path.relpath(Path(p).absolute(), run_dir.absolute())).as_posix() for p in paths]
+    write_json(manifest, {"files": sorted(set(listed) | set(added))})
+
+
+def _holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 64).decode(errors="replace").strip()
+    return f"PID {text}" if text.isdigit() else "an unknown process"
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno == errno.EPERM
+    return True
+
+
+def stale_lock_pid(run_dir: Path) -> int | None:
+    """The PID a lock file records when that process is no longer running (a killed run's leftover)."""
+    try:
+        text = (run_dir / LOCK).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and not _pid_running(int(text)) else None
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock for the ``with`` block; a second process is refused with the holder's PID.
+
+    Re-entrant within a process; released on any exit, exceptions included (and by the kernel if
+    the process dies).
+    """
+    key = run_dir.resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise FlowforgeError(f"{run_dir} is in use by another flowforge process ({holder}); "
+                             "wait for it to finish or stop it") from None
+    stale = stale_lock_pid(run_dir)
+    if stale is not None:
+        warn(f"{run_dir}: took over the lock left by PID {stale}, which is no longer running")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[key] = 1
+        yield
+    finally:
+        _HELD.pop(key, None)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextmanager
+def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
+    """Check ``run_dir`` may be written, create it, lock it and check again under the lock (another
+    writer may have got there first); the lock is held for the ``with`` block. A directory this call
+    created is removed again if the block fails before writing anything into it."""
+    check_run_target(run_dir, resume=resume, force=force)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None
+    try:
+        with run_lock(run_dir):
+            check_run_target(run_dir, resume=resume, force=force)
+            remove_leftover_temporaries(run_dir)
+            if (run_dir / "plots").is_dir():
+                remove_leftover_temporaries(run_dir / "plots")
+            yield
+    except BaseException:
+        if created and run_dir.is_dir() and not _user_entries(run_dir):
+            (run_dir / LOCK).unlink(missing_ok=True)
+            with suppress(OSError):
+                run_dir.rmdir()
+        raise

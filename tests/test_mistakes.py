@@ -1,0 +1,176 @@
+"""Every user mistake of issue 17 ends with exit 1 or 2, one line in flowforge's words, and the
+files on disk as they were; numbers that float32 cannot hold are refused or scored -inf, never NaN."""
+
+import errno
+import math
+import os
+
+import numpy as np
+import pytest
+from cli_harness import SMALL, assert_one_line, cli, file_hashes, measured_cli, refused, run  # noqa: F401
+
+TRAIN = ["train", "--data", "moons", "--steps", 20, "--eval-every", 10, *SMALL]
+
+
+def _table(path, rows):
+    path.write_text("".join(",".join(map(str, row)) + "\n" for row in rows))
+    return path
+
+
+OPTION_MISTAKES = {
+    "negative seed": (["train", "--seed", -1, "--out", "{tmp}/r"], "--seed"),
+    "nproc beyond the machine": (["train", "--nproc", 64, "--out", "{tmp}/r"], "--nproc"),
+    "nan lr": (["train", "--lr", "nan", "--out", "{tmp}/r"], "--lr"),
+    "inf grad clip": (["train", "--grad-clip", "inf", "--out", "{tmp}/r"], "--grad-clip"),
+    "nan temperature": (["sample", "{run}", "-o", "{tmp}/s.csv", "--temperature", "nan"], "--temperature"),
+    "inf temperature": (["sample", "{run}", "-o", "{tmp}/s.csv", "--temperature", "inf"], "--temperature"),
+    "huge temperature": (["sample", "{run}", "-o", "{tmp}/s.csv", "--temperature", 1e40], "--temperature"),
+    "zero temperature": (["sample", "{run}", "-o", "{tmp}/s.csv", "--temperature", 0], "--temperature"),
+    "negative sample seed": (["sample", "{run}", "-o", "{tmp}/s.csv", "--seed", -1], "--seed"),
+}
+
+
+@pytest.mark.parametrize("args, words", OPTION_MISTAKES.values(), ids=OPTION_MISTAKES)
+def test_bad_options_exit_2_naming_the_option(run, tmp_path, capsys, args, words):
+    args = [str(a).format(run=run, tmp=tmp_path) for a in args]
+    refused(capsys, 2, args, (words,), run, tmp_path)
+
+
+def test_values_outside_sane_ranges_exit_1_naming_the_option(tmp_path, capsys):
+    refused(capsys, 1, [*TRAIN, "--lr", 1e9, "--out", tmp_path / "r"], ("--lr must be in",), tmp_path)
+    refused(capsys, 1, [*TRAIN, "--model-option", "num_layers=1000000", "--out", tmp_path / "r"],
+            ("--model-option num_layers", "above the limit"), tmp_path)
+
+
+DATA_MISTAKES = {
+    "overflows float32": ([[1e39, 1]] + [[i, 2 * i] for i in range(20)], "too large for float32"),
+    "underflows float32": ([[i * 1e-300, 1e-300 * (i % 3)] for i in range(20)], "too small for float32"),
+    "a row too long": ([[0] * 600_000, [1, 2]], "longer than 1 MiB"),
+}
+
+
+@pytest.mark.parametrize("rows, words", DATA_MISTAKES.values(), ids=DATA_MISTAKES)
+def test_data_float32_cannot_hold_is_refused_before_a_run_starts(tmp_path, capsys, rows, words):
+    data = _table(tmp_path / "d.csv", rows)
+    refused(capsys, 1, [*TRAIN, "--data", data, "--out", tmp_path / "r"], (words,), tmp_path)
+    assert not (tmp_path / "r").exists()
+
+
+def test_complex_npy_is_refused_not_truncated_to_its_real_part(tmp_path, capsys):
+    np.save(tmp_path / "c.npy", np.arange(40).reshape(20, 2) + 1j)
+    refused(capsys, 1, [*TRAIN, "--data", tmp_path / "c.npy", "--out", tmp_path / "r"], ("complex",), tmp_path)
+
+
+def test_divergence_before_any_checkpoint_says_none_was_written(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = cli(capsys, *TRAIN, "--lr", 1000, "--steps", 50, "--eval-every", 50, "--on-nan", "stop",
+                       "--out", out)
+    assert code == 1
+    assert_one_line(err, "error", "diverged", "no checkpoint was written")
+    assert not (out / "checkpoint.safetensors").exists()
+
+
+def test_a_full_disk_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("flowforge.training.checkpoint.os.fsync", full)
+    refused(capsys, 1, [*TRAIN, "--out", tmp_path / "r"], ("No space left on device",), tmp_path)
+
+
+def test_a_read_only_place_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "r"))
+
+    monkeypatch.setattr("flowforge.atomic.tempfile.mkstemp", read_only)
+    refused(capsys, 1, [*TRAIN, "--out", tmp_path / "r"], ("Read-only file system",), tmp_path)
+    (tmp_path / "file").write_text("x")
+    refused(capsys, 1, [*TRAIN, "--out", tmp_path / "file" / "r"], ("cannot be created",), tmp_path)
+
+
+def test_a_path_that_is_not_utf8_is_refused_before_training(tmp_path, capsys):
+    out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/r\xff")
+    refused(capsys, 1, [*TRAIN, "--out", out], ("not valid UTF-8",), tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_numpy_warnings_become_one_flowforge_line(run, tmp_path, capsys, monkeypatch):
+    from flowforge import cli as cli_module
+
+    original = cli_module.read_table
+
+    def noisy(*args, **kwargs):
+        np.log(np.zeros(1))  # numpy's RuntimeWarning: divide by zero
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cli_module, "read_table", noisy)
+    code, out, err = cli(capsys, "density", run, _table(tmp_path / "p.csv", [[0, 0]]))
+    assert code == 0 and math.isfinite(float(out))
+    assert_one_line(err, "warning", "divide by zero", "RuntimeWarning")
+
+
+@pytest.mark.parametrize("row, words", [([1e38, 1e38], "could not be scored"), ([1e300, 0], "beyond float32")])
+def test_density_of_a_finite_point_is_minus_inf_never_nan(run, tmp_path, capsys, row, words):
+    points = _table(tmp_path / "p.csv", [row, [0, 0]])
+    before = file_hashes(run, points)
+    code, out, err = cli(capsys, "density", run, points)
+    values = [float(v) for v in out.split()]
+    assert code == 0 and values[0] == -math.inf and math.isfinite(values[1])
+    assert_one_line(err, "warning", words)
+    assert file_hashes(run, points) == before
+
+
+def test_sparse_two_gigabyte_file_is_refused_fast_in_little_memory(tmp_path):
+    sparse = tmp_path / "sparse.csv"
+    with open(sparse, "wb") as fh:
+        fh.truncate(2 << 30)
+    before = file_hashes(tmp_path / "nothing")  # hashing 2 GB would dwarf the test; its size is checked
+    result, peak_mb, seconds = measured_cli("train", "--data", sparse, "--out", tmp_path / "r", "--no-progress")
+    assert result.returncode == 1
+    assert_one_line(result.stderr, "error", "not a CSV table")
+    assert seconds < 10 and peak_mb < 500, (seconds, peak_mb)
+    assert sparse.stat().st_size == 2 << 30 and before == {} and not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A two-coupling, 16-unit RealNVP: sampling ten million points from it takes seconds."""
+    from conftest import small_config
+
+    from flowforge.training import train
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    train(small_config(steps=10, eval_every=10, model_options={"num_layers": 2, "hidden": 16, "depth": 1}), out,
+          progress_bar=False)
+    return out
+
+
+def test_sampling_memory_does_not_grow_with_n(tiny_run, tmp_path):
+    peaks = []
+    for num in (1000, 2_000_000):
+        result, peak_mb, _ = measured_cli("sample", tiny_run, "-n", num, "-o", tmp_path / "s.npy")
+        assert result.returncode == 0, result.stderr
+        peaks.append(peak_mb)
+    assert np.load(tmp_path / "s.npy", mmap_mode="r").shape == (2_000_000, 2)
+    assert peaks[1] - peaks[0] < 100, peaks  # holding the 2 M samples at once took over 1 GB
+
+
+@pytest.mark.slow  # about 6 s on an idle 2-core machine, a minute on a busy one
+def test_sample_ten_million_stays_under_a_gigabyte(tiny_run, tmp_path):
+    result, peak_mb, seconds = measured_cli("sample", tiny_run, "-n", 10_000_000, "-o", tmp_path / "s.npy")
+    assert result.returncode == 0, result.stderr
+    samples = np.load(tmp_path / "s.npy", mmap_mode="r")
+    assert samples.shape == (10_000_000, 2) and np.isfinite(samples[-1000:]).all()
+    assert peak_mb < 1000, peak_mb
+
+
+def test_samples_in_small_batches_are_complete_and_seeded(tiny_run, tmp_path, capsys, monkeypatch):
+    from flowforge import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "SAMPLE_BATCH", 3)
+    for name, seed in (("a.csv", 4), ("b.npy", 4), ("c.npy", 5)):
+        code, _, err = cli(capsys, "sample", tiny_run, "-n", 10, "-o", tmp_path / name, "--seed", seed)
+        assert code == 0, err
+    a = np.loadtxt(tmp_path / "a.csv", delimiter=",", skiprows=1)
+    b, c = np.load(tmp_path / "b.npy"), np.load(tmp_path / "c.npy")
+    assert a.shape == b.shape == (10, 2) and np.allclose(a, b, atol=1e-6) and not np.allclose(b, c)
