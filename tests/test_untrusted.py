@@ -66,7 +66,9 @@ def test_parameter_count_without_building_matches_the_real_model():
     from flowforge.models import build_model
 
     cases = [("realnvp", 2, {"num_layers": 4, "hidden": 64, "depth": 2}), ("ffjord", 2, {"hidden": 32}),
-             ("glow", (1, 8, 8), {"levels": 2, "steps": 2, "hidden": 128}), ("realnvp-image", (1, 8, 8), {})]
+             ("glow", (1, 8, 8), {"levels": 2, "steps": 2, "hidden": 128}), ("realnvp-image", (1, 8, 8), {}),
+             ("nsf", 6, {"num_layers": 3, "hidden": 96}), ("nsf", 5, {"autoregressive": True, "lu": True}),
+             ("maf", 7, {"num_layers": 2, "hidden": 80})]
     for name, dim, options in cases:
         real = sum(p.numel() for p in build_model(name, dim, **options).parameters())
         assert count_parameters(lambda: build_model(name, dim, **options)) == real, name

@@ -40,6 +40,16 @@ def sample_shape_of(sample_shape) -> torch.Size:
     return torch.Size([_count(n) for n in sample_shape])
 
 
+class LogProbOverflowWarning(RuntimeWarning):
+    """``count`` NaN-free points whose log-density came out NaN (float overflow far from the data,
+    or non-finite weights) were reported as −inf."""
+
+    def __init__(self, count: int):
+        super().__init__(f"the log-density of {count} NaN-free points is NaN (float overflow far from the data, "
+                         "or non-finite weights); reported as -inf")
+        self.count = count
+
+
 class Flow(nn.Module):
     """A density over data with the ``torch.distributions`` verbs, optionally conditional.
 
@@ -168,8 +178,7 @@ class Flow(nn.Module):
             return log_p
         overflowed = nan & ~torch.isnan(x).flatten(1).any(1)
         if evaluating and bool(overflowed.any()):
-            warnings.warn(f"the log-density of {int(overflowed.sum())} NaN-free points is NaN (float overflow far "
-                          "from the data, or non-finite weights); reported as -inf", RuntimeWarning, stacklevel=3)
+            warnings.warn(LogProbOverflowWarning(int(overflowed.sum())), stacklevel=3)
         return torch.where(overflowed, -math.inf, log_p)
 
     def rsample_and_log_prob(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.distributions import Flow
+from flowforge.distributions.flow import LogProbOverflowWarning
 from flowforge.errors import warn
 from flowforge.transforms import Standardize
 
@@ -43,25 +45,34 @@ def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int]
     fits = torch.isfinite(narrow).reshape(len(narrow), -1).all(1)
     values = torch.full((len(narrow),), -math.inf)
     if bool(fits.all()):
-        values = _scored(flow, narrow)
+        values = _scored(flow, narrow, counts)
     elif bool(fits.any()):
-        values[fits] = _scored(flow, narrow[fits])
+        values[fits] = _scored(flow, narrow[fits], counts)
     unscored = torch.isnan(values) | (values == math.inf)
     counts["overflow"] += int((~fits).sum())
     counts["unscored"] += int(unscored.sum())
     return values.masked_fill(unscored, -math.inf)
 
 
-def _scored(flow: Flow, x: torch.Tensor) -> torch.Tensor:
-    """``flow.log_prob(x)``; when an ODE solver gives up on the batch (torchdiffeq asserts "underflow
-    in dt" where the dynamics overflow), its halves are scored apart and a point that fails alone is NaN."""
+def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int]) -> torch.Tensor:
+    """``flow.log_prob(x)``, its overflow warnings counted as unscored points; when an ODE solver
+    gives up on the batch (torchdiffeq asserts "underflow in dt" where the dynamics overflow), its
+    halves are scored apart and a point that fails alone is NaN."""
     try:
-        return flow.log_prob(x).float()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LogProbOverflowWarning)
+            values = flow.log_prob(x).float()
     except AssertionError:
         if len(x) == 1:
             return torch.full((1,), math.nan)
         half = len(x) // 2
-        return torch.cat([_scored(flow, x[:half]), _scored(flow, x[half:])])
+        return torch.cat([_scored(flow, x[:half], counts), _scored(flow, x[half:], counts)])
+    for record in caught:
+        if isinstance(record.message, LogProbOverflowWarning):
+            counts["unscored"] += record.message.count
+        else:  # not ours to judge: pass it on
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+    return values
 
 
 def discrete_log_prob(flow: Flow, images: np.ndarray | torch.Tensor, batch_size: int = IMAGE_BATCH,
