@@ -12,6 +12,7 @@ Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032 (Gregory & Delbourgo
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -73,40 +74,53 @@ class RationalQuadraticSpline(ElementwiseMap):
         derivatives = F.pad(interior.movedim(1, -1), (1, 1), value=1.0)
         return xs, widths, ys, heights, derivatives
 
-    def _bin(self, knots: Tensor, value: Tensor) -> Tensor:
-        index = torch.searchsorted(knots.contiguous(), value.unsqueeze(-1).contiguous(), right=True) - 1
-        return index.clamp(0, self.bins - 1)
+    def _bin(self, params: Tensor, value: Tensor, by_output: bool) -> tuple[Tensor, Tensor, "_Bin"]:
+        """Whether each value lies in [−B, B], the value clamped there, and its bin's quantities,
+        the bin found among the input knots (forward) or the output knots (inverse)."""
+        xs, widths, ys, heights, derivatives = self._spline(params, value)
+        inside = (value >= -self.bound) & (value <= self.bound)
+        clamped = value.clamp(-self.bound, self.bound)
+        knots = (ys if by_output else xs).contiguous()
+        k = (torch.searchsorted(knots, clamped.unsqueeze(-1).contiguous(), right=True) - 1).clamp(0, self.bins - 1)
+        found = _Bin(_gather(xs, k), _gather(widths, k), _gather(ys, k), _gather(heights, k),
+                     _gather(derivatives, k), _gather(derivatives, k + 1))
+        return inside, clamped, found
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        xs, widths, ys, heights, derivatives = self._spline(params, x)
-        inside = (x >= -self.bound) & (x <= self.bound)
-        u = x.clamp(-self.bound, self.bound)
-        k = self._bin(xs, u)
-        x_k, w, y_k, h = _gather(xs, k), _gather(widths, k), _gather(ys, k), _gather(heights, k)
-        d_k, d_next = _gather(derivatives, k), _gather(derivatives, k + 1)
-        s = h / w
-        xi = ((u - x_k) / w).clamp(0, 1)
-        mix = xi * (1 - xi)
-        denominator = s + (d_next + d_k - 2 * s) * mix
-        y = y_k + h * (s * xi * xi + d_k * mix) / denominator
-        slope = s * s * (d_next * xi * xi + 2 * s * mix + d_k * (1 - xi) ** 2) / (denominator * denominator)
-        return torch.where(inside, y, x), torch.where(inside, torch.log(slope), 0.0)
+        inside, u, b = self._bin(params, x, by_output=False)
+        xi = ((u - b.x) / b.width).clamp(0, 1)
+        y = b.y + b.height * (b.slope * xi * xi + b.d * xi * (1 - xi)) / b.denominator(xi)
+        return torch.where(inside, y, x), torch.where(inside, b.log_derivative(xi), 0.0)
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        xs, widths, ys, heights, derivatives = self._spline(params, y)
-        inside = (y >= -self.bound) & (y <= self.bound)
-        v = y.clamp(-self.bound, self.bound)
-        k = self._bin(ys, v)
-        x_k, w, y_k, h = _gather(xs, k), _gather(widths, k), _gather(ys, k), _gather(heights, k)
-        d_k, d_next = _gather(derivatives, k), _gather(derivatives, k + 1)
-        s = h / w
-        offset, curvature = v - y_k, d_next + d_k - 2 * s
-        a = h * (s - d_k) + offset * curvature
-        b = h * d_k - offset * curvature
-        c = -s * offset
-        root = torch.sqrt((b * b - 4 * a * c).clamp_min(0))
-        xi = (2 * c / (-b - root)).clamp(0, 1)  # the stable root: -b - √disc < 0 since b > 0 at ξ = 0
-        mix = xi * (1 - xi)
-        denominator = s + curvature * mix
-        slope = s * s * (d_next * xi * xi + 2 * s * mix + d_k * (1 - xi) ** 2) / (denominator * denominator)
-        return torch.where(inside, x_k + xi * w, y), torch.where(inside, -torch.log(slope), 0.0)
+        inside, v, b = self._bin(params, y, by_output=True)
+        offset, curvature = v - b.y, b.d_next + b.d - 2 * b.slope
+        a = b.height * (b.slope - b.d) + offset * curvature
+        q = b.height * b.d - offset * curvature
+        c = -b.slope * offset
+        root = torch.sqrt((q * q - 4 * a * c).clamp_min(0))  # clamped against rounding, never NaN
+        xi = (2 * c / (-q - root)).clamp(0, 1)  # the stable root: -q - √disc < 0 since q > 0 at ξ = 0
+        return torch.where(inside, b.x + xi * b.width, y), torch.where(inside, -b.log_derivative(xi), 0.0)
+
+
+class _Bin(NamedTuple):
+    """One bin of each element's spline: its left knot (x, y), size (width, height), knot derivatives."""
+    x: Tensor
+    width: Tensor
+    y: Tensor
+    height: Tensor
+    d: Tensor
+    d_next: Tensor
+
+    @property
+    def slope(self) -> Tensor:
+        return self.height / self.width
+
+    def denominator(self, xi: Tensor) -> Tensor:
+        return self.slope + (self.d_next + self.d - 2 * self.slope) * xi * (1 - xi)
+
+    def log_derivative(self, xi: Tensor) -> Tensor:
+        """log dy/dx at ξ: log of s² (d_{k+1} ξ² + 2 s ξ(1−ξ) + d_k (1−ξ)²) / denominator²."""
+        s = self.slope
+        numerator = s * s * (self.d_next * xi * xi + 2 * s * xi * (1 - xi) + self.d * (1 - xi) ** 2)
+        return torch.log(numerator) - 2 * torch.log(self.denominator(xi))
