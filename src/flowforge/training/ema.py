@@ -23,13 +23,14 @@ class EMA:
     def __init__(self, module: nn.Module, decay: float):
         self.module, self.decay = module, decay
         self.shadow = {name: p.detach().clone() for name, p in module.named_parameters()} if decay else {}
+        # Listed once: walking a deep module tree every step costs more than the average itself.
+        self._live = [p.detach() for p in module.parameters()] if decay else []
 
     def update(self, step: int) -> None:
         if not self.decay:
             return
         decay = min(self.decay, (1 + step) / (10 + step))  # short memory at first: forget the init fast
-        params = dict(self.module.named_parameters())
-        torch._foreach_lerp_(list(self.shadow.values()), [params[n].detach() for n in self.shadow], 1 - decay)
+        torch._foreach_lerp_(list(self.shadow.values()), self._live, 1 - decay)
 
     @contextmanager
     def applied(self) -> Iterator[nn.Module]:

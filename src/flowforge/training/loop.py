@@ -241,6 +241,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
     started, running = time.perf_counter() - progress.elapsed, []
 
     last_step = config.steps if stop_after is None else min(stop_after, config.steps)
+    parameters = list(flow.parameters())  # listed once: the module tree is not walked every step
     while progress.step < last_step:
         lr = learning_rate(config, progress.step) * progress.lr_scale
         for group in optimizer.param_groups:
@@ -251,7 +252,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         loss = objective(context.shard(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients over ranks here
-        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         loss = context.mean(loss)  # the same value on every rank, so every rank decides alike
         if torch.isfinite(loss) and torch.isfinite(grad_norm):
             optimizer.step()
