@@ -139,12 +139,18 @@ class Flow(nn.Module):
         """The context broadcast to ``batch`` and flattened to one row per batch entry: (N, C)."""
         return context.expand(*batch, context.shape[-1]).reshape(batch.numel(), context.shape[-1])
 
-    def _context_rows(self, shape: torch.Size, context: Tensor | None) -> tuple[int, Tensor | None, torch.Size]:
-        """Draws to make for ``shape`` samples of each context row: (count, context per draw, batch shape)."""
+    def _latents(self, sample_shape, context: Tensor | None, temperature: float,
+                 generator: torch.Generator | None) -> tuple[Tensor, Tensor | None, torch.Size]:
+        """Base draws for ``sample_shape`` samples of each context row: (z as (N, *event), the context
+        per draw, the batch shape N came from)."""
+        shape = sample_shape_of(sample_shape)
         if self._check_context(context) is None:
-            return shape.numel(), None, shape
-        batch = shape + context.shape[:-1]
-        return batch.numel(), self._rows(context, batch), batch
+            batch, rows = shape, None
+        else:
+            batch = shape + context.shape[:-1]
+            rows = self._rows(context, batch)
+        z = self.base.rsample(batch.numel(), rows, positive_finite(temperature, "the temperature"), generator)
+        return z, rows, batch
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data → latent (the chapter's direction 1): (z = f(x; c), log|det J_f(x; c)|)."""
@@ -186,9 +192,8 @@ class Flow(nn.Module):
                              ) -> tuple[Tensor, Tensor]:
         """Reparameterised samples x = g(z; c) and their log p(x | c) from one pass:
         log p(x) = log p_z(z) − log|det J_g(z)|, so no second pass through f is needed."""
-        count, context, batch = self._context_rows(sample_shape_of(sample_shape), context)
-        z = self.base.rsample(count, context, positive_finite(temperature, "the temperature"), generator)
-        if count == 0:
+        z, context, batch = self._latents(sample_shape, context, temperature, generator)
+        if z.shape[0] == 0:
             return z.reshape(*batch, *self.event_shape), z.new_empty(batch)
         x, log_abs_det = self.transform.inverse(z, context)
         log_p = self.base.log_prob(z, context) - log_abs_det
@@ -198,9 +203,8 @@ class Flow(nn.Module):
                 temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Samples x = g(z; c), z ~ p_z at ``temperature`` (Gaussian bases: z scaled by T), whose
         graph reaches the flow's parameters (reparameterised: for reverse-KL training)."""
-        count, context, batch = self._context_rows(sample_shape_of(sample_shape), context)
-        z = self.base.rsample(count, context, positive_finite(temperature, "the temperature"), generator)
-        if count == 0:
+        z, context, batch = self._latents(sample_shape, context, temperature, generator)
+        if z.shape[0] == 0:
             return z.reshape(*batch, *self.event_shape)
         return self.transform.inverse(z, context)[0].reshape(*batch, *self.event_shape)
 

@@ -72,9 +72,9 @@ def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_
     """
     check_coupling(coupling)
     check_time_power(time_power)
-    z = torch.randn_like(x) if noise is None else noise
     if coupling == "ot" and context is not None:
         raise ValueError("optimal-transport pairing would pair across conditions; use coupling='independent'")
+    z = torch.randn_like(x) if noise is None else noise
     if coupling == "ot":
         z = z[ot_pairing(z, x)]
     s = torch.rand(x.shape[0], 1, dtype=x.dtype, device=x.device)

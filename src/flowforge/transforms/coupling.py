@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from flowforge.nets import CNNConditioner, MLPConditioner
 from flowforge.transforms.base import Transform, check_context
-from flowforge.transforms.elementwise import Affine, ElementwiseMap, affine_or_additive
+from flowforge.transforms.elementwise import ElementwiseMap, affine_or_additive
 from flowforge.transforms.spline import RationalQuadraticSpline
 
 
@@ -138,6 +138,7 @@ class Coupling(Transform):
         elementwise: the element-wise map, with P = ``elementwise.params_per_element``.
 
     >>> from flowforge.nets import MLPConditioner
+    >>> from flowforge.transforms import Affine
     >>> layer = Coupling(FeatureMask([1, 0]), MLPConditioner(1, 1, params=2, hidden=8, depth=1), Affine())
     >>> y, log_abs_det = layer(torch.randn(4, 2))
     """
