@@ -30,9 +30,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def method() -> str:
     """How every contender trains, with flowforge's figures read from its defaults."""
-    from flowforge.training import TrainConfig
+    from benchmarks.data import moons_defaults
 
-    d = TrainConfig()
+    d = moons_defaults()
     arch = d.model_options
     lr = f"{d.lr:.0e}".replace("e-0", "e-")  # 7e-4, as the docs write it
     return f"""Every library builds the same architecture and trains on the same standardised data and
@@ -78,9 +78,9 @@ def throughput_table(data: str, repeats: int, steps: int) -> dict:
 def target_runs(budget: float, target: float) -> dict:
     """Time to the target test NLL on moons: peers as the CEO measured them (book model, Adam 1e-3),
     flowforge with its own defaults (model, schedule, batch)."""
-    from flowforge.training import TrainConfig
+    from benchmarks.data import moons_defaults
 
-    defaults = TrainConfig()
+    defaults = moons_defaults()
     common = {"task": "target", "data": "moons", "target": target, "budget_s": budget, "eval_every": 50}
     specs = [{**common, "library": lib, "architecture": BOOK, "batch_size": 256, "lr": 1e-3} for lib in PEERS]
     options = dict(defaults.model_options)  # the builder's names → the contenders' (layers, hidden, depth)

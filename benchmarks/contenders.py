@@ -40,11 +40,11 @@ def flowforge_realnvp(dim: int, layers: int, hidden: int, depth: int, **options)
     """flowforge as its trainer runs it: its default options, optimiser, clipping, weight average and training
     noise (the benchmark's data are standardised, so the noise's std is ``train_noise`` itself)."""
     from flowforge.models import RealNVP
-    from flowforge.training import TrainConfig
+    from benchmarks.data import moons_defaults
     from flowforge.training.ema import EMA
     from flowforge.training.loop import make_optimizer
 
-    defaults = TrainConfig()
+    defaults = moons_defaults()
     flow = RealNVP(dim, num_layers=layers, hidden=hidden, depth=depth, **options)
     ema = EMA(flow, defaults.ema_decay)
 

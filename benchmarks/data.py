@@ -31,3 +31,11 @@ def benchmark_splits(name: str, seed: int = 0) -> Splits:
                              gaussian_mixture(10_000, seed + 2))
     s = load_splits(name, seed)
     return _standardised(s.train, s.val, s.test)
+
+
+def moons_defaults():
+    """flowforge's trainer defaults for moons, as its recipe resolves them (3,000 training points)."""
+    from flowforge.models.specs import DataInfo
+    from flowforge.training import TrainConfig
+
+    return TrainConfig(data="moons").resolved(DataInfo("toy", 3000, (2,)))

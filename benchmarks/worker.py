@@ -17,15 +17,13 @@ import torch
 
 from benchmarks.contenders import LIBRARIES
 from benchmarks.data import benchmark_splits
+from flowforge.training.loop import train_step
 
 
-def _train_step(model, optimizer, batch, step: int) -> None:
-    loss = model.loss(batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if model.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), model.grad_clip)
-    optimizer.step()
+def _train_step(model, optimizer, parameters: list, batch, step: int) -> None:
+    """flowforge's trainer's own step, for every contender (each with its library's loss, optimiser
+    and clipping), then the contender's after-step hook (a weight average's update)."""
+    train_step(model.loss, optimizer, parameters, batch, model.grad_clip)
     model.after_step(step)
 
 
@@ -53,10 +51,11 @@ def throughput(spec: dict) -> dict:
     torch.manual_seed(spec.get("seed", 0))
     model = LIBRARIES[spec["library"]](splits.dim, **spec["architecture"])
     optimizer = model.optimizer(model.parameters(), lr=1e-3)
+    parameters = list(model.parameters())
     batches = _batches(torch.from_numpy(splits.train), spec.get("seed", 0), spec["batch_size"])
 
     def step():
-        _train_step(model, optimizer, next(batches), 0)
+        _train_step(model, optimizer, parameters, next(batches), 0)
 
     for _ in range(spec.get("warmup_steps", 20)):
         step()
@@ -84,6 +83,7 @@ def time_to_target(spec: dict) -> dict:
     schedule = TrainConfig(**spec["schedule"]) if spec.get("schedule") else None
     lr = spec.get("lr", 1e-3)
     optimizer = model.optimizer(model.parameters(), lr=lr)
+    parameters = list(model.parameters())
     batches = _batches(torch.from_numpy(splits.train), spec.get("seed", 0), spec["batch_size"])
     test = torch.from_numpy(splits.test)
     clock, step, curve, reached = 0.0, 0, [], None
@@ -94,7 +94,7 @@ def time_to_target(spec: dict) -> dict:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(schedule, min(step, schedule.steps - 1))
             step += 1
-            _train_step(model, optimizer, next(batches), step)
+            _train_step(model, optimizer, parameters, next(batches), step)
         clock += time.perf_counter() - start
         with torch.no_grad(), model.evaluating():
             nll = float(-model.log_prob(test).mean())

@@ -293,13 +293,16 @@ def test_ffjord_flow_matching_uses_its_time_power():
 
 
 def test_runs_saved_before_the_time_power_resume_with_uniform_times():
-    new = TrainConfig(model="ffjord", objective="flow-matching")
+    from flowforge.models.specs import DataInfo
+
+    pinwheel = DataInfo("toy", 3000, (2,))
+    new = TrainConfig(model="ffjord", objective="flow-matching").resolved(pinwheel)
     assert new.model_options["fm_time_power"] == 2.0            # recorded in config.json
     assert TrainConfig.from_dict(new.to_dict()).model_options["fm_time_power"] == 2.0
     old = {k: v for k, v in new.to_dict().items()}
-    old["model_options"] = {"hidden": 16}                        # a config.json from before the option
-    assert TrainConfig.from_dict(old).model_options == {"fm_time_power": 1.0, "hidden": 16}
-    assert "fm_time_power" not in TrainConfig(model="realnvp").model_options
+    old["model_options"] = {"hidden": 16}                        # a format-1 config.json from before the option
+    assert TrainConfig.from_dict(old, version=1).model_options == {"fm_time_power": 1.0, "hidden": 16}
+    assert "fm_time_power" not in TrainConfig(model="realnvp").resolved(pinwheel).model_options
 
 
 @pytest.mark.parametrize("power", [0.0, -1.0, math.inf, True, "2"])

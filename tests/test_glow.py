@@ -404,7 +404,6 @@ def test_image_flow_training_loss_is_the_dequantised_nll():
 @pytest.mark.parametrize("name, shape, options, message", [
     ("glow", (1, 6, 6), {"levels": 2}, "divisible by 4"),
     ("glow", 4, {}, "vector data"),
-    ("glow", (1, 8, 8), {"standardize": True}, "does not standardise"),
     ("glow", (1, 8, 8), {"coupling": "cubic"}, "unknown coupling"),
     ("glow", (1, 8, 8), {"bits": 9}, "bits"),
     ("realnvp-image", (1, 6, 6), {"scales": 3}, "divisible by 4"),

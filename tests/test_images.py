@@ -111,9 +111,12 @@ def test_digits_are_4_bit_images_on_the_8_bit_scale_with_a_fixed_split():
 
 
 def test_image_data_is_not_standardised_by_default():
-    assert TrainConfig(data="digits").standardize is False
-    assert TrainConfig(data="moons").standardize is True
-    assert TrainConfig(data="digits", standardize=True).standardize is True
+    from flowforge.models.specs import DataInfo
+
+    digits, moons = DataInfo("image", 1437, (1, 8, 8)), DataInfo("toy", 3000, (2,))
+    assert TrainConfig(model="glow", data="digits").resolved(digits).standardize is False
+    assert TrainConfig(data="moons").resolved(moons).standardize is True
+    assert TrainConfig(data="moons", standardize=False).resolved(moons).standardize is False
 
 
 def write_pngs(directory: Path, count: int, size=(6, 4), mode="L") -> np.ndarray:

@@ -116,32 +116,52 @@ def test_flow_refuses_data_of_the_wrong_shape():
         flow.sample(-1)
 
 
-def test_realnvp_architecture_is_recorded_and_older_runs_load_as_the_book_model(tmp_path):
-    from flowforge.training.config import trainer_model_options
+def test_recipes_fill_what_was_not_given_and_every_builder_option_is_recorded(tmp_path):
+    from flowforge.models.specs import DataInfo
 
-    new = TrainConfig(data="moons")
-    assert new.model_options == trainer_model_options("realnvp") == {"num_layers": 12, "hidden": 128, "depth": 3}
-    assert TrainConfig(data="moons", model_options={"hidden": 64}).model_options == {  # as --hidden 64 gives
-        "num_layers": 12, "hidden": 64, "depth": 3}
-    assert TrainConfig.from_dict(new.to_dict()).model_options == new.model_options
-    older = {k: v for k, v in new.to_dict().items() if k != "model_options"}  # the earlier default's config.json
-    assert TrainConfig.from_dict(older).model_options == {"num_layers": 6, "hidden": 256, "depth": 4}
-    assert TrainConfig(model="glow", data="digits").model_options == {}
-    # A run saved before the architecture was recorded was built with the book's 6 couplings.
+    moons = TrainConfig(data="moons").resolved(DataInfo("toy", 3000, (2,)))
+    assert moons.model_options["num_layers"] == 12 and moons.model_options["hidden"] == 128
+    assert moons.model_options["activation"] == "relu"  # a builder default, recorded too
+    assert moons.recipe == "realnvp/toy" and moons.steps == 3000 and moons.train_noise == 0.03
+    given = TrainConfig(data="moons", lr=1e-3, model_options={"hidden": 64}).resolved(DataInfo("toy", 3000, (2,)))
+    assert given.lr == 1e-3 and given.model_options["hidden"] == 64 and given.model_options["num_layers"] == 12
+    glow = TrainConfig(model="glow", data="digits").resolved(DataInfo("image", 1437, (1, 8, 8)))
+    assert glow.standardize is False and glow.train_noise == 0.0 and glow.model_options["levels"] >= 1
+    table = TrainConfig(data="t.csv").resolved(DataInfo("table", 142, (13,)))
+    assert table.patience > 0 and table.eval_every < 10  # evaluated every epoch, stopped early
+    assert TrainConfig.from_dict(moons.to_dict()) == moons  # today's format round-trips
+
+
+def test_format_1_configs_migrate_to_what_they_were_trained_with(tmp_path):
+    """A config.json saved before recipes (no config_version) recorded only the options given:
+    RealNVP was then built with the book's 6 couplings of 4×256, on the CPU, without early stopping."""
     train(small_config(steps=1, eval_every=1, model_options=dict(num_layers=6, hidden=8, depth=1)),
           tmp_path / "old", progress_bar=False)
     config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["config_version"]
+    for key in ("patience", "device", "dtype", "recipe"):
+        del config["train"][key]
     config["train"]["model_options"] = {"hidden": 8, "depth": 1}
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     flow, loaded, _ = load_run(tmp_path / "old")
     assert loaded.model_options == {"num_layers": 6, "hidden": 8, "depth": 1}
+    assert (loaded.device, loaded.patience, loaded.recipe) == ("cpu", 0, "format-1")
     assert sum(1 for m in flow.modules() if type(m).__name__ == "AffineCoupling") == 6
+    config["config_version"] = 99
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FlowforgeError, match="config_version 99"):
+        load_run(tmp_path / "old")
 
 
 def test_train_noise_defaults_and_bad_values(tmp_path):
-    assert TrainConfig(data="moons").train_noise == 0.03 and TrainConfig(data="digits").train_noise == 0.0
-    older = {k: v for k, v in TrainConfig(data="moons").to_dict().items() if k != "train_noise"}
-    assert TrainConfig.from_dict(older).train_noise == 0.0  # a run saved before the option trained without noise
+    from flowforge.models.specs import DataInfo
+
+    moons = TrainConfig(data="moons").resolved(DataInfo("toy", 3000, (2,)))
+    digits = TrainConfig(model="glow", data="digits").resolved(DataInfo("image", 1437, (1, 8, 8)))
+    assert moons.train_noise == 0.03 and digits.train_noise == 0.0
+    older = {k: v for k, v in moons.to_dict().items() if k != "train_noise"}
+    # a run saved before the option (format 1) trained without noise
+    assert TrainConfig.from_dict(older, version=1).train_noise == 0.0
     assert train(small_config(steps=20, eval_every=20, train_noise=0.0), tmp_path / "plain",
                  progress_bar=False)["test_nll"] != train(small_config(steps=20, eval_every=20, train_noise=0.05),
                                                            tmp_path / "noisy", progress_bar=False)["test_nll"]

@@ -1,4 +1,4 @@
-"""flowforge: normalizing flows (RealNVP, Glow, FFJORD) for PyTorch, with a command line.
+"""flowforge: normalizing flows (RealNVP, Glow, FFJORD, neural spline flows) for PyTorch, with a command line.
 
 >>> import torch, flowforge
 >>> flow = flowforge.models.RealNVP(2, hidden=32, depth=2)
@@ -6,8 +6,10 @@
 torch.Size([3])
 """
 
-from flowforge import distributions, models, transforms
-from flowforge.distributions import Flow, StandardNormal
+from flowforge.lazy import lazy_names
 
 __version__ = "0.1.0"
 __all__ = ["distributions", "models", "transforms", "Flow", "StandardNormal", "__version__"]
+__getattr__, __dir__ = lazy_names(__name__, {"distributions": ".distributions", "models": ".models",
+                                             "transforms": ".transforms", "Flow": ".distributions",
+                                             "StandardNormal": ".distributions"})

@@ -15,28 +15,21 @@ import warnings
 from pathlib import Path
 
 import click
-import numpy as np
-import torch
 
-from flowforge.data import IMAGE_DATASETS, TOY_DATASETS, is_toy, load_points, load_splits, read_table, write_table
-from flowforge.data.files import write_table_batches
+from flowforge.data import IMAGE_DATASETS, TOY_DATASETS
 from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
-from flowforge.models import MODELS
-from flowforge.training import TrainConfig, load_run, log_prob, nll_summary, train as run_training
-from flowforge.training.checkpoint import CONFIG, read_json
-from flowforge.training.config import trainer_model_options
-from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
-from flowforge.training.run import data_shape
-from flowforge.training.rundir import record_files, run_lock
-from flowforge.training.validate import DEFAULT_MAX_PARAMS, MAX_PARAMS
+from flowforge.models.specs import SPECS, spec_of
+from flowforge.training.config import TrainConfig, cli_fields
+from flowforge.training.fields import DEFAULT_MAX_PARAMS, MAX_PARAMS, TRAIN_FIELDS
 
+# torch and the rest are imported inside the commands: `flowforge --help` answers without them.
 DATA_HELP = (f"a toy set ({', '.join(TOY_DATASETS)}), a .csv/.npy file of shape (N, D), an image set "
              f"({', '.join(IMAGE_DATASETS)}; mnist needs --data-dir) or a directory of PNG or MNIST IDX images")
 DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four IDX .gz files)"
-REALNVP = trainer_model_options("realnvp")
 MAX_SEED = 2 ** 63 - 1
 MAX_TEMPERATURE = 1e3
 SAMPLE_BATCH = 65_536  # samples drawn and written at a time: memory does not grow with -n
+SIZE_FLAGS = {"layers": "layers of the flow", "hidden": "network width", "depth": "hidden layers per network"}
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -53,21 +46,58 @@ MAX_PARAMS_OPTION = click.option(
     "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
     callback=lambda ctx, param, value: MAX_PARAMS.set(value) and value,  # also for the figures' own load
     help="refuse a model with more parameters than this (a run directory from elsewhere may ask for any size)")
-TRAIN_OPTIONS = {  # CLI option → TrainConfig field (None: a model option)
-    "data": "data", "data_dir": "data_dir", "n_train": "n_train", "steps": "steps", "batch_size": "batch_size",
-    "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "eval_every": "eval_every", "grad_clip": "grad_clip",
-    "on_nan": "on_nan", "ema_decay": "ema_decay", "train_noise": "train_noise", "model": "model",
-    "objective": "objective", "standardize": "standardize",
-    "layers": None, "hidden": None, "depth": None, "model_option": None,
-}
+DEVICE_OPTION = click.option("--device", default="auto", show_default=True,
+                             help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
-def _model_options(layers: int | None, hidden: int | None, depth: int | None,
-                   pairs: tuple[str, ...]) -> dict:
-    """The builder's keyword arguments: the size flags given, then each ``--model-option KEY=VALUE``
-    (VALUE read as JSON when it parses, else as a string)."""
-    given = {"num_layers": layers, "hidden": hidden, "depth": depth}
-    options = {k: v for k, v in given.items() if v is not None}
+def _option_type(name: str):
+    """The click type of TrainConfig field ``name``, from its range in flowforge.training.fields."""
+    spec = TRAIN_FIELDS[name]
+    if name == "model":
+        return click.Choice(sorted(SPECS))
+    if spec.choices:
+        return click.Choice(list(spec.choices))
+    if spec.kind is int:
+        return click.IntRange(spec.low, spec.high)
+    if spec.kind is float:
+        return FiniteFloatRange(spec.low, spec.high, min_open=spec.low_open, max_open=spec.high_open)
+    return str
+
+
+def config_options(command):
+    """One ``--name`` option per TrainConfig field marked for the command line: a field that is
+    None by default says it is the recipe's (``flowforge train --help`` lists each model's)."""
+    for name, default, text in reversed(cli_fields()):
+        given = default is not None
+        command = click.option(f"--{name.replace('_', '-')}", name, type=_option_type(name), default=None,
+                               help=f"{text} [default: {default if given else 'the recipe'}]")(command)
+    return command
+
+
+def _recipe_epilog() -> str:
+    lines = ["\b", "Recipes (the defaults each model takes for each kind of data; see docs/recipes.md):"]
+    from flowforge.models.specs import REALNVP_TOY, GLOW_SMALL, FFJORD_TOY
+
+    for name, recipe in (("realnvp, 2-D toys", REALNVP_TOY), ("glow, 8x8 images", GLOW_SMALL),
+                         ("ffjord, 2-D toys", FFJORD_TOY)):
+        shown = ", ".join(f"{k}={v}" for k, v in recipe.items() if k != "model_options")
+        lines.append(f"  {name}: {shown}")
+    lines.append("  realnvp, a table: evaluation every epoch, early stopping, size by rows")
+    return "\n".join(lines)
+
+
+def _model_options(model: str, sizes: dict[str, int | None], pairs: tuple[str, ...]) -> dict:
+    """The builder's keyword arguments: ``--layers/--hidden/--depth`` under the model's own names
+    (refused where it has none), then each ``--model-option KEY=VALUE`` (VALUE read as JSON when
+    it parses, else as a string)."""
+    names = spec_of(model).size_options
+    options = {}
+    for flag, value in sizes.items():
+        if value is None:
+            continue
+        if flag not in names:
+            raise click.BadParameter(f"{model} has no such option", param_hint=f"--{flag}")
+        options[names[flag]] = value
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -99,102 +129,117 @@ Examples:
   flowforge train --data pinwheel --steps 8000 --layers 8 --out runs/pinwheel
   flowforge train --data my_table.csv --out runs/mine --seed 1
   flowforge train --resume runs/moons --steps 6000
-  flowforge train --model glow --data digits --model-option bits=4 --out runs/digits
+  flowforge train --model glow --data digits --out runs/digits
   flowforge train --model glow --data mnist --data-dir /data/mnist --model-option levels=2 --out runs/mnist
-""")
-@click.option("--model", type=click.Choice(sorted(MODELS)), default="realnvp", show_default=True)
-@click.option("--data", default="moons", show_default=True, help=DATA_HELP)
+  flowforge train --recipe book --out runs/book        # the book notebook's RealNVP on 30,000 moons
+""" + "\n" + _recipe_epilog())
+@click.option("--data", default=None, help=f"{DATA_HELP} [default: moons]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="run directory to create")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
               help="continue the run in this directory (only --steps may change)")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
-@click.option("--steps", type=click.IntRange(min=1), default=TrainConfig.steps, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=TrainConfig.batch_size, show_default=True)
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=TrainConfig.lr, show_default=True)
-@click.option("--weight-decay", type=FiniteFloatRange(min=0), default=TrainConfig.weight_decay, show_default=True)
-@click.option("--layers", type=click.IntRange(min=1),
-              help=f"layers of the flow (RealNVP: couplings, default {REALNVP['num_layers']}, the book's 6; "
-                   "Glow: use --model-option steps=K)")
-@click.option("--hidden", type=click.IntRange(min=1),
-              help=f"network width (RealNVP default {REALNVP['hidden']}, the book's 256; Glow 512)")
-@click.option("--depth", type=click.IntRange(min=1),
-              help=f"hidden layers per network (RealNVP default {REALNVP['depth']}, the book's 4; Glow 2)")
+@click.option("--recipe", "recipe_name", default=None, help="a named recipe instead of the model's own (book)")
+@config_options
+@click.option("--layers", type=click.IntRange(min=1), help="layers of the flow, under the model's own name "
+              "(realnvp/nsf/maf/ffjord: num_layers; glow: steps per level; realnvp-image: scales)")
+@click.option("--hidden", type=click.IntRange(min=1), help="network width")
+@click.option("--depth", type=click.IntRange(min=1), help="hidden layers per network")
 @click.option("--model-option", multiple=True, metavar="KEY=VALUE",
               help="any other keyword of the model builder, e.g. activation=gelu, or for glow levels=3, "
                    "steps=32, bits=5, coupling=additive (repeatable)")
-@click.option("--objective", default="mle", show_default=True,
-              help="training objective: mle, or one the model offers")
-@click.option("--n-train", type=click.IntRange(min=10), default=TrainConfig.n_train, show_default=True,
-              help="training points drawn for a toy set")
-@click.option("--eval-every", type=click.IntRange(min=1), default=TrainConfig.eval_every, show_default=True)
-@click.option("--grad-clip", type=FiniteFloatRange(min=0, min_open=True), default=TrainConfig.grad_clip,
-              show_default=True)
-@click.option("--ema-decay", type=FiniteFloatRange(min=0, max=1, max_open=True), default=TrainConfig.ema_decay,
-              show_default=True, help="average the weights for evaluation (0: off)")
-@click.option("--train-noise", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
-              help="Gaussian noise added to training vectors, in units of each feature's std (a regulariser "
-                   "against memorising small data sets); default: 0.03 for vector data, 0 for images")
-@click.option("--on-nan", type=click.Choice(["rollback", "skip", "stop"]), default="rollback", show_default=True,
-              help="on a non-finite loss or gradient: restore the last good state and halve the lr, "
-                   "skip the step, or stop")
 @click.option("--standardize/--no-standardize", default=None,
               help="train on standardised data (densities and samples stay in data units); "
                    "default: on for vector data, off for images")
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="data-parallel processes on this machine (torchrun; same global batch)")
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="draw the figures after training")
 @MAX_PARAMS_OPTION
 @click.pass_context
-def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool, nproc: int,
-          progress: bool, plots: bool, max_params: int, **options) -> None:
+def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool, recipe_name: str | None,
+          nproc: int, progress: bool, plots: bool, max_params: int, **options) -> None:
     """Train a flow and write its run directory (config, metrics, weights, plots).
 
-    With --nproc N the same command runs in N processes under torchrun; for several
-    machines, run `torchrun ... -m flowforge train ...` yourself (see docs/distributed.md).
+    Options left out take the model's recipe for the data (listed below). With --nproc N the
+    same command runs in N processes under torchrun; for several machines, run
+    `torchrun ... -m flowforge train ...` yourself (see docs/distributed.md).
     """
+    from flowforge.training import train as run_training
+    from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
+
     if nproc > _parallel_slots():
         raise click.BadParameter(f"{nproc} processes exceed this machine's {_parallel_slots()} CPU cores / GPUs",
                                  param_hint="--nproc")
     if nproc > 1 and not launched_by_torchrun():
         raise SystemExit(launch_torchrun(nproc, _without_nproc(ctx.obj["argv"])))
     if resume is not None:
-        changed = [name for name in TRAIN_OPTIONS if name != "steps"
-                   and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-        if changed:
-            raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps)")
-        config = TrainConfig.from_dict(read_json(resume / CONFIG).get("train", {}), source=str(resume / CONFIG))
-        if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
-            config.steps = options["steps"]
-        run_dir = resume
+        config, run_dir = _resumed_config(ctx, resume, options), resume
     else:
         if out is None:
             raise click.UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
-        config = TrainConfig(**{field: options[name] for name, field in TRAIN_OPTIONS.items() if field},
-                             model_options=_model_options(options["layers"], options["hidden"],
-                                                          options["depth"], options["model_option"]))
-        run_dir = out
+        config, run_dir = _new_config(recipe_name, options), out
     results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress,
                            max_params=max_params)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # rank 0 reports and plots
-    shape = data_shape(read_json(run_dir / CONFIG))
-    if isinstance(shape, tuple):
-        click.echo(f"test: {results['test_bits_per_dim']:.4f} bits/dim "
-                   f"(NLL {results['test_nll']:.2f} nats/image) · best validation step {results['best_step']}"
-                   f" · {results['train_seconds']:.1f} s · run: {run_dir}")
-    else:
-        click.echo(f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; "
-                   f"{results['test_nll_data']:.4f} in data units) · best validation step {results['best_step']}"
-                   f" · {results['train_seconds']:.1f} s · run: {run_dir}")
+    click.echo(_results_line(config.model, results, run_dir))
     if plots:
         _plot(run_dir)
 
 
+def _new_config(recipe_name: str | None, options: dict) -> TrainConfig:
+    """The config of a new run: the options given, over a named recipe's values if one is asked
+    for (the model's recipe fills in the rest when the data are loaded)."""
+    named: dict = {}
+    if recipe_name is not None:
+        from flowforge.models.recipes import RECIPES
+
+        if recipe_name not in RECIPES:
+            raise click.BadParameter(f"unknown recipe {recipe_name!r}; choose from {', '.join(sorted(RECIPES))}",
+                                     param_hint="--recipe")
+        named = dict(RECIPES[recipe_name])
+    given = {name: options[name] for name in (*(n for n, _, _ in cli_fields()), "data", "data_dir", "standardize")
+             if options[name] is not None}
+    values = {**{k: v for k, v in named.items() if k != "model_options"}, **given}
+    model = values.get("model", "realnvp")
+    model_options = {**named.get("model_options", {}),
+                     **_model_options(model, {k: options[k] for k in SIZE_FLAGS}, options["model_option"])}
+    return TrainConfig(**values, model_options=model_options, recipe=recipe_name)
+
+
+def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainConfig:
+    from flowforge.training.checkpoint import CONFIG, read_json
+
+    changed = [name for name in options if name != "steps"
+               and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if changed:
+        raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps)")
+    raw = read_json(resume / CONFIG)
+    config = TrainConfig.from_dict(raw.get("train", {}), source=str(resume / CONFIG),
+                                   version=raw.get("config_version", 1))
+    if options["steps"] is not None:
+        config.steps = options["steps"]
+    return config
+
+
+def _results_line(model: str, results: dict, run_dir: Path) -> str:
+    """The one line a finished run prints: bits/dim for image families, NLL (and the Gaussian
+    baseline) for vector ones."""
+    tail = f" · best validation step {results['best_step']} · {results['train_seconds']:.1f} s · run: {run_dir}"
+    if "bits_per_dim" in spec_of(model).metrics:
+        return (f"test: {results['test_bits_per_dim']:.4f} bits/dim (NLL {results['test_nll']:.2f} nats/image)"
+                + tail)
+    baseline = (f"; a full-covariance Gaussian: {results['test_gaussian_nll']:.4f}"
+                if "test_gaussian_nll" in results else "")
+    return (f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; {results['test_nll_data']:.4f}"
+            f" in data units{baseline})" + tail)
+
+
 def _parallel_slots() -> int:
     """How many processes this machine can run side by side: its usable CPU cores, or its GPUs."""
+    import torch
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(cores, torch.cuda.device_count())
 
@@ -202,12 +247,21 @@ def _parallel_slots() -> int:
 def _plot(run_dir: Path) -> None:
     """Draw a run's figures under its lock, and list them in its manifest (so --force may replace them)."""
     from flowforge.plots import plot_run
+    from flowforge.training.rundir import record_files, run_lock
 
     with run_lock(run_dir):
         written = plot_run(run_dir)
         record_files(run_dir, written)
     for path in written:
         click.echo(f"wrote {path}")
+
+
+def _load(run: Path, max_params: int, device: str = "cpu"):
+    """A run's flow (refused if untrusted), its config, its config file and its model's spec."""
+    from flowforge.training import load_run
+
+    flow, config, raw = load_run(run, max_params=max_params, device=device)
+    return flow, config, raw, spec_of(config.model)
 
 
 @cli.command(epilog="""\b
@@ -223,31 +277,48 @@ Examples:
 @click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=MAX_TEMPERATURE), default=1.0,
               show_default=True, help="scale of the latent noise")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def sample(run: Path, num: int, output: Path, temperature: float, seed: int, max_params: int) -> None:
-    """Draw samples x = g(z), z ~ N(0, T²I), in data units.
+def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, max_params: int) -> None:
+    """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
     8-bit scale (.npy) and as a grid (.png). Samples are drawn and written in batches.
     """
-    flow, _, raw = load_run(run, max_params=max_params)
-    if isinstance(data_shape(raw), tuple):
+    from flowforge.data.files import write_table_batches
+
+    flow, _, raw, spec = _load(run, max_params, device)
+    if spec.images:
         _sample_images(flow, num, output, temperature, seed)
         return
     dim = int(raw["dim"])
-    batches = (_finite_samples(x, temperature).numpy() for x in _sample_batches(flow, num, temperature, seed))
-    write_table_batches(output, batches, (num, dim), header=",".join(f"x{i}" for i in range(dim)))
+    columns = raw.get("columns") if isinstance(raw.get("columns"), list) and len(raw["columns"]) == dim else None
+    header = ",".join(_csv_name(str(c)) for c in columns) if columns else ",".join(f"x{i}" for i in range(dim))
+    batches = (_finite_samples(x, temperature).cpu().float().numpy()
+               for x in _sample_batches(flow, num, temperature, seed))
+    write_table_batches(output, batches, (num, dim), header=header)
     click.echo(f"wrote {num} samples to {output}")
+
+
+def _csv_name(name: str) -> str:
+    """A column name as a CSV header cell (quoted when it holds a comma, a quote or a line break)."""
+    return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n\r') else name
 
 
 def _sample_batches(flow, num: int, temperature: float, seed: int):
     """``num`` samples from one seeded generator, :data:`SAMPLE_BATCH` at a time."""
-    generator = torch.Generator().manual_seed(seed)
+    import torch
+
+    from flowforge.training.device import flow_device
+
+    generator = torch.Generator(flow_device(flow)[0]).manual_seed(seed)
     for start in range(0, num, SAMPLE_BATCH):
         yield flow.sample(min(SAMPLE_BATCH, num - start), temperature=temperature, generator=generator)
 
 
-def _finite_samples(x: torch.Tensor, temperature: float) -> torch.Tensor:
+def _finite_samples(x, temperature: float):
+    import torch
+
     if not torch.isfinite(x).all():
         raise FlowforgeError(f"samples at --temperature {temperature:g} are not finite (the flow's inverse "
                              "overflows there); try a lower --temperature")
@@ -255,6 +326,10 @@ def _finite_samples(x: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) -> None:
+    import numpy as np
+    import torch
+
+    from flowforge.data import write_table
     from flowforge.plots.images import write_image_grid
 
     if output.suffix.lower() not in (".png", ".npy"):
@@ -263,7 +338,7 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) 
     images, diverged = [], 0
     for x in _sample_batches(flow, num, temperature, seed):
         diverged += int((~torch.isfinite(x)).flatten(1).any(1).sum())
-        images.append(flow.to_images(x).numpy().astype(np.uint8))
+        images.append(flow.to_images(x).cpu().numpy().astype(np.uint8))
     if diverged:
         warn(f"{diverged} of {num} samples are not finite (written as 0 where not finite); "
              "try a lower --temperature")
@@ -275,7 +350,9 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) 
 
 
 def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | tuple[int, ...],
-                config: TrainConfig) -> tuple[str, np.ndarray]:
+                config: TrainConfig):
+    from flowforge.data import load_points, load_splits
+
     data_dir = data_dir or config.data_dir
     if data is None:  # the run's own held-out split
         source, points = config.data, load_splits(config.data, config.seed, config.n_train, data_dir=data_dir).test
@@ -302,19 +379,23 @@ Examples:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help=f"{DATA_DIR_HELP}; default: the run's")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, max_params: int) -> None:
+def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, device: str, max_params: int) -> None:
     """Mean negative log-likelihood of held-out data, in nats (and bits per dimension for images).
 
     Image runs score the discrete data: pixels are dequantised with fixed uniform noise and the
     bits/dim are (NLL_continuous + D·log 2^bits) / (D·ln 2), NLL_continuous on [0, 1] pixels.
     """
-    flow, config, raw = load_run(run, max_params=max_params)
+    from flowforge.training import nll_summary
+    from flowforge.training.run import data_shape
+
+    flow, config, raw, spec = _load(run, max_params, device)
     source, points = _points_for(run, data, data_dir, data_shape(raw), config)
     summary = nll_summary(flow, points)
     if as_json:
         click.echo(json.dumps({**summary, "data": source}))
-    elif "bits_per_dim" in summary:
+    elif "bits_per_dim" in spec.metrics:
         click.echo(f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f} ± "
                    f"{summary['nll_stderr']:.2f} nats/image (dequantised at {flow.bits} bits) · "
                    f"{summary['n']} images")
@@ -329,27 +410,59 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, m
 Examples:
   flowforge density runs/moons points.csv -o logp.csv
   flowforge density runs/moons points.npy            # prints to stdout
+  flowforge density runs/digits images/ -o scores.csv   # image runs: bits/dim per image
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("points", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="output file, .csv or .npy (default: print)")
+@DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def density(run: Path, points: Path, output: Path | None, max_params: int) -> None:
+def density(run: Path, points: Path, output: Path | None, device: str, max_params: int) -> None:
     """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
-    no finite density (values beyond float32, say)."""
-    flow, _, raw = load_run(run, max_params=max_params)
-    if isinstance(data_shape(raw), tuple):
-        raise FlowforgeError(f"{run} models images; density takes vector runs (use eval for bits/dim)")
-    table = read_table(points, dtype=np.float64)  # float32 overflow is the evaluator's to score (-inf)
-    if table.shape[1] != int(raw["dim"]):
-        raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {raw['dim']}")
-    values = log_prob(flow, table).numpy().astype(np.float64)
+    no finite density (values beyond float32, say). For an image run, the bits/dim of each image
+    of a directory (PNG or IDX files) or an (N, C, H, W) .npy array: high values are unusual images."""
+    import numpy as np
+
+    from flowforge.data import read_table, write_table
+
+    flow, config, raw, spec = _load(run, max_params, device)
+    if spec.images:
+        values, name = _image_scores(run, flow, points, config, raw), "bits_per_dim"
+    else:
+        table = read_table(points, dtype=np.float64)  # float32 overflow is the evaluator's to score (-inf)
+        if table.shape[1] != int(raw["dim"]):
+            raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {raw['dim']}")
+        from flowforge.training import log_prob
+
+        values, name = log_prob(flow, table).numpy().astype(np.float64), "log_prob"
     if output is None:
         click.echo("\n".join(f"{v:.8g}" for v in values))
     else:
-        write_table(output, values[:, None], header="log_prob")
-        click.echo(f"wrote {len(values)} log-densities to {output}")
+        write_table(output, values[:, None], header=name)
+        click.echo(f"wrote {len(values)} {'scores' if spec.images else 'log-densities'} to {output}")
+
+
+def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict):
+    """Bits/dim of each image in ``points`` (a directory of images, or a .npy array of them)."""
+    import numpy as np
+
+    from flowforge.distributions.dequantization import nats_to_bits_per_dim
+    from flowforge.training.evaluate import discrete_log_prob
+    from flowforge.training.run import data_shape
+
+    if points.is_dir():
+        _, images = _points_for(run, str(points), None, data_shape(raw), config)
+    else:
+        from flowforge.data.files import read_array
+
+        images = read_array(points)
+    shape = data_shape(raw)
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise FlowforgeError(f"{points} holds images of shape {tuple(images.shape[1:])} but the model in {run} "
+                             f"expects {tuple(shape)}")
+    nll = -discrete_log_prob(flow, images).numpy().astype(np.float64)
+    return nats_to_bits_per_dim(nll, int(np.prod(shape)))
 
 
 @cli.command(epilog="""\b
@@ -360,7 +473,7 @@ Example:
 @MAX_PARAMS_OPTION
 def plot(run: Path, max_params: int) -> None:
     """Draw the chapter's 2×2 figure, the density heat map and the training curve."""
-    load_run(run, max_params=max_params)  # refuse an untrusted run before drawing anything
+    _load(run, max_params)  # refuse an untrusted run before drawing anything
     _plot(run)
 
 

@@ -97,10 +97,16 @@ class MLPConditioner(nn.Module):
         self.context_dim = context_dim
         self.net = mlp(in_features + context_dim, params * out_features, hidden, depth, activation)
         self.register_buffer("bf16_network", torch.tensor(bool(mixed_precision)))
+        self._bf16 = bool(mixed_precision)  # the buffer as a Python bool: no device sync per forward
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._bf16 = bool(self.bf16_network)
 
     def forward(self, given: Tensor, context: Tensor | None = None) -> Tensor:
         inputs = given if context is None else torch.cat([given, context.to(given.dtype)], dim=1)
-        if inputs.dtype == torch.float32 and self.bf16_network:
+        # bf16 only where the device in use multiplies it natively (not wherever a GPU exists)
+        if self._bf16 and inputs.dtype == torch.float32 and native_bf16(inputs.device.type):
             with torch.autocast(inputs.device.type, dtype=torch.bfloat16):
                 h = self.net(inputs)
             return h.float()
@@ -126,11 +132,13 @@ class CNNConditioner(nn.Module):
 
 
 @functools.cache
-def native_bf16() -> bool:
-    """Whether bf16 matrix products run natively here (a CUDA GPU with bf16, or a CPU with
-    AVX512-BF16 or AMX), where they take about half the time of float32 ones."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether bf16 matrix products run natively on this device type (a CUDA GPU with bf16, or a
+    CPU with AVX512-BF16 or AMX), where they take about half the time of float32 ones."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -139,9 +147,10 @@ def native_bf16() -> bool:
 
 
 def resolve_mixed_precision(choice: bool | str) -> bool:
-    """``True``/``False`` as given; ``"auto"``: where the hardware multiplies bf16 natively."""
+    """``True``/``False`` as given; ``"auto"``: True (the networks then run in bf16 on the devices
+    that multiply it natively, float32 elsewhere: see :class:`MLPConditioner`)."""
     if choice == "auto":
-        return native_bf16()
+        return True
     if isinstance(choice, bool):
         return choice
     raise ValueError(f"mixed_precision must be True, False or 'auto', not {choice!r}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowforge.data.files import read_table, write_table
+from flowforge.data.files import column_problems, read_table, table_columns, write_table
 from flowforge.data.images import IMAGE_DATASETS, image_splits, is_image_source
 from flowforge.data.toy import TOY_DATASETS, sample_toy
 from flowforge.errors import FlowforgeError
@@ -20,6 +20,7 @@ class Splits:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    columns: list[str] | None = None  # a table's column names (None for images)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -46,9 +47,9 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
     """
     if is_toy(source):
         train_seed, val_seed, test_seed = np.random.SeedSequence(seed).generate_state(3)
-        return Splits(sample_toy(source, n_train, int(train_seed)),
-                      sample_toy(source, VAL_SIZE, int(val_seed)),
-                      sample_toy(source, TEST_SIZE, int(test_seed)))
+        train = sample_toy(source, n_train, int(train_seed))
+        return Splits(train, sample_toy(source, VAL_SIZE, int(val_seed)), sample_toy(source, TEST_SIZE, int(test_seed)),
+                      [f"x{i}" for i in range(train.shape[1])])
     if is_image_source(source):
         return Splits(*image_splits(source, seed, data_dir))
     if not source.lower().endswith((".csv", ".npy")):
@@ -60,7 +61,7 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
     order = np.random.default_rng(seed).permutation(len(table))
     n_val = n_test = max(1, len(table) // 10)
     test, val, train = np.split(table[order], [n_test, n_test + n_val])
-    return Splits(train, val, test)
+    return Splits(train, val, test, table_columns(source, table.shape[1]))
 
 
 def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.ndarray:
@@ -71,4 +72,4 @@ def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.n
 
 
 __all__ = ["Splits", "TOY_DATASETS", "IMAGE_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",
-           "read_table", "write_table", "is_toy", "is_image_source"]
+           "read_table", "write_table", "table_columns", "column_problems", "is_toy", "is_image_source"]

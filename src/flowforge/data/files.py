@@ -43,6 +43,35 @@ def _is_header(line: str) -> bool:
         return True
 
 
+def table_columns(path: str | Path, width: int) -> list[str]:
+    """The column names of a table: a CSV's header (quotes and spaces stripped), else x0, x1, …"""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        with open(path, "rb") as fh:
+            first = next(_rows(fh, path), "")
+        names = [name.strip().strip('"').strip("'").strip() for name in first.rstrip("\r\n").split(",")]
+        if _is_header(first) and len(names) == width and all(names):
+            return names
+    return [f"x{i}" for i in range(width)]
+
+
+def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[tuple[bool, str]]:
+    """Why some columns of ``table`` cannot be modelled, or only poorly, as (fatal, message): a
+    constant column has no density, and a flow puts a spike of density on each value of an
+    integer-valued one (a discrete variable)."""
+    problems = []
+    for j, name in enumerate(columns):
+        values = table[:, j]
+        if np.ptp(values) == 0:
+            problems.append((True, f"{source}: column {name!r} is constant ({values[0]:g}); drop it, a "
+                                   "density of a constant is not finite"))
+        elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
+            problems.append((False, f"{source}: column {name!r} holds only {len(np.unique(values))} integer "
+                                    "values; a continuous flow puts spikes on them (add uniform noise in [0, 1) "
+                                    "to dequantise)"))
+    return problems
+
+
 def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
     """The CSV's numbers, :data:`CHUNK_ROWS` rows at a time, as float64 arrays."""
     with open(path, "rb") as fh:
@@ -107,6 +136,20 @@ def checked_values(values: np.ndarray, path: Path, first_row: int, dtype: type) 
         raise _fault(path, wide, (narrow == 0) & (wide != 0), first_row, "",
                      " is too small for float32 (it would round to 0); rescale the data")
     return narrow
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """A numeric .npy array of any shape (images: (N, C, H, W)), read without unpickling anything."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() != ".npy":
+        raise FlowforgeError(f"{path}: give a .npy array or a directory of images")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise FlowforgeError(f"{path}: not a plain numeric .npy array ({str(err)[:200]})") from None
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array) or not np.isfinite(array).all():
+        raise FlowforgeError(f"{path}: holds {array.dtype} values that are not all finite real numbers")
+    return array
 
 
 def read_table(path: str | Path, *, dtype: type = np.float32) -> np.ndarray:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn import datasets as skd
 
 
 def _sk_seed(rng: np.random.Generator) -> int:
@@ -18,12 +17,14 @@ def _sk_seed(rng: np.random.Generator) -> int:
 
 def moons(n: int, rng: np.random.Generator) -> np.ndarray:
     """The book's data: ``sklearn.datasets.make_moons`` with noise 0.05."""
-    x, _ = skd.make_moons(n, noise=0.05, random_state=_sk_seed(rng))
+    from sklearn.datasets import make_moons  # here: sklearn takes 0.6 s to import
+    x, _ = make_moons(n, noise=0.05, random_state=_sk_seed(rng))
     return x
 
 
 def circles(n: int, rng: np.random.Generator) -> np.ndarray:
-    x, _ = skd.make_circles(n, factor=0.5, noise=0.08, random_state=_sk_seed(rng))
+    from sklearn.datasets import make_circles  # here: sklearn takes 0.6 s to import
+    x, _ = make_circles(n, factor=0.5, noise=0.08, random_state=_sk_seed(rng))
     return 3.0 * x
 
 
@@ -68,7 +69,8 @@ def checkerboard(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def swissroll(n: int, rng: np.random.Generator) -> np.ndarray:
-    x, _ = skd.make_swiss_roll(n, noise=1.0, random_state=_sk_seed(rng))
+    from sklearn.datasets import make_swiss_roll  # here: sklearn takes 0.6 s to import
+    x, _ = make_swiss_roll(n, noise=1.0, random_state=_sk_seed(rng))
     return x[:, [0, 2]] / 5.0
 
 

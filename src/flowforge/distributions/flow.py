@@ -199,6 +199,19 @@ class Flow(nn.Module):
         log_p = self.base.log_prob(z, context) - log_abs_det
         return x.reshape(*batch, *self.event_shape), log_p.reshape(batch)
 
+    def training_loss(self, batch: Tensor, objective: str = "mle", context: Tensor | None = None) -> Tensor:
+        """The loss the trainer minimises: −mean log p(x | c). Families with other objectives
+        (a continuous flow's flow matching) override it."""
+        if objective != "mle":
+            from flowforge.errors import FlowforgeError
+
+            raise FlowforgeError(f"this model trains only by maximum likelihood, not {objective!r}")
+        return -self.log_prob(batch, context).mean()
+
+    def training_metrics(self) -> dict[str, int]:
+        """Counters the trainer logs at each evaluation (a continuous flow's function evaluations)."""
+        return {}
+
     def rsample(self, sample_shape: int | tuple[int, ...] = (), context: Tensor | None = None,
                 temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Samples x = g(z; c), z ~ p_z at ``temperature`` (Gaussian bases: z scaled by T), whose

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flowforge.models.image_flow import ImageFlow, image_shape_of, pixel_preprocessing, refuse_standardize
+from flowforge.models.image_flow import ImageFlow, image_shape_of, pixel_preprocessing
 from flowforge.transforms import (ActNorm, ChannelCoupling, Compose, InvConv1x1, Split, Squeeze, Transform,
                                   Unsqueeze)
 from flowforge.transforms.elementwise import SCALES
@@ -51,7 +51,7 @@ def glow_level(channels: int, levels: int, steps: int, options: StepOptions) -> 
 
 def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hidden: int = 512, depth: int = 2,
          coupling: str = "tanh", lu: bool = True, bits: int = 8, logit: float | None = None,
-         standardize: bool = False, context_dim: int = 0) -> ImageFlow:
+         context_dim: int = 0) -> ImageFlow:
     """Glow on (C, H, W) images: ``levels`` scales of ``steps`` flow steps each.
 
     Couplings use a CNN with ``depth`` hidden convolutions of ``hidden`` channels; ``coupling`` is
@@ -71,7 +71,6 @@ def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hi
     (torch.Size([4, 1, 8, 8]), torch.Size([4]))
     """
     channels, height, width = image_shape_of(image_shape, "glow")
-    refuse_standardize(standardize, "glow")
     if levels < 1 or steps < 1:
         raise ValueError("glow needs levels >= 1 and steps >= 1")
     if coupling not in SCALES:

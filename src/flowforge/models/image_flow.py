@@ -32,12 +32,6 @@ def pixel_preprocessing(logit: float | None) -> Transform:
     return Logit(logit) if logit is not None else Shift(-0.5)
 
 
-def refuse_standardize(standardize: bool, model: str) -> None:
-    if standardize:
-        raise ValueError(f"{model} does not standardise its data: pixels are dequantised and scaled to [0, 1] "
-                         "(use --no-standardize)")
-
-
 class ImageFlow(Flow):
     """A :class:`Flow` over (C, H, W) images in [0, 1] with the trainer's dequantisation hooks.
 

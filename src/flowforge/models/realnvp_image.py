@@ -11,7 +11,7 @@ the N(0, I) base, as in the paper (no learned prior). ``forward(x)`` returns z s
 
 from __future__ import annotations
 
-from flowforge.models.image_flow import ImageFlow, image_shape_of, pixel_preprocessing, refuse_standardize
+from flowforge.models.image_flow import ImageFlow, image_shape_of, pixel_preprocessing
 from flowforge.transforms import (ActNorm, Compose, MaskedCoupling, Split, Squeeze, Transform, Unsqueeze,
                                   channel_mask, checkerboard_mask)
 
@@ -37,7 +37,7 @@ def realnvp_scale(shape: tuple[int, int, int], scales: int, hidden: int, depth: 
 
 
 def RealNVPImage(image_shape: tuple[int, int, int], scales: int = 2, hidden: int = 64, depth: int = 2,
-                 bits: int = 8, logit: float | None = 0.05, standardize: bool = False,
+                 bits: int = 8, logit: float | None = 0.05,
                  context_dim: int = 0) -> ImageFlow:
     """RealNVP on (C, H, W) images with ``scales`` scales; couplings use a CNN with ``depth`` hidden
     convolutions of ``hidden`` channels. Pixels (at ``bits`` bits) go through a logit with
@@ -51,7 +51,6 @@ def RealNVPImage(image_shape: tuple[int, int, int], scales: int = 2, hidden: int
     torch.Size([2, 1, 8, 8])
     """
     channels, height, width = image_shape_of(image_shape, "realnvp-image")
-    refuse_standardize(standardize, "realnvp-image")
     if scales < 1:
         raise ValueError("realnvp-image needs scales >= 1")
     factor = 2 ** (scales - 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowforge.data import load_splits
+from flowforge.models.specs import spec_of
 from flowforge.plots.common import new_figure, save_figure
 from flowforge.plots.ffjord import (density_over_time, ffjord_figures, sample_paths, save_animation,
                                     trajectories_figure, trajectory_animation)
@@ -23,18 +24,20 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     """Every figure for a trained run, into ``RUN/plots/``; returns the files written."""
     run_dir = Path(run_dir)
     flow, config, _ = load_run(run_dir)
+    spec = spec_of(config.model)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
     out = run_dir / "plots"
     curve = training_curve(run_dir / METRICS)
-    if len(splits.shape) == 3:  # images: samples by temperature, reconstructions, interpolations
+    if spec.images:  # samples by temperature, reconstructions, interpolations
         return image_figures(flow, splits.test, out) + [save_figure(curve, out / "training_curve.png")]
     data = splits.train
     written = [save_figure(chapter_figure(flow, data), out / "flow.png")]
     if data.shape[1] == 2:
         written.append(save_figure(density_figure(flow, data), out / "density.png"))
     written.append(save_figure(curve, out / "training_curve.png"))
-    if config.model == "ffjord":
-        written += ffjord_figures(flow, data, out)
+    family_figures = spec.figure_function()  # e.g. FFJORD's trajectories and density over time
+    if family_figures is not None:
+        written += family_figures(flow, data, out)
     return written
 
 

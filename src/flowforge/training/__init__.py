@@ -1,8 +1,9 @@
 """Training, evaluation and run directories."""
 
+from flowforge.lazy import lazy_names
 from flowforge.training.config import TrainConfig
-from flowforge.training.evaluate import log_prob, nll_summary
-from flowforge.training.loop import learning_rate, train
-from flowforge.training.run import build_flow, load_run
 
-__all__ = ["TrainConfig", "train", "learning_rate", "load_run", "build_flow", "log_prob", "nll_summary"]
+__all__ = ["TrainConfig", "train", "learning_rate", "train_step", "load_run", "build_flow", "log_prob", "nll_summary"]
+__getattr__, __dir__ = lazy_names(__name__, {"train": ".loop", "learning_rate": ".loop", "train_step": ".loop",
+                                             "load_run": ".run", "build_flow": ".run", "log_prob": ".evaluate",
+                                             "nll_summary": ".evaluate"})

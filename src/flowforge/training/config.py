@@ -1,116 +1,140 @@
-"""Training configuration as plain data (saved as config.json in every run directory)."""
+"""Training configuration as plain data (saved as config.json in every run directory).
+
+A field left at ``None`` is the model's recipe's to fill (:mod:`flowforge.models.specs`): the
+trainer resolves it for the data at hand and records the resolved value, with the recipe's
+name, so a saved run never depends on a later change of default. Torch-free.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import platform
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import torch
+from typing import Any, Callable
 
 from flowforge.errors import FlowforgeError
 
-
+CONFIG_VERSION = 2  # 1: before the recipes (no version recorded); see flowforge.training.migrations
 VECTOR_TRAIN_NOISE = 0.03  # moons, default model at 2,000 steps, 10 seeds: mean test NLL 1.164 (0.02: 1.166)
+GENERIC_RECIPE = {"steps": 3000, "batch_size": 256, "lr": 7e-4, "warmup_steps": 100, "weight_decay": 0.2,
+                  "ema_decay": 0.995, "eval_every": 200, "patience": 0}  # under every model's own recipe
 
 
-def trainer_model_options(model: str) -> dict[str, Any]:
-    """Builder options the trainer writes into every config.json, so that a later change of
-    default cannot change what a saved run resumes or loads as.
-
-    For RealNVP they differ from the builder's own defaults: the builder keeps the book's
-    6 couplings of 4×256; the trainer's, 12 couplings of 3×128, scored a lower test NLL on moons
-    at 8 of 10 seeds, each at its own lr (7e-4, 5e-4), both with noise 0.02 and 2,000 steps
-    (mean 1.166 against 1.183; docs/moons_defaults.md).
-    """
-    if model == "realnvp":
-        return {"num_layers": 12, "hidden": 128, "depth": 3}
-    if model == "ffjord":
-        from flowforge.models.flow_matching import TIME_POWER
-
-        return {"fm_time_power": TIME_POWER}
-    return {}
-
-
-# What configs saved before an option was recorded were trained with (the builder's default then).
-UNRECORDED_MODEL_OPTIONS = {"realnvp": {"num_layers": 6, "hidden": 256, "depth": 4},
-                            "ffjord": {"fm_time_power": 1.0}}
+def _help(text: str, cli: bool = True) -> dict[str, Any]:
+    return {"help": text, "cli": cli}
 
 
 @dataclass
 class TrainConfig:
-    model: str = "realnvp"
-    data: str = "moons"          # a toy set name, a .csv/.npy path, an image set (digits, mnist) or a directory
-    data_dir: str | None = None  # where a named image set's files are (mnist)
-    n_train: int = 3000          # training points drawn for a toy set
-    steps: int = 3000            # moons with noise 0.03, 10 seeds: mean test NLL 1.162 (2,000 steps: 1.164)
-    batch_size: int = 256
-    lr: float = 7e-4             # moons, 12 x 3x128, seeds 0-4: mean test NLL 1.165 (5e-4: 1.168; 1e-3: 1.170)
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.01   # cosine decay ends at lr * min_lr_ratio
-    weight_decay: float = 0.2     # decoupled (AdamW); with the EMA, measured to cut overfitting on moons
-    grad_clip: float = 10.0
-    ema_decay: float = 0.995     # weights averaged for evaluation and the saved model; 0 turns it off
-    train_noise: float | None = None  # Gaussian noise added to training vectors, in units of each feature's
-    #                                   std; None: 0.03 for vector data (cuts overfitting), 0 for images
-    eval_every: int = 200
-    seed: int = 0
-    standardize: bool | None = None  # None: standardise vector data, never images
-    on_nan: str = "rollback"     # "rollback" (restore last good state, halve lr), "skip" the step, or "stop"
-    objective: str = "mle"       # "mle"; a model may offer others through its training_loss
-    model_options: dict[str, Any] = field(default_factory=dict)  # the builder's keyword arguments
-
-    def __post_init__(self) -> None:
-        if self.standardize is None:
-            self.standardize = not self._images()
-        if self.train_noise is None:
-            self.train_noise = 0.0 if self._images() else VECTOR_TRAIN_NOISE
-        self.model_options = {**trainer_model_options(self.model), **self.model_options}
-
-    def _images(self) -> bool:
-        from flowforge.data import is_image_source
-
-        return is_image_source(self.data)
+    """How to train: the fields are the ``flowforge train`` options (``--batch-size`` for
+    ``batch_size``); ``None`` means the model's recipe for the data."""
+    model: str = field(default="realnvp", metadata=_help("the model family"))
+    data: str = field(default="moons", metadata=_help("the data", cli=False))  # the CLI's own help
+    data_dir: str | None = field(default=None, metadata=_help("the data's folder", cli=False))
+    n_train: int = field(default=3000, metadata=_help("training points drawn for a toy set"))
+    steps: int | None = field(default=None, metadata=_help("optimisation steps"))
+    batch_size: int | None = field(default=None, metadata=_help("rows per step"))
+    lr: float | None = field(default=None, metadata=_help("peak learning rate (warm-up, then cosine decay)"))
+    warmup_steps: int | None = field(default=None, metadata=_help("linear warm-up steps (capped at a tenth of the run)"))
+    min_lr_ratio: float = field(default=0.01, metadata=_help("the cosine decay ends at lr × this"))
+    weight_decay: float | None = field(default=None, metadata=_help("decoupled weight decay (AdamW)"))
+    grad_clip: float = field(default=10.0, metadata=_help("clip the gradient norm at this"))
+    ema_decay: float | None = field(default=None, metadata=_help(
+        "average the weights for evaluation and the saved model (0: off)"))
+    train_noise: float | None = field(default=None, metadata=_help(
+        "Gaussian noise added to training vectors, in units of each feature's std (against memorising)"))
+    eval_every: int | None = field(default=None, metadata=_help("steps between validations and checkpoints"))
+    patience: int | None = field(default=None, metadata=_help(
+        "stop after this many validations without a better NLL (0: never; the best weights are kept)"))
+    seed: int = field(default=0, metadata=_help("the seed of everything random (data, weights, batches)"))
+    standardize: bool | None = field(default=None, metadata=_help(
+        "train on standardised data (densities and samples stay in data units); default: vectors only", cli=False))
+    on_nan: str = field(default="rollback", metadata=_help(
+        "on a non-finite loss: restore the last good state and halve the lr, skip the step, or stop"))
+    objective: str | None = field(default=None, metadata=_help("training objective (the model's first by default)"))
+    device: str = field(default="auto", metadata=_help("auto (CUDA when available), cpu, cuda or cuda:N"))
+    dtype: str = field(default="float32", metadata=_help("the model's and the data's floating-point type"))
+    recipe: str | None = field(default=None, metadata=_help("the recipe the defaults came from", cli=False))
+    model_options: dict[str, Any] = field(default_factory=dict, metadata=_help("builder keywords", cli=False))
 
     def validate(self) -> "TrainConfig":
         """Refuse values of the wrong type or outside their range, naming the option (``--steps``)."""
         from flowforge.training.validate import check_train_values
 
-        check_train_values(self.to_dict(), _option_label)
-        if self.train_noise and self._images():
+        check_train_values(self.to_dict(), option_label)
+        from flowforge.models.specs import SPECS
+
+        if self.model not in SPECS:
+            raise FlowforgeError(f"--model {self.model!r} is not a model; choose from {', '.join(sorted(SPECS))}")
+        spec = SPECS[self.model]
+        if self.objective is not None and self.objective not in spec.objectives:
+            raise FlowforgeError(f"{self.model} trains by {' or '.join(spec.objectives)}, not {self.objective!r}")
+        if self.train_noise and spec.images:
             raise FlowforgeError("--train-noise applies to vector data (images are dequantised instead)")
+        if self.standardize and spec.images:
+            raise FlowforgeError(f"{self.model} does not standardise its data: pixels are dequantised and scaled "
+                                 "to [0, 1] (use --no-standardize)")
         return self
+
+    def resolved(self, info) -> "TrainConfig":
+        """Every ``None`` field filled from the model's recipe for data ``info``
+        (a :class:`flowforge.models.specs.DataInfo`), and every builder option recorded."""
+        from flowforge.models.specs import spec_of
+
+        spec = spec_of(self.model)
+        recipe = dict(spec.recipe(info))
+        options = recipe.pop("model_options", {})
+        defaults = {**GENERIC_RECIPE, "objective": spec.objectives[0], "standardize": not spec.images,
+                    "train_noise": 0.0 if spec.images else VECTOR_TRAIN_NOISE, **recipe}
+        values = {name: defaults[name] if getattr(self, name) is None and name in defaults else getattr(self, name)
+                  for name in self.field_names() if name != "model_options"}
+        values["recipe"] = self.recipe or f"{self.model}/{info.kind}"
+        recorded = {k: v for k, v in spec.builder_options().items() if k != "standardize"}
+        return TrainConfig(**values, model_options={**recorded, **options, **self.model_options})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Any, *, source: str = "config.json") -> "TrainConfig":
-        """A config from its saved form, each value checked first (``source`` names the file in errors)."""
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Any, *, source: str = "config.json", version: int = CONFIG_VERSION) -> "TrainConfig":
+        """A config from its saved form (written by config format ``version``), migrated to today's
+        and each value checked first (``source`` names the file in errors)."""
+        from flowforge.training.migrations import migrate_train
         from flowforge.training.validate import check_train_values
 
         if not isinstance(values, dict):
             raise FlowforgeError(f"{source}: 'train' must be an object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
+        values = migrate_train(dict(values), version, source)
+        known = set(cls.field_names())
         values = {k: v for k, v in values.items() if k in known}
         check_train_values(values, lambda name: f"{source}: train.{name}")
-        unrecorded = UNRECORDED_MODEL_OPTIONS.get(values.get("model", cls.model), {})
-        values["model_options"] = {**unrecorded, **values.get("model_options", {})}
-        # A run saved before train_noise existed trained without noise, and must resume so.
-        return cls(**{"train_noise": 0.0, **values})
+        return cls(**values)
 
 
-def _option_label(field_name: str) -> str:
+def option_label(field_name: str) -> str:
     """How the command line spells a config field: ``--batch-size``, ``--model-option hidden``."""
     if field_name.startswith("model_options."):
         return f"--model-option {field_name.removeprefix('model_options.')}"
     return f"--{field_name.replace('_', '-')}"
 
 
+def cli_fields() -> list[tuple[str, Any, str]]:
+    """(name, default, help) of every field the command line offers as ``--name``."""
+    return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
+
+
 def versions() -> dict[str, str]:
+    import numpy as np
+    import torch
+
     from flowforge import __version__
 
     return {"flowforge": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+Label = Callable[[str], str]

@@ -12,6 +12,7 @@ from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.distributions import Flow
 from flowforge.distributions.flow import LogProbOverflowWarning
 from flowforge.errors import warn
+from flowforge.training.device import flow_device
 from flowforge.transforms import Standardize
 
 DEQUANTIZATION_SEED = 0  # evaluation noise is fixed, so repeated evaluations of the same weights agree
@@ -44,10 +45,11 @@ def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int]
     narrow = chunk.to(torch.float32)
     fits = torch.isfinite(narrow).reshape(len(narrow), -1).all(1)
     values = torch.full((len(narrow),), -math.inf)
+    device, dtype = flow_device(flow)
     if bool(fits.all()):
-        values = _scored(flow, narrow, counts)
+        values = _scored(flow, narrow.to(device, dtype), counts).cpu()
     elif bool(fits.any()):
-        values[fits] = _scored(flow, narrow[fits], counts)
+        values[fits] = _scored(flow, narrow[fits].to(device, dtype), counts).cpu()
     unscored = torch.isnan(values) | (values == math.inf)
     counts["overflow"] += int((~fits).sum())
     counts["unscored"] += int(unscored.sum())
@@ -79,10 +81,24 @@ def discrete_log_prob(flow: Flow, images: np.ndarray | torch.Tensor, batch_size:
                       seed: int = DEQUANTIZATION_SEED) -> torch.Tensor:
     """Each quantised image's dequantisation bound on log P(x) in nats, the flow's ``discrete_log_prob``
     with noise drawn from ``seed`` (one draw per pixel)."""
-    x = torch.as_tensor(images, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
+    device, dtype = flow_device(flow)
+    x = torch.as_tensor(images, dtype=dtype)
+    generator = torch.Generator(device).manual_seed(seed)
     with torch.inference_mode():
-        return torch.cat([flow.discrete_log_prob(chunk, generator) for chunk in x.split(batch_size)])
+        return torch.cat([flow.discrete_log_prob(chunk.to(device), generator).cpu() for chunk in x.split(batch_size)])
+
+
+def gaussian_baseline_nll(train: np.ndarray, test: np.ndarray) -> float:
+    """The test NLL (nats, data units) of a full-covariance Gaussian fitted by maximum likelihood to
+    the training rows: the score a flow must beat to have learned more than a mean and a covariance."""
+    train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
+    mean = train.mean(0)
+    cov = np.atleast_2d(np.cov(train, rowvar=False, bias=True))
+    cov += 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov))  # a constant column would make it singular
+    sign, logdet = np.linalg.slogdet(cov)
+    centred = test - mean
+    mahalanobis = np.einsum("ij,ij->i", centred, np.linalg.solve(cov, centred.T).T)
+    return float(0.5 * (mahalanobis.mean() + logdet + len(mean) * math.log(2 * math.pi)))
 
 
 def standardization_log_scale(flow: Flow) -> float:

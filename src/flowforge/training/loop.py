@@ -20,15 +20,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from flowforge.data import load_splits
-from flowforge.errors import FlowforgeError
+from flowforge.data import column_problems, is_toy, load_splits
+from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                                            load_tensors, load_weights, optimizer_from_tensors, optimizer_to_tensors,
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
-from flowforge.training.config import TrainConfig, versions
-from flowforge.training.evaluate import nll_summary, standardization_log_scale
+from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
+from flowforge.training.device import resolve_device, resolve_dtype
+from flowforge.training.evaluate import gaussian_baseline_nll, nll_summary, standardization_log_scale
+from flowforge.models.specs import DataInfo
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
 from flowforge.training.rundir import MARKER, RUN_FILES, claim_run_dir, clear_run, record_files
 from flowforge.training.validate import check_weights_file_size
@@ -45,6 +47,7 @@ class Progress:
     best_step: int = -1
     lr_scale: float = 1.0       # halved at every NaN rollback
     nan_events: int = 0         # non-finite steps met so far
+    stale_evals: int = 0        # validations since the best one (early stopping)
     elapsed: float = 0.0        # seconds of training so far, across resumes
 
 
@@ -68,12 +71,7 @@ def cosine_decay(peak: float, fraction: float, floor_ratio: float = 0.0) -> floa
 def training_loss(flow, batch: torch.Tensor, objective: str) -> torch.Tensor:
     """The loss to minimise: -mean log p(x), unless the model defines its own ``training_loss``
     (a continuous flow's regularised or flow-matching objective, say)."""
-    custom = getattr(flow, "training_loss", None)
-    if custom is not None:
-        return custom(batch, objective)
-    if objective != "mle":
-        raise FlowforgeError(f"this model trains only by maximum likelihood, not {objective!r}")
-    return -flow.log_prob(batch).mean()
+    return flow.training_loss(batch, objective)
 
 
 def _snapshot(flow, optimizer, ema: EMA, generator, progress: Progress) -> dict[str, Any]:
@@ -115,13 +113,13 @@ def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Pro
         raise FlowforgeError(f"{path}: does not match this run ({detail[:200]})") from None
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, force: bool) -> None:
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool) -> None:
     """Start the run's files (the caller holds the lock and has checked the directory): on ``force``
     the previous run's own files go first, and nothing else in the directory is touched."""
     if force:
         clear_run(run_dir)
-    write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "train": config.to_dict(), "dim": dim,
-                                  "versions": versions()})  # first: with it the directory is a run
+    write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "config_version": CONFIG_VERSION, "train": config.to_dict(),
+                                  "dim": dim, "columns": columns, "versions": versions()})  # first: now it is a run
     record_files(run_dir, [run_dir / name for name in RUN_FILES])
     (run_dir / METRICS).write_text("")
 
@@ -158,14 +156,16 @@ def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, to
     flow = build_flow(config, splits.dim)
     if config.standardize:
         try:
-            fit_standardization(flow, torch.from_numpy(splits.train))
+            fit_standardization(flow, torch.from_numpy(splits.train).float())
         except ValueError as err:
             raise FlowforgeError(f"{config.data}: {err}") from None
         if not math.isfinite(standardization_log_scale(flow)):
             raise FlowforgeError(f"{config.data}: the spread of the values overflows float32 arithmetic; "
                                  "rescale the data")
+    device = resolve_device(config.device)
+    flow = flow.to(device=device, dtype=resolve_dtype(config.dtype))
     return flow, make_optimizer(flow.parameters(), config.lr, config.weight_decay), \
-        torch.Generator().manual_seed(config.seed)
+        torch.Generator(device).manual_seed(config.seed)
 
 
 def _jitter_scale(config: TrainConfig, x_train: torch.Tensor) -> torch.Tensor | None:
@@ -209,11 +209,51 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
         distributed.teardown(context)
 
 
+def data_info(source: str, splits) -> DataInfo:
+    """What a recipe sees of the data: its kind, training rows and sample shape."""
+    kind = "image" if len(splits.shape) == 3 else "toy" if is_toy(source) else "table"
+    return DataInfo(kind, len(splits.train), tuple(splits.shape))
+
+
+def train_step(objective, optimizer, parameters: list, batch: torch.Tensor,
+               grad_clip: float | None) -> tuple[torch.Tensor, bool]:
+    """One optimisation step on ``batch`` (``objective(batch)`` is the loss; gradients clipped at
+    ``grad_clip`` unless None): the loss, detached on the device, and whether the step was taken
+    (not for a non-finite loss or gradient; that check is the step's one host sync).
+
+    The benchmarks time this function for every contender."""
+    loss = objective(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # DDP averages the gradients over ranks here
+    finite = torch.isfinite(loss)
+    if grad_clip is not None:
+        finite = finite & torch.isfinite(torch.nn.utils.clip_grad_norm_(parameters, grad_clip))
+    finite = bool(finite)
+    if finite:
+        optimizer.step()
+    return loss.detach(), finite
+
+
+def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generator,
+               jitter: torch.Tensor | None) -> torch.Tensor:
+    """A minibatch drawn with replacement, plus the training noise (both from ``generator``: the
+    same on every rank, restored on resume)."""
+    batch = x_train[torch.randint(len(x_train), (batch_size,), generator=generator, device=x_train.device)]
+    if jitter is not None:
+        batch = batch + jitter * torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+    return batch
+
+
 def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, resume: bool, force: bool,
            progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
+    splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
+    config = config.resolved(data_info(config.data, splits)).validate()
+    if context.is_main and not resume:
+        _check_columns(config, splits)
     if config.batch_size % context.world_size:
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {context.world_size} processes")
-    splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
+    if config.model_options.get("context_dim"):
+        raise FlowforgeError("a conditional model needs context data; the trainer does not read one yet")
     flow, optimizer, generator = _build(config, splits, max_params)
     ema = EMA(flow, config.ema_decay)
     if resume:
@@ -224,21 +264,23 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
             torch.manual_seed(config.seed + 1_000_003 * context.rank + progress.step)
     else:
         if context.is_main:
-            _prepare_run_dir(run_dir, config, splits.dim, force)
+            _prepare_run_dir(run_dir, config, splits.dim, splits.columns, force)
         progress = Progress()
         torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
     context.barrier()
     objective = _Objective(flow, config.objective)
     if context.active:
         objective = torch.nn.parallel.DistributedDataParallel(objective)
-    x_train = torch.from_numpy(splits.train)
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    x_train = torch.from_numpy(splits.train).to(device, dtype)
     jitter = _jitter_scale(config, x_train)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
     good = _snapshot(flow, optimizer, ema, generator, progress)
     bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
                disable=not (progress_bar and context.is_main), dynamic_ncols=True)
-    started, running = time.perf_counter() - progress.elapsed, []
+    started = time.perf_counter() - progress.elapsed
+    running, taken = torch.zeros((), device=device, dtype=torch.float64), 0  # summed on the device
 
     last_step = config.steps if stop_after is None else min(stop_after, config.steps)
     parameters = list(flow.parameters())  # listed once: the module tree is not walked every step
@@ -246,18 +288,12 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         lr = learning_rate(config, progress.step) * progress.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = x_train[torch.randint(len(x_train), (config.batch_size,), generator=generator)]
-        if jitter is not None:  # drawn from the batch generator: the same on every rank, restored on resume
-            batch = batch + jitter * torch.randn(batch.shape, generator=generator)
-        loss = objective(context.shard(batch))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP averages the gradients over ranks here
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+        batch = draw_batch(x_train, config.batch_size, generator, jitter)
+        loss, finite = train_step(objective, optimizer, parameters, context.shard(batch), config.grad_clip)
         loss = context.mean(loss)  # the same value on every rank, so every rank decides alike
-        if torch.isfinite(loss) and torch.isfinite(grad_norm):
-            optimizer.step()
+        if finite:
             ema.update(progress.step)
-            running.append(loss.item() + offset)
+            running, taken = running + loss, taken + 1
         else:
             if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
                 raise FlowforgeError(_diverged(run_dir, progress.step + 1, loss.item()))
@@ -273,28 +309,55 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         bar.update(1)
 
         if progress.step % config.eval_every == 0 or progress.step == last_step:
-            with ema.applied():  # evaluate, and keep, the averaged weights
-                val = nll_summary(flow, splits.val, report=False)["nll"]
-                improved = math.isfinite(val) and val < progress.best_val
-                best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
-            progress.elapsed = time.perf_counter() - started
-            record = {"step": progress.step, train_key: sum(running) / max(1, len(running)), "val_nll": val,
-                      "lr": lr, "time": round(progress.elapsed, 3),
-                      **getattr(flow, "training_metrics", dict)()}  # e.g. a continuous flow's NFE
-            running = []
-            if improved:
-                progress.best_val, progress.best_step = val, progress.step
-            if context.is_main:
-                # Metrics first, checkpoint last: a crash in between is undone by resume.
-                _append_metrics(run_dir, record)
-                if improved:
-                    save_tensors(run_dir / BEST_WEIGHTS, best_state, {"step": progress.step, "val_nll": val})
-                _save_checkpoint(run_dir, flow, optimizer, ema, generator, progress)
+            train_value = float(running) / max(1, taken) + offset
+            running, taken = torch.zeros_like(running), 0
+            record = _evaluate_and_save(run_dir, context, flow, optimizer, ema, generator, progress, splits.val,
+                                        {"step": progress.step, train_key: train_value, "lr": lr}, started)
             good = _snapshot(flow, optimizer, ema, generator, progress)
-            bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{val:.3f}", best=f"{progress.best_val:.3f}")
+            bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{record['val_nll']:.3f}",
+                            best=f"{progress.best_val:.3f}")
+            if config.patience and progress.stale_evals >= config.patience:
+                bar.write(f"stopped early at step {progress.step}: no better validation NLL in "
+                          f"{config.patience} evaluations (best {progress.best_val:.4f} at step {progress.best_step})")
+                break
     bar.close()
     context.barrier()  # rank 0's best weights are on disk before anyone reads them
-    return finish(run_dir, flow, splits.test, progress, write=context.is_main)
+    return finish(run_dir, flow, splits, progress, write=context.is_main)
+
+
+def _evaluate_and_save(run_dir: Path, context, flow, optimizer, ema: EMA, generator, progress: Progress,
+                       val_points, record: dict[str, Any], started: float) -> dict[str, Any]:
+    """Validate the averaged weights, keep them if they are the best so far, log, checkpoint."""
+    with ema.applied():  # evaluate, and keep, the averaged weights
+        val = nll_summary(flow, val_points, report=False)["nll"]
+        improved = math.isfinite(val) and val < progress.best_val
+        best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
+    progress.elapsed = time.perf_counter() - started
+    record = {**record, "val_nll": val, "time": round(progress.elapsed, 3),
+              **flow.training_metrics()}  # e.g. a continuous flow's NFE
+    if improved:
+        progress.best_val, progress.best_step, progress.stale_evals = val, progress.step, 0
+    else:
+        progress.stale_evals += 1
+    if context.is_main:
+        # Metrics first, checkpoint last: a crash in between is undone by resume.
+        _append_metrics(run_dir, record)
+        if improved:
+            save_tensors(run_dir / BEST_WEIGHTS, best_state, {"step": progress.step, "val_nll": val})
+        _save_checkpoint(run_dir, flow, optimizer, ema, generator, progress)
+    return record
+
+
+def _check_columns(config: TrainConfig, splits) -> None:
+    """Refuse a constant column of a user's table and warn of an integer-valued one, by name."""
+    if splits.columns is None or is_toy(config.data):
+        return
+    problems = column_problems(splits.train, splits.columns, config.data)
+    for fatal, message in problems:
+        if fatal:
+            raise FlowforgeError(message)
+    for _, message in problems:
+        warn(message)
 
 
 def _diverged(run_dir: Path, step: int, loss: float) -> str:
@@ -304,18 +367,26 @@ def _diverged(run_dir: Path, step: int, loss: float) -> str:
     return f"training diverged at step {step} (loss {loss}); {saved}; try a lower --lr"
 
 
-def finish(run_dir: Path, flow, test_points, progress: Progress, write: bool = True) -> dict[str, Any]:
-    """Evaluate the best weights on the held-out test split and write results.json."""
+def finish(run_dir: Path, flow, splits, progress: Progress, write: bool = True) -> dict[str, Any]:
+    """Evaluate the best weights on the held-out test split and write results.json. Vector runs
+    also report a full-covariance Gaussian's test NLL (fitted to the training rows), and warn
+    when the flow does not beat it."""
     if progress.best_step < 0:
         raise FlowforgeError("no finite validation NLL was reached; nothing to save")
     tensors, _ = load_tensors(run_dir / BEST_WEIGHTS)
     flow.load_state_dict(tensors)
     flow.eval()
-    test = nll_summary(flow, test_points)
+    test = nll_summary(flow, splits.test)
     results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
                "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
                "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}
     results.update({f"test_{key}": test[key] for key in ("bits_per_dim", "nfe") if key in test})
+    if len(splits.shape) == 1:
+        gaussian = gaussian_baseline_nll(splits.train, splits.test) - standardization_log_scale(flow)
+        results["test_gaussian_nll"] = gaussian
+        if write and not test["nll"] < gaussian:
+            warn(f"the flow's test NLL {test['nll']:.4f} does not beat a full-covariance Gaussian fitted to the "
+                 f"same rows ({gaussian:.4f}): it learned no more than a mean and a covariance")
     if write:
         write_json(run_dir / RESULTS, results)
     return results

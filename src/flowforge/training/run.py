@@ -8,10 +8,11 @@ from typing import Any
 
 from flowforge.distributions import Flow
 from flowforge.errors import FlowforgeError
-from flowforge.models import build_model
+from flowforge.models.specs import spec_of
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, load_tensors, load_weights, read_json,
                                            split_prefix)
 from flowforge.training.config import TrainConfig
+from flowforge.training.device import resolve_device, resolve_dtype
 from flowforge.training.validate import (check_buffers, check_data_shape, check_model_size,
                                          check_weights_file_size)
 
@@ -19,7 +20,9 @@ from flowforge.training.validate import (check_buffers, check_data_shape, check_
 def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
     """The config's model for data of ``dim`` features (vectors) or of shape ``dim`` = (C, H, W) (images)."""
     try:
-        return build_model(config.model, dim, standardize=config.standardize, **config.model_options)
+        spec = spec_of(config.model)
+        standardize = {} if spec.images else {"standardize": bool(config.standardize)}  # images: dequantised
+        return spec.build(dim, **standardize, **config.model_options)
     except (TypeError, ValueError) as err:
         raise FlowforgeError(f"cannot build model {config.model!r}: {err}") from None
 
@@ -43,9 +46,10 @@ def check_flow_size(config: TrainConfig, dim: int | tuple[int, ...], max_params:
     check_model_size(lambda: build_flow(config, dim), max_params)
 
 
-def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *,
-             max_params: int | None = None) -> tuple[Flow, TrainConfig, dict[str, Any]]:
-    """The trained flow of a run (best weights by default), its config and the config file's extras.
+def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *, max_params: int | None = None,
+             device: str = "cpu") -> tuple[Flow, TrainConfig, dict[str, Any]]:
+    """The trained flow of a run (best weights by default) on ``device`` (``auto``: CUDA when
+    available; a run trained on a GPU loads on a CPU), its config and the config file's extras.
 
     The directory is untrusted: its config is checked and the model sized (refused above
     ``max_params`` parameters, by default ``--max-params``'s limit) before anything is built, and the weights must match the model.
@@ -57,10 +61,10 @@ def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *,
     raw = read_json(run_dir / CONFIG)
     if "train" not in raw or "dim" not in raw:
         raise FlowforgeError(f"{run_dir / CONFIG}: corrupt, lacks 'train' or 'dim'")
-    config = TrainConfig.from_dict(raw["train"], source=str(run_dir / CONFIG))
+    config = TrainConfig.from_dict(raw["train"], source=str(run_dir / CONFIG), version=raw.get("config_version", 1))
     dim = check_data_shape(raw["dim"], str(run_dir / CONFIG))
     check_flow_size(config, dim, max_params)
-    flow = build_flow(config, dim)
+    flow = build_flow(config, dim).to(dtype=resolve_dtype(config.dtype))  # the weights' dtype
     path = run_dir / weights
     check_weights_file_size(path, flow.state_dict())
     tensors, _ = load_tensors(path)
@@ -68,4 +72,4 @@ def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *,
         tensors = split_prefix(tensors, "model.")
     load_weights(flow, tensors, path)
     check_buffers(flow, path)
-    return flow.eval(), config, raw
+    return flow.to(resolve_device(device)).eval(), config, raw

@@ -9,8 +9,6 @@ must match the model's names, shapes and dtypes, and buffers must satisfy their 
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +17,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 from flowforge.errors import FlowforgeError
+from flowforge.training.fields import MAX_PARAMS, TRAIN_FIELDS, _shown
 
-DEFAULT_MAX_PARAMS = 200_000_000  # about 0.8 GB of float32 weights (Glow on 3×32×32 images: 44 M)
-MAX_PARAMS: ContextVar[int] = ContextVar("flowforge_max_params", default=DEFAULT_MAX_PARAMS)  # --max-params
 SMALL_TENSOR = 4096  # elements; larger tensors are put on the meta device while the model is sized
 STRUCTURE_LIMITS = {"num_layers": 1024, "steps": 1024, "depth": 64, "levels": 8, "scales": 8,
                     "solver_steps": 100_000, "hidden": 2 ** 31}
@@ -29,64 +26,6 @@ MAX_INT_OPTION = 2 ** 31
 MAX_DIM = 1_000_000
 MAX_IMAGE_SIDE = 4096
 MAX_CHANNELS = 64
-
-
-@dataclass(frozen=True)
-class Field:
-    """What a TrainConfig field may hold: its type, its range and its choices."""
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    optional: bool = False
-    choices: tuple[str, ...] = ()
-
-    def problem(self, value: Any) -> str | None:
-        """Why ``value`` does not fit (None when it does)."""
-        if value is None:
-            return None if self.optional else "must be given"
-        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, _ACCEPTED[self.kind]):
-            return f"must be {_KIND_NAMES[self.kind]}, got {_shown(value)}"
-        if self.choices and value not in self.choices:
-            return f"must be {' or '.join(repr(c) for c in self.choices)}, got {_shown(value)}"
-        if self.kind in (int, float):
-            return self._range_problem(value)
-        return None
-
-    def _range_problem(self, value: float) -> str | None:
-        if not math.isfinite(value):
-            return f"must be a finite number, got {value}"
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        if too_low or too_high:
-            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            return f"must be in {left}{_number(self.low)}, {_number(self.high)}{right}, got {value}"
-        return None
-
-
-_ACCEPTED = {int: int, float: (int, float), str: str, bool: bool, dict: dict}
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object"}
-TRAIN_FIELDS = {
-    "model": Field(str), "data": Field(str), "data_dir": Field(str, optional=True),
-    "n_train": Field(int, 10, 100_000_000), "steps": Field(int, 1, 1_000_000_000),
-    "batch_size": Field(int, 1, 10_000_000), "lr": Field(float, 0, 1e3, low_open=True),
-    "warmup_steps": Field(int, 0, 1_000_000_000), "min_lr_ratio": Field(float, 0, 1),
-    "weight_decay": Field(float, 0, 1e3), "grad_clip": Field(float, 0, 1e12, low_open=True),
-    "ema_decay": Field(float, 0, 1, high_open=True), "train_noise": Field(float, 0, 1, high_open=True, optional=True),
-    "eval_every": Field(int, 1, 1_000_000_000), "seed": Field(int, 0, 2 ** 63 - 1),
-    "standardize": Field(bool, optional=True), "on_nan": Field(str, choices=("rollback", "skip", "stop")),
-    "objective": Field(str), "model_options": Field(dict),
-}
-
-
-def _number(value: float | None) -> str:
-    return "∞" if value is None else f"{value:g}"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_train_values(values: dict[str, Any], label: Callable[[str], str]) -> None:

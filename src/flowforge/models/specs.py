@@ -1,0 +1,192 @@
+"""Model families, each described once: its builder, the kind of input it takes, its recipe (the
+trainer defaults that make ``flowforge train --model M --data D`` work with no other option),
+its objectives, its evaluation metrics and its figures.
+
+The loop, evaluation, plots and command line ask a :class:`ModelSpec` instead of checking a
+model's name, attributes or the data's shape. This module imports neither torch nor the
+builders (``flowforge --help`` reads it): a builder is imported when a model is first built.
+
+>>> spec = SPECS["glow"]
+>>> spec.input_kind, spec.size_options["layers"]
+('image', 'steps')
+>>> recipe = spec.recipe(DataInfo(kind="image", rows=1437, shape=(1, 8, 8)))
+>>> recipe["lr"] <= 1e-3 and recipe["model_options"]["levels"] >= 1
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+VECTOR, IMAGE = "vector", "image"
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a recipe may depend on: ``kind`` ("toy", "table" or "image"), the training rows and one
+    sample's shape."""
+    kind: str
+    rows: int
+    shape: tuple[int, ...]
+
+    @property
+    def features(self) -> int:
+        size = 1
+        for side in self.shape:
+            size *= side
+        return size
+
+
+Recipe = Callable[[DataInfo], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model family.
+
+    Args:
+        name: the ``--model`` name.
+        builder: ``"module:function"``, the builder, called as ``builder(dim_or_shape, **options)``.
+        input_kind: ``"vector"`` (the builder takes D) or ``"image"`` (it takes (C, H, W)).
+        summary: one line for ``--help``.
+        recipe: the trainer defaults (TrainConfig fields, and ``model_options``) for given data.
+        size_options: the command line's generic ``--layers/--hidden/--depth`` → the builder's keyword.
+        objectives: what ``--objective`` may be (the first is the default).
+        metrics: what evaluation reports beside the NLL (``bits_per_dim``, ``nfe``).
+        figures: ``"module:function"`` drawing the family's own figures, ``f(flow, data, out) -> [Path]``.
+        unrecorded_options: the options a config saved before they were recorded was trained with.
+    """
+    name: str
+    builder: str
+    input_kind: str
+    summary: str
+    recipe: Recipe
+    size_options: Mapping[str, str] = field(default_factory=dict)
+    objectives: tuple[str, ...] = ("mle",)
+    metrics: tuple[str, ...] = ()
+    figures: str | None = None
+    unrecorded_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def images(self) -> bool:
+        return self.input_kind == IMAGE
+
+    def builder_function(self) -> Callable[..., Any]:
+        return _resolve(self.builder)
+
+    def build(self, dim: int | tuple[int, ...], **options: Any):
+        """The flow for data of ``dim`` features (vectors) or of shape ``dim`` (images)."""
+        if isinstance(dim, (tuple, list)) and not self.images:
+            images = ", ".join(name for name, spec in SPECS.items() if spec.images)
+            raise ValueError(f"{self.name} models vectors, not images of shape {tuple(dim)}; choose from {images}")
+        return self.builder_function()(tuple(dim) if isinstance(dim, list) else dim, **options)
+
+    def builder_options(self) -> dict[str, Any]:
+        """Every keyword the builder takes, with its default (recorded in config.json)."""
+        parameters = list(inspect.signature(self.builder_function()).parameters.values())[1:]
+        return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+    def figure_function(self) -> Callable[..., Any] | None:
+        return _resolve(self.figures) if self.figures else None
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# ---- recipes -----------------------------------------------------------------------------------
+# Each figure in a comment was measured; docs/recipes.md has the tables.
+
+def _vector_recipe(toy: dict[str, Any], table: Callable[[bool], dict[str, Any]]) -> Recipe:
+    """A vector family's recipe: ``toy`` for the 2-D sets; for a user's table, :func:`table_recipe`
+    with the family's model options ``table(small)``."""
+    def recipe(info: DataInfo) -> dict[str, Any]:
+        if info.kind == "toy":
+            return dict(toy)
+        values = table_recipe(info)
+        small = values.pop("small")
+        return {**values, **{k: v for k, v in toy.items() if k == "objective"}, "model_options": table(small)}
+    return recipe
+
+
+def table_recipe(info: DataInfo) -> dict[str, Any]:
+    """A user's table of ``rows`` × ``features``: evaluation every epoch, early stopping on the
+    validation NLL (best weights kept), a model and a budget that grow with the rows.
+
+    A flow memorises a few hundred rows within a few epochs: wine (142 training rows × 13) scored
+    its best validation NLL after 50 steps and 16× worse after 3,000, so small tables get a small
+    model, stronger regularisation and a short patience.
+    """
+    batch = int(min(256, max(32, info.rows // 4)))
+    epoch = max(1, -(-info.rows // batch))  # steps per epoch
+    small = info.rows < 2_000
+    return {"batch_size": batch, "eval_every": epoch, "patience": 10 if small else 20,
+            "steps": int(min(20_000, max(1_000, 300 * epoch))), "lr": 1e-3 if small else 7e-4,
+            "warmup_steps": min(100, epoch * 2), "train_noise": 0.1 if small else 0.03,
+            "weight_decay": 0.2, "small": small}
+
+
+def _image_recipe(small: dict[str, Any], large: dict[str, Any]) -> Recipe:
+    """Images of up to 16×16 pixels (digits) take ``small``; larger ones (MNIST) ``large``."""
+    def recipe(info: DataInfo) -> dict[str, Any]:
+        return dict(small if max(info.shape[1:]) <= 16 else large)
+    return recipe
+
+
+REALNVP_TOY = {"steps": 3000, "lr": 7e-4, "batch_size": 256, "eval_every": 200, "train_noise": 0.03,
+               # 12 x 3x128 beat the book's 6 x 4x256 at 8 of 10 seeds on moons (docs/moons_defaults.md)
+               "model_options": {"num_layers": 12, "hidden": 128, "depth": 3}}
+SPLINE_TOY = {"steps": 3000, "lr": 7e-4, "batch_size": 256, "eval_every": 200, "train_noise": 0.03,
+              "model_options": {"num_layers": 5, "hidden": 128, "depth": 2}}
+FFJORD_TOY = {"steps": 3000, "lr": 1e-3, "batch_size": 256, "eval_every": 500, "train_noise": 0.0,
+              "objective": "flow-matching", "model_options": {"hidden": 64, "depth": 3}}
+GLOW_SMALL = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 250, "warmup_steps": 200,
+              "model_options": {"levels": 2, "steps": 8, "hidden": 64, "depth": 2}}
+GLOW_LARGE = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 500, "warmup_steps": 200,
+              "model_options": {"levels": 2, "steps": 8, "hidden": 128, "depth": 2}}  # 28 = 4 × 7
+REALNVP_IMAGE_SMALL = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 250, "warmup_steps": 200,
+                       "model_options": {"scales": 2, "hidden": 64, "depth": 2}}
+REALNVP_IMAGE_LARGE = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 500, "warmup_steps": 200,
+                       "model_options": {"scales": 2, "hidden": 64, "depth": 2}}
+
+def _spline_table(small: bool) -> dict[str, Any]:
+    return {"num_layers": 4 if small else 5, "hidden": 64 if small else 128, "depth": 2}
+
+
+_SIZES = {"layers": "num_layers", "hidden": "hidden", "depth": "depth"}
+
+SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
+    ModelSpec("realnvp", "flowforge.models.realnvp:RealNVP", VECTOR,
+              "RealNVP: affine couplings with alternating masks (the book's model)",
+              _vector_recipe(REALNVP_TOY, lambda small: {"num_layers": 6 if small else 10,
+                                                          "hidden": 64 if small else 128, "depth": 2}), _SIZES,
+              unrecorded_options={"num_layers": 6, "hidden": 256, "depth": 4}),
+    ModelSpec("nsf", "flowforge.models.nsf:NSF", VECTOR,
+              "neural spline flow: rational-quadratic spline couplings (or autoregressive=true)",
+              _vector_recipe(SPLINE_TOY, _spline_table), _SIZES),
+    ModelSpec("maf", "flowforge.models.nsf:MAF", VECTOR, "masked autoregressive flow (MADE layers)",
+              _vector_recipe(SPLINE_TOY, _spline_table), _SIZES),
+    ModelSpec("ffjord", "flowforge.models.ffjord:FFJORD", VECTOR,
+              "FFJORD: a continuous-time flow (an ODE), trained by flow matching or likelihood",
+              _vector_recipe(FFJORD_TOY, lambda small: {"hidden": 64, "depth": 3}), _SIZES, objectives=("mle", "flow-matching"), metrics=("nfe",),
+              figures="flowforge.plots.ffjord:ffjord_figures", unrecorded_options={"fm_time_power": 1.0}),
+    ModelSpec("glow", "flowforge.models.glow:Glow", IMAGE,
+              "Glow: actnorm, invertible 1x1 convolutions and affine couplings at several scales",
+              _image_recipe(GLOW_SMALL, GLOW_LARGE), {"layers": "steps", "hidden": "hidden", "depth": "depth"},
+              metrics=("bits_per_dim",)),
+    ModelSpec("realnvp-image", "flowforge.models.realnvp_image:RealNVPImage", IMAGE,
+              "RealNVP for images: checkerboard and channel couplings at several scales",
+              _image_recipe(REALNVP_IMAGE_SMALL, REALNVP_IMAGE_LARGE),
+              {"layers": "scales", "hidden": "hidden", "depth": "depth"}, metrics=("bits_per_dim",)),
+)}
+
+
+def spec_of(name: str) -> ModelSpec:
+    """The registered family ``name``; an unknown name is refused with the list of known ones."""
+    if name not in SPECS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(SPECS))}")
+    return SPECS[name]

@@ -1,0 +1,43 @@
+"""Which device and floating-point type a run uses."""
+
+from __future__ import annotations
+
+import torch
+
+from flowforge.errors import FlowforgeError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the first CUDA device when one is available, else the CPU; ``cpu``, ``cuda``,
+    ``cuda:N`` as asked, refused in one line when this machine has no such device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FlowforgeError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise FlowforgeError(f"--device {name!r}: flowforge runs on cpu or cuda")
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise FlowforgeError(f"--device {name}: this machine has no CUDA device (use --device cpu)")
+        if (device.index or 0) >= count:
+            raise FlowforgeError(f"--device {name}: this machine has {count} CUDA device(s)")
+    return device
+
+
+def resolve_dtype(name: str = "float32") -> torch.dtype:
+    if name not in DTYPES:
+        raise FlowforgeError(f"--dtype {name!r}: use {' or '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def flow_device(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where ``module``'s floating-point weights live, and their type (CPU float32 for none)."""
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.float32

@@ -1,0 +1,38 @@
+"""Explicit migrations of a saved config.json's ``train`` object to today's format.
+
+Format 1 (no ``config_version`` in config.json) was written before recipes: every trainer
+field was recorded, but only the builder options the user gave (and, for RealNVP and FFJORD,
+the trainer's own). Its runs were trained on the CPU in float32 without early stopping.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flowforge.errors import FlowforgeError
+
+
+def _from_version_1(train: dict[str, Any]) -> dict[str, Any]:
+    from flowforge.models.specs import SPECS
+
+    spec = SPECS.get(train.get("model", "realnvp"))
+    unrecorded = dict(spec.unrecorded_options) if spec else {}
+    # A run saved before train_noise existed trained without noise, and must resume so.
+    defaults = {"train_noise": 0.0, "patience": 0, "device": "cpu", "dtype": "float32", "objective": "mle",
+                "recipe": "format-1"}
+    return {**defaults, **train, "model_options": {**unrecorded, **train.get("model_options", {})}}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+
+
+def migrate_train(train: dict[str, Any], version: Any, source: str) -> dict[str, Any]:
+    """``train`` as written by config format ``version``, brought to the current format."""
+    from flowforge.training.config import CONFIG_VERSION
+
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CONFIG_VERSION:
+        raise FlowforgeError(f"{source}: config_version {version!r} is not one this flowforge reads "
+                             f"(1 to {CONFIG_VERSION}); a newer flowforge wrote it?")
+    while version < CONFIG_VERSION:
+        train, version = MIGRATIONS[version](train), version + 1
+    return train

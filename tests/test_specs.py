@@ -1,0 +1,122 @@
+"""Model specs and recipes, device and dtype, the Gaussian baseline, a table's column names, and a
+command line that answers --help without torch."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from cli_harness import SMALL, cli
+from conftest import small_config
+from safetensors.torch import load_file
+
+from flowforge.models import SPECS, build_model
+from flowforge.models.specs import DataInfo
+from flowforge.training import TrainConfig, load_run, train
+from flowforge.training import loop
+
+KINDS = {"vector": [DataInfo("toy", 3000, (2,)), DataInfo("table", 142, (13,)), DataInfo("table", 30_000, (43,))],
+         "image": [DataInfo("image", 1437, (1, 8, 8)), DataInfo("image", 60_000, (1, 28, 28))]}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_recipe_resolves_to_a_valid_config_that_builds(name):
+    spec = SPECS[name]
+    for info in KINDS[spec.input_kind]:
+        config = TrainConfig(model=name, data="digits" if spec.images else "moons").resolved(info).validate()
+        assert None not in (config.steps, config.lr, config.batch_size, config.eval_every, config.objective)
+        assert config.objective in spec.objectives and config.recipe == f"{name}/{info.kind}"
+        options = {k: v for k, v in config.model_options.items() if k != "bits"}
+        dim = info.shape if spec.images else info.shape[0]
+        assert sum(p.numel() for p in build_model(name, dim, **options).parameters()) > 0
+        assert config.model_options.keys() >= spec.builder_options().keys() - {"standardize"}  # all recorded
+
+
+def test_the_size_flags_reach_each_model_under_its_own_name_or_are_refused(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--model", "glow", "--data", "digits", "--layers", "2", "--hidden", "8",
+                       "--depth", "1", "--model-option", "levels=1", "--steps", "2", "--eval-every", "2",
+                       "--out", str(tmp_path / "g"), "--no-plots", "--no-progress")
+    assert code == 0, err
+    assert json.loads((tmp_path / "g" / "config.json").read_text())["train"]["model_options"]["steps"] == 2
+
+
+def test_cpu_float64_reaches_parameters_optimiser_batches_and_saved_weights(tmp_path, monkeypatch):
+    seen = []
+    draw = loop.draw_batch
+    monkeypatch.setattr(loop, "draw_batch", lambda *a: seen.append(draw(*a)) or seen[-1])
+    config = small_config(steps=4, eval_every=2, device="cpu", dtype="float64")
+    train(config, tmp_path / "f64", progress_bar=False)
+    assert seen and all(b.dtype == torch.float64 and b.device.type == "cpu" for b in seen)
+    weights = load_file(str(tmp_path / "f64" / "model.safetensors"))
+    assert {t.dtype for k, t in weights.items() if t.is_floating_point() and "bf16" not in k} == {torch.float64}
+    checkpoint = load_file(str(tmp_path / "f64" / "checkpoint.safetensors"))
+    assert all(t.dtype == torch.float64 for k, t in checkpoint.items() if k.startswith("optim.") and
+               k.endswith(("exp_avg", "exp_avg_sq")))
+    flow, loaded, _ = load_run(tmp_path / "f64")
+    assert loaded.dtype == "float64" and next(flow.parameters()).dtype == torch.float64
+
+
+def test_an_unknown_or_absent_device_is_one_line(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--device", "tpu", "--steps", "2", "--out", str(tmp_path / "a"), *SMALL)
+    assert code == 1 and err.count("\n") == 1 and "--device" in err
+    if not torch.cuda.is_available():
+        code, _, err = cli(capsys, "train", "--device", "cuda", "--steps", "2", "--out", str(tmp_path / "b"), *SMALL)
+        assert code == 1 and "no CUDA device" in err
+
+
+def test_train_leaves_early_and_keeps_the_best_weights_when_validation_stops_improving(tmp_path):
+    results = train(small_config(steps=2000, eval_every=1, patience=3, lr=0.5, on_nan="skip"), tmp_path / "p",
+                    progress_bar=False)
+    assert results["steps"] < 2000 and results["best_step"] <= results["steps"]
+
+
+def _write_table(path, rows: np.ndarray, names: list[str]) -> None:
+    path.write_text(",".join(names) + "\n" + "\n".join(",".join(f"{v:.6g}" for v in row) for row in rows) + "\n")
+
+
+def test_a_table_reports_the_gaussian_baseline_and_samples_keep_its_column_names(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 3))
+    x[:, 2] = x[:, 0] ** 2 + 0.1 * x[:, 2]  # not Gaussian: a flow can beat the fitted Gaussian
+    _write_table(tmp_path / "t.csv", x, ["alcohol", "malic acid", "ash"])
+    code, out, err = cli(capsys, "train", "--data", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"),
+                         "--steps", "300", "--no-plots", "--no-progress")
+    assert code == 0, err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test_gaussian_nll"] > 0 and "full-covariance Gaussian" in out
+    code, _, err = cli(capsys, "sample", str(tmp_path / "run"), "-n", "5", "-o", str(tmp_path / "s.csv"))
+    assert code == 0, err
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "alcohol,malic acid,ash"
+
+
+def test_a_constant_or_integer_column_is_named_in_a_warning(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.standard_normal(200), np.full(200, 3.0), rng.integers(0, 3, 200)])
+    _write_table(tmp_path / "flat.csv", x, ["a", "flat", "count"])
+    code, _, err = cli(capsys, "train", "--data", str(tmp_path / "flat.csv"), "--out", str(tmp_path / "r1"),
+                       "--steps", "5", "--eval-every", "5", *SMALL)
+    assert code == 1 and err.count("\n") == 1 and "'flat' is constant" in err
+    assert not (tmp_path / "r1").exists()
+    _write_table(tmp_path / "count.csv", x[:, [0, 2]], ["a", "count"])
+    code, _, err = cli(capsys, "train", "--data", str(tmp_path / "count.csv"), "--out", str(tmp_path / "r2"),
+                       "--steps", "5", "--eval-every", "5", *SMALL)
+    assert code == 0 and "'count' holds only 3 integer values" in err
+
+
+def test_the_gaussian_baseline_is_the_exact_nll_of_a_fitted_gaussian():
+    from flowforge.training.evaluate import gaussian_baseline_nll
+
+    rng = np.random.default_rng(1)
+    cov = np.array([[2.0, 0.6], [0.6, 0.5]])
+    train_rows = rng.multivariate_normal([1.0, -1.0], cov, size=200_000)
+    test_rows = rng.multivariate_normal([1.0, -1.0], cov, size=200_000)
+    entropy = 0.5 * np.log(np.linalg.det(2 * np.pi * np.e * cov))
+    assert gaussian_baseline_nll(train_rows, test_rows) == pytest.approx(entropy, abs=0.01)
+
+
+def test_the_command_line_module_imports_neither_torch_nor_sklearn():
+    code = "import sys, flowforge.cli; print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
