@@ -12,7 +12,7 @@ from flowforge.lazy import lazy_names
 __all__ = ["fit", "fit_run", "fit_config", "load_target", "built_in_target", "Target", "diagnose",
            "importance_summary", "pareto_k", "resample", "reverse_kl", "sticking_the_landing", "forward_kl"]
 __getattr__, __dir__ = lazy_names(__name__, {
-    "fit": ".fit", "fit_run": ".fit", "fit_config": ".fit", "load_target": ".targets",
+    "fit": ".fitting", "fit_run": ".fitting", "fit_config": ".fitting", "load_target": ".targets",
     "built_in_target": ".targets", "Target": ".targets", "diagnose": ".diagnostics",
     "importance_summary": ".diagnostics", "pareto_k": ".diagnostics", "resample": ".diagnostics",
     "reverse_kl": ".objectives", "sticking_the_landing": ".objectives", "forward_kl": ".objectives"})

@@ -30,8 +30,10 @@ Examples:
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue this run")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--steps", type=click.IntRange(1, 10_000_000), default=None, help="optimisation steps [default: 2000]")
-@click.option("--objective", type=click.Choice(["stl", "reverse-kl", "forward-kl"]), default="stl",
-              show_default=True, help="sticking-the-landing ELBO, plain ELBO, or forward KL by importance weights")
+@click.option("--objective", type=click.Choice(["forward-then-stl", "stl", "reverse-kl", "forward-kl"]),
+              default="forward-then-stl",
+              show_default=True, help="forward KL by importance weights for the first quarter, then the sticking-the-landing ELBO; "
+              "or either alone, or the plain ELBO")
 @click.option("--draws", type=click.IntRange(2, 1_000_000), default=None, help="draws per step [default: 256]")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), default=None, help="peak learning rate [default: 1e-3]")
 @click.option("--layers", type=click.IntRange(1, 256), default=None, help="layers of the flow")
@@ -46,7 +48,7 @@ def fit(target, dim, model, out, resume, force, steps, objective, draws, lr, lay
     sticking-the-landing gradient) and report the ELBO, log Z ± its standard error, the ESS per
     draw and the Pareto k̂ of the importance weights. Then `sample`, `eval` and `plot` the run."""
     from flowforge.errors import FlowforgeError
-    from flowforge.variational.fit import fit_config, fit_run
+    from flowforge.variational.fitting import fit_config, fit_run
     from flowforge.variational.report import eval_line
 
     if (out is None) == (resume is None):
@@ -78,7 +80,7 @@ def _resumed_config(run_dir: Path, steps: int | None):
     from flowforge.errors import FlowforgeError
     from flowforge.training.checkpoint import CONFIG, read_json
     from flowforge.training.config import TrainConfig
-    from flowforge.variational.fit import variational_section
+    from flowforge.variational.fitting import variational_section
 
     raw = read_json(run_dir / CONFIG)
     if variational_section(raw) is None:

@@ -21,7 +21,8 @@ from torch.func import functional_call
 
 from flowforge.variational.targets import checked_log_prob
 
-OBJECTIVES = ("reverse-kl", "stl", "forward-kl")
+OBJECTIVES = ("forward-then-stl", "stl", "reverse-kl", "forward-kl")
+WARM_FRACTION = 0.25  # forward-then-stl: the share of the steps fitted by forward KL
 
 
 class _LogProb(nn.Module):
@@ -78,6 +79,10 @@ def forward_kl(flow, target: Callable, n: int, context: Tensor | None = None,
     return -(weights * flow.log_prob(x, context)).sum(0).mean()
 
 
-def objective_function(name: str) -> Callable[..., Tensor]:
-    """The loss called ``name`` (one of :data:`OBJECTIVES`)."""
+def objective_function(name: str, step: int = 0, steps: int = 1) -> Callable[..., Tensor]:
+    """The loss called ``name`` (one of :data:`OBJECTIVES`) at ``step`` of ``steps``:
+    ``forward-then-stl`` is forward KL for the first :data:`WARM_FRACTION` of the steps (it spreads
+    q over every mode the wide initial q reaches), then the path-gradient ELBO (which sharpens q)."""
+    if name == "forward-then-stl":
+        return forward_kl if step < WARM_FRACTION * steps else sticking_the_landing
     return {"reverse-kl": reverse_kl, "stl": sticking_the_landing, "forward-kl": forward_kl}[name]

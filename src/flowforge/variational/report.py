@@ -16,7 +16,7 @@ import torch
 from flowforge.errors import FlowforgeError
 from flowforge.training.checkpoint import RESULTS, read_json
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, log_weights, resample
-from flowforge.variational.fit import variational_section
+from flowforge.variational.fitting import variational_section
 from flowforge.variational.targets import Target, built_in_target, is_file_target
 
 REPORTED = ("elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k", "kl", "true_log_z", "modes_covered")

@@ -216,8 +216,6 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     path = Path(path_text)
     if not path.is_file():
         raise FlowforgeError(f"target {spec}: no such file {path}")
-    if dim is None:
-        raise FlowforgeError(f"target {spec}: give its dimension with --dim")
     module_name = f"flowforge_user_target_{abs(hash(str(path.resolve())))}"
     try:
         loader = importlib.util.spec_from_file_location(module_name, path)
@@ -229,6 +227,8 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     function = getattr(module, name, None)
     if not callable(function):
         raise FlowforgeError(f"target {spec}: {path} defines no function {name!r}")
+    if dim is None:
+        raise FlowforgeError(f"target {spec}: give its dimension with --dim")
     return Target(spec, dim, function)
 
 

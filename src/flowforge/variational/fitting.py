@@ -31,6 +31,7 @@ from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, _append_metrics, 
 from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, PARETO_K_WARNING, diagnose
 from flowforge.variational.objectives import OBJECTIVES, objective_function
+from flowforge.variational.targets import checked_log_prob
 
 SECTION = "variational"  # config.json's key for what a variational run fitted, and how
 TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
@@ -60,7 +61,7 @@ def set_target_scale(flow, scale: float) -> None:
             layer.set_statistics(torch.zeros_like(layer.mean), torch.full_like(layer.std, scale))
 
 
-def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "stl", draws: int = 256, lr: float = 1e-3,
+def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-stl", draws: int = 256, lr: float = 1e-3,
         warmup_steps: int = 100, grad_clip: float = 10.0, ema_decay: float = 0.99, eval_every: int = 200,
         seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
         progress_bar: bool = False) -> dict[str, Any]:
@@ -128,9 +129,10 @@ class _RunDirRecord(_MemoryRecord):
         return load_tensors(self.run_dir / BEST_WEIGHTS)[0] if (self.run_dir / BEST_WEIGHTS).is_file() else None
 
 
-def _step_loss(flow, target, config: TrainConfig, generator, context_sampler) -> Callable[[Any], torch.Tensor]:
-    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws."""
-    loss_of = objective_function(config.objective)
+def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, step: int
+               ) -> Callable[[Any], torch.Tensor]:
+    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws at ``step``."""
+    loss_of = objective_function(config.objective, step, config.steps)
 
     def loss(_):
         context = None if context_sampler is None else context_sampler(config.batch_size, generator)
@@ -142,7 +144,7 @@ def _step_loss(flow, target, config: TrainConfig, generator, context_sampler) ->
 def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator, progress: Progress,
               context_sampler, record: _MemoryRecord, progress_bar: bool, where: Path | None = None) -> Progress:
     """Steps until ``config.steps``, evaluating and checkpointing every ``eval_every`` steps."""
-    loss_fn, parameters = _step_loss(flow, target, config, generator, context_sampler), list(flow.parameters())
+    parameters = list(flow.parameters())
     good = _snapshot(flow, optimizer, ema, generator, progress)
     started, running, taken = time.perf_counter() - progress.elapsed, 0.0, 0
     bar = tqdm(total=config.steps, initial=progress.step, desc="fit", unit="step", disable=not progress_bar,
@@ -151,6 +153,7 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
         lr = learning_rate(config, progress.step) * progress.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
+        loss_fn = _step_loss(flow, target, config, generator, context_sampler, progress.step)
         loss, finite = train_step(loss_fn, optimizer, parameters, None, config.grad_clip)
         if finite:
             ema.update(progress.step)
@@ -266,6 +269,8 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
         progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)
         _drop_metrics_after(run_dir, progress.step)
         return progress
+    with torch.no_grad():  # a target that raises, returns NaN or the wrong shape is refused before any file is written
+        checked_log_prob(target, flow.sample(64, generator=torch.Generator(generator.device).manual_seed(config.seed)))
     _prepare_run_dir(run_dir, config, target.dim, None, force)
     raw = read_json(run_dir / CONFIG)
     write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,
