@@ -27,6 +27,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
+from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import TrainConfig, versions
 from flowforge.training.evaluate import nll_summary, standardization_log_scale
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
@@ -143,12 +144,13 @@ def _drop_metrics_after(run_dir: Path, step: int) -> None:
 class _Objective(torch.nn.Module):
     """The loss as a module's forward, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, flow, objective: str):
+    def __init__(self, flow, objective: str, l2: float = 0.0):
         super().__init__()
-        self.flow, self.objective = flow, objective
+        self.flow, self.objective, self.l2 = flow, objective, l2
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return training_loss(self.flow, batch, self.objective)
+        loss = training_loss(self.flow, batch, self.objective)
+        return loss + l2_penalty(self.flow, self.l2) if self.l2 else loss
 
 
 def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
@@ -228,7 +230,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         progress = Progress()
         torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
     context.barrier()
-    objective = _Objective(flow, config.objective)
+    objective = _Objective(flow, config.objective, config.l2)
     if context.active:
         objective = torch.nn.parallel.DistributedDataParallel(objective)
     x_train = torch.from_numpy(splits.train)

@@ -73,6 +73,7 @@ TRAIN_FIELDS = {
     "batch_size": Field(int, 1, 10_000_000), "lr": Field(float, 0, 1e3, low_open=True),
     "warmup_steps": Field(int, 0, 1_000_000_000), "min_lr_ratio": Field(float, 0, 1),
     "weight_decay": Field(float, 0, 1e3), "grad_clip": Field(float, 0, 1e12, low_open=True),
+    "l2": Field(float, 0, 1e3),
     "ema_decay": Field(float, 0, 1, high_open=True), "train_noise": Field(float, 0, 1, high_open=True, optional=True),
     "eval_every": Field(int, 1, 1_000_000_000), "seed": Field(int, 0, 2 ** 63 - 1),
     "standardize": Field(bool, optional=True), "on_nan": Field(str, choices=("rollback", "skip", "stop")),
