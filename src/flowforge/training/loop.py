@@ -28,6 +28,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
+from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
 from flowforge.training.device import resolve_device, resolve_dtype
 from flowforge.training.evaluate import gaussian_baseline_nll, nll_summary, standardization_log_scale
@@ -142,12 +143,13 @@ def _drop_metrics_after(run_dir: Path, step: int) -> None:
 class _Objective(torch.nn.Module):
     """The loss as a module's forward, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, flow, objective: str):
+    def __init__(self, flow, objective: str, l2: float = 0.0):
         super().__init__()
-        self.flow, self.objective = flow, objective
+        self.flow, self.objective, self.l2 = flow, objective, l2
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return training_loss(self.flow, batch, self.objective)
+        loss = training_loss(self.flow, batch, self.objective)
+        return loss + l2_penalty(self.flow, self.l2) if self.l2 else loss
 
 
 def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
@@ -294,7 +296,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         progress = Progress()
         torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
     context.barrier()
-    objective = _Objective(flow, config.objective)
+    objective = _Objective(flow, config.objective, config.l2)
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     if context.active:  # on GPUs each rank holds its own (torch.cuda.set_device in distributed.setup)
         ids = [distributed.local_rank()] if device.type == "cuda" else None
