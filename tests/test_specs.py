@@ -146,3 +146,15 @@ def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
     assert lines[0] == "bits_per_dim" and len(scores) == 7 and np.isfinite(scores).all() and (scores > 0).all()
     code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "s.csv"))
     assert code == 1 and err.count("\n") == 1
+
+
+def test_a_named_recipe_from_the_command_line_with_options_over_it(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--recipe", "book", "--steps", "4", "--eval-every", "2", "--n-train", "300",
+                       "--out", str(tmp_path / "book"), "--no-plots", "--no-progress")
+    assert code == 0, err
+    train_config = json.loads((tmp_path / "book" / "config.json").read_text())["train"]
+    assert (train_config["recipe"], train_config["l2"], train_config["lr"], train_config["steps"]) == \
+        ("book", 0.01, 1e-4, 4)
+    assert train_config["model_options"]["separate_networks"] is True
+    code, _, err = cli(capsys, "train", "--recipe", "cake", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown recipe 'cake'" in err

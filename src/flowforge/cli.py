@@ -210,7 +210,7 @@ def _new_config(recipe_name: str | None, options: dict) -> TrainConfig:
     model = values.get("model", "realnvp")
     model_options = {**named.get("model_options", {}),
                      **_model_options(model, {k: options[k] for k in SIZE_FLAGS}, options["model_option"])}
-    return TrainConfig(**values, model_options=model_options, recipe=recipe_name)
+    return TrainConfig(**{**values, "recipe": recipe_name}, model_options=model_options)
 
 
 def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainConfig:
