@@ -22,6 +22,7 @@ from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
 from flowforge.training.config import TrainConfig, cli_fields
 from flowforge.training.fields import DEFAULT_MAX_PARAMS, MAX_PARAMS, TRAIN_FIELDS
+from flowforge.variational.cli import fit as fit_command
 
 # torch and the rest are imported inside the commands: `flowforge --help` answers without them.
 DATA_HELP = (f"a toy set ({', '.join(TOY_DATASETS)}), a .csv/.npy file of shape (N, D), an image set "
@@ -126,6 +127,9 @@ def cli() -> None:
       flowforge eval runs/moons
       flowforge sample runs/moons -n 1000 -o samples.csv
     """
+
+
+cli.add_command(fit_command)  # flowforge fit: a flow fitted to a target density (flowforge.variational)
 
 
 @cli.command(epilog="""\b
@@ -291,10 +295,11 @@ Examples:
 @click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=MAX_TEMPERATURE), default=1.0,
               show_default=True, help="scale of the latent noise")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--resample", is_flag=True, help="variational runs: importance-resampled draws (closer to the target)")
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
 def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, dtype: str | None,
-           max_params: int) -> None:
+           max_params: int, resample: bool = False) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
@@ -309,8 +314,9 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     dim = int(raw["dim"])
     columns = raw.get("columns") if isinstance(raw.get("columns"), list) and len(raw["columns"]) == dim else None
     header = ",".join(_csv_name(str(c)) for c in columns) if columns else ",".join(f"x{i}" for i in range(dim))
-    batches = (_finite_samples(x, temperature).cpu().float().numpy()
-               for x in _sample_batches(flow, num, temperature, seed))
+    draws = (_variational().resampled_batches(flow, raw, num, seed) if resample  # variational runs only
+             else _sample_batches(flow, num, temperature, seed))
+    batches = (_finite_samples(x, temperature).cpu().float().numpy() for x in draws)
     write_table_batches(output, batches, (num, dim), header=header)
     click.echo(f"wrote {num} samples to {output}")
 
@@ -407,6 +413,9 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
     from flowforge.training.run import data_shape
 
     flow, config, raw, spec = _load(run, max_params, device, dtype)
+    if "variational" in raw:  # fitted to a target: ELBO, log Z, ESS, Pareto k (flowforge.variational.report)
+        summary = _variational().evaluate_run(run, flow, raw)
+        return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
     source, points = _points_for(run, data, data_dir, data_shape(raw), config)
     summary = nll_summary(flow, points)
     if as_json:
@@ -489,8 +498,16 @@ Example:
 @MAX_PARAMS_OPTION
 def plot(run: Path, max_params: int) -> None:
     """Draw the chapter's 2×2 figure, the density heat map and the training curve."""
-    _load(run, max_params)  # refuse an untrusted run before drawing anything
+    _, _, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
+    if "variational" in raw:  # fitted to a target (flowforge.variational.figures)
+        return _variational().plot_and_list(run)
     _plot(run)
+
+
+def _variational():
+    from flowforge.variational import report
+
+    return report
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -1,0 +1,18 @@
+"""Variational inference with flows: fit a flow q to an unnormalised density p̃ (a posterior, a
+Boltzmann density, an energy), estimate its normaliser log Z and correct q's errors by importance
+weights (Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows", arXiv:1505.05770).
+
+    from flowforge.models import NSF
+    from flowforge.variational import fit, load_target
+    result = fit(NSF(2), load_target("gmm"), steps=2000)   # ELBO, log Z ± SE, ESS/n, Pareto k̂
+"""
+
+from flowforge.lazy import lazy_names
+
+__all__ = ["fit", "fit_run", "fit_config", "load_target", "built_in_target", "Target", "diagnose",
+           "importance_summary", "pareto_k", "resample", "reverse_kl", "sticking_the_landing", "forward_kl"]
+__getattr__, __dir__ = lazy_names(__name__, {
+    "fit": ".fitting", "fit_run": ".fitting", "fit_config": ".fitting", "load_target": ".targets",
+    "built_in_target": ".targets", "Target": ".targets", "diagnose": ".diagnostics",
+    "importance_summary": ".diagnostics", "pareto_k": ".diagnostics", "resample": ".diagnostics",
+    "reverse_kl": ".objectives", "sticking_the_landing": ".objectives", "forward_kl": ".objectives"})

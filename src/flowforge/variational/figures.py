@@ -1,0 +1,105 @@
+"""Figures of a variational run: target vs flow density and draws (2-D targets), and the ELBO and
+ESS-per-draw curves. Built without pyplot (see :mod:`flowforge.plots.common`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from flowforge.plots.common import new_figure, save_figure
+from flowforge.plots.two_d import read_metrics
+from flowforge.training.checkpoint import METRICS
+
+GRID = 200
+
+
+def _grid(box: float, resolution: int = GRID) -> tuple[np.ndarray, torch.Tensor]:
+    side = np.linspace(-box, box, resolution)
+    xx, yy = np.meshgrid(side, side)
+    return side, torch.tensor(np.stack([xx.ravel(), yy.ravel()], 1), dtype=torch.float32)
+
+
+def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0) -> Figure:
+    """Target density p (when the target is known), flow density q, and draws of q over p's contours.
+
+    >>> from flowforge.models import RealNVP
+    >>> from flowforge.variational.targets import banana
+    >>> len(density_panels(RealNVP(2, num_layers=2, hidden=8, depth=1), banana(), n=100).axes)
+    3
+    """
+    side, points = _grid(box)
+    extent = (-box, box, -box, box)
+    with torch.no_grad():
+        log_q = flow.log_prob(points.to(next(flow.parameters()))).cpu().reshape(GRID, GRID)
+        draws = flow.sample(n, generator=torch.Generator(next(flow.parameters()).device).manual_seed(seed)).cpu()
+    panels = 3 if target is not None else 2
+    fig, axes = new_figure(1, panels, figsize=(4.2 * panels, 4.2))
+    column = 0
+    if target is not None:
+        with torch.no_grad():
+            log_p = target(points).reshape(GRID, GRID)
+        p = torch.exp(log_p - log_p.max()).numpy()
+        axes[0].imshow(p, origin="lower", extent=extent, cmap="viridis")
+        axes[0].set_title(f"target p̃ ({target.name})")
+        column = 1
+    axes[column].imshow(torch.exp(log_q - log_q.max()).numpy(), origin="lower", extent=extent, cmap="viridis")
+    axes[column].set_title("flow q")
+    last = axes[column + 1]
+    if target is not None:
+        last.contour(side, side, p, levels=6, colors="0.6", linewidths=0.6)
+    last.scatter(draws[:, 0], draws[:, 1], s=2, alpha=0.5, linewidths=0, color="C1")
+    last.set_xlim(-box, box)
+    last.set_ylim(-box, box)
+    last.set_title("draws of q" + (" over p's contours" if target is not None else ""))
+    for ax in axes:
+        ax.set_aspect("equal", adjustable="box")
+    return fig
+
+
+def curves(records: list[dict], log_z: float | None = None) -> Figure:
+    """ELBO (with the true log Z where known) and Kish ESS per draw against the step.
+
+    >>> len(curves([{"step": 1, "elbo": 0.1, "ess_per_draw": 0.5}], log_z=0.3).axes)
+    2
+    """
+    steps = [r["step"] for r in records]
+    fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
+    left.plot(steps, [r["elbo"] for r in records], label="ELBO", color="C0")
+    if records and "log_z" in records[0]:
+        left.plot(steps, [r["log_z"] for r in records], label="log Ẑ (importance sampling)", color="C2", ls="--")
+    if log_z is not None:
+        left.axhline(log_z, color="0.3", lw=0.8, ls=":", label="true log Z")
+    left.set_xlabel("step")
+    left.set_ylabel("nats")
+    left.legend()
+    left.set_title("ELBO ≤ log Z")
+    right.plot(steps, [r["ess_per_draw"] for r in records], color="C3")
+    right.set_ylim(0, 1.02)
+    right.set_xlabel("step")
+    right.set_title("Kish ESS per draw")
+    for ax in (left, right):
+        ax.grid(alpha=0.2)
+    return fig
+
+
+def plot_variational_run(run_dir: str | Path) -> list[Path]:
+    """A variational run's figures into ``RUN/plots/`` (under its lock, listed in its manifest)."""
+    from flowforge.training.run import load_run
+    from flowforge.training.rundir import record_files, run_lock
+    from flowforge.variational.report import run_target
+
+    run_dir = Path(run_dir)
+    with run_lock(run_dir):
+        flow, _, raw = load_run(run_dir)
+        target = run_target(raw)
+        out = run_dir / "plots"
+        written = [save_figure(curves(read_metrics(run_dir / METRICS), raw["variational"].get("log_z")),
+                               out / "fit_curves.png")]
+        if int(raw["dim"]) == 2:
+            box = target.box if target is not None else 4.0
+            written.append(save_figure(density_panels(flow, target, box), out / "fit_density.png"))
+        record_files(run_dir, written)
+    return written

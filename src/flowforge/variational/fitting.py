@@ -1,0 +1,290 @@
+"""Fit a flow q to an unnormalised target p̃ by stochastic optimisation of a variational objective.
+
+    θ* = argmin_θ L(θ),   L = −ELBO (reverse KL, or its sticking-the-landing gradient) or the
+    self-normalised forward KL (see :mod:`flowforge.variational.objectives`)
+
+The trainer's pieces serve here unchanged: the warm-up and cosine schedule, the clipped and
+NaN-checked step, the weight average (EMA), the NaN policy (roll back and halve the learning
+rate, skip, or stop) and the run directory with its checkpoint, lock and resume. The averaged
+weights with the best ELBO (on the same fixed evaluation draws every time) are kept.
+
+Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows", arXiv:1505.05770.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from flowforge.errors import FlowforgeError, warn
+from flowforge.training.checkpoint import BEST_WEIGHTS, CONFIG, RESULTS, load_tensors, read_json, save_tensors, write_json
+from flowforge.training.config import TrainConfig
+from flowforge.training.ema import EMA
+from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, _append_metrics, _diverged, _drop_metrics_after,
+                                     _load_checkpoint, _prepare_run_dir, _restore, _save_checkpoint, _snapshot,
+                                     learning_rate, make_optimizer, train_step)
+from flowforge.training.rundir import claim_run_dir
+from flowforge.variational.diagnostics import EVAL_DRAWS, PARETO_K_WARNING, diagnose
+from flowforge.variational.objectives import OBJECTIVES, objective_function
+from flowforge.variational.targets import checked_log_prob
+
+SECTION = "variational"  # config.json's key for what a variational run fitted, and how
+TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
+RECIPE = {"steps": 2000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.0,
+          "ema_decay": 0.99, "eval_every": 200, "patience": 0, "train_noise": 0.0}
+MODEL_RECIPES = {"nsf": {"num_layers": 4, "hidden": 64, "depth": 2, "bins": 8},
+                 "realnvp": {"num_layers": 8, "hidden": 64, "depth": 2},
+                 "maf": {"num_layers": 5, "hidden": 64, "depth": 2}}
+
+
+def fit_config(model: str = "nsf", target: str = "gmm", **overrides: Any) -> TrainConfig:
+    """The variational recipe as a :class:`TrainConfig` (``batch_size`` is the draws per step);
+    ``overrides`` replace fields, ``model_options`` is merged into the model's own."""
+    options = {**MODEL_RECIPES.get(model, {}), **overrides.pop("model_options", {})}
+    values = {**RECIPE, "objective": None, "standardize": True, "recipe": f"{model}/variational",
+              **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(model=model, data=target, model_options=options, **values)
+
+
+def set_target_scale(flow, scale: float) -> None:
+    """Make the flow's fixed first layer (Standardize) divide by the target's ``scale``, so the
+    layers after it work at unit scale whatever the target's units."""
+    from flowforge.transforms import Standardize
+
+    for layer in flow.modules():
+        if isinstance(layer, Standardize):
+            layer.set_statistics(torch.zeros_like(layer.mean), torch.full_like(layer.std, scale))
+
+
+def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-stl", draws: int = 256, lr: float = 1e-3,
+        warmup_steps: int = 100, grad_clip: float = 10.0, ema_decay: float = 0.99, eval_every: int = 200,
+        seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
+        progress_bar: bool = False) -> dict[str, Any]:
+    """Fit ``flow`` (in place) to ``target``, a callable log p̃(x) → (batch,) (or log p̃(x, c) with a
+    ``context_sampler(n, generator) -> (n, C)`` for an amortised q(x | c)); returns the final
+    diagnostics (see :func:`flowforge.variational.diagnostics.diagnose`) and the history.
+
+    >>> from flowforge.models import RealNVP
+    >>> from flowforge.variational.targets import banana
+    >>> out = fit(RealNVP(2, num_layers=2, hidden=8, depth=1), banana(), steps=20, eval_every=10)
+    >>> len(out["history"]), out["elbo"] <= banana().log_z + 0.1
+    (2, True)
+    """
+    if objective not in OBJECTIVES:
+        raise FlowforgeError(f"objective {objective!r}: choose from {', '.join(OBJECTIVES)}")
+    config = TrainConfig(model="custom", data=getattr(target, "name", "target"), steps=steps, batch_size=draws,
+                         lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay,
+                         eval_every=eval_every, seed=seed, on_nan=on_nan, objective=objective)
+    device = next((p.device for p in flow.parameters()), torch.device("cpu"))
+    optimizer = make_optimizer(flow.parameters(), lr)
+    generator = torch.Generator(device).manual_seed(seed)
+    record = _MemoryRecord([])
+    progress = _optimise(flow, target, config, optimizer, EMA(flow, ema_decay), generator, Progress(),
+                         context_sampler, record, progress_bar)
+    return {**_final_diagnostics(flow, target, config, context_sampler, record), "history": record.history,
+            "best_step": progress.best_step, "steps": progress.step}
+
+
+class _MemoryRecord:
+    """Where :func:`fit` keeps what a run directory would hold: the history and the best weights."""
+
+    def __init__(self, history: list):
+        self.history, self.best = history, None
+
+    def log(self, record: dict) -> None:
+        self.history.append(record)
+
+    def keep_best(self, state: dict, meta: dict) -> None:
+        self.best = state
+
+    def checkpoint(self, *state) -> None:
+        pass
+
+    def best_weights(self) -> dict | None:
+        return self.best
+
+
+class _RunDirRecord(_MemoryRecord):
+    """The same, written into a run directory (metrics, best weights, last checkpoint)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__([])
+        self.run_dir = run_dir
+
+    def log(self, record: dict) -> None:
+        _append_metrics(self.run_dir, record)
+
+    def keep_best(self, state: dict, meta: dict) -> None:
+        save_tensors(self.run_dir / BEST_WEIGHTS, state, meta)
+
+    def checkpoint(self, *state) -> None:
+        _save_checkpoint(self.run_dir, *state)
+
+    def best_weights(self) -> dict | None:
+        return load_tensors(self.run_dir / BEST_WEIGHTS)[0] if (self.run_dir / BEST_WEIGHTS).is_file() else None
+
+
+def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, step: int
+               ) -> Callable[[Any], torch.Tensor]:
+    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws at ``step``."""
+    loss_of = objective_function(config.objective, step, config.steps)
+
+    def loss(_):
+        context = None if context_sampler is None else context_sampler(config.batch_size, generator)
+        n = config.batch_size if context is None else 1  # amortised: one draw per sampled context
+        return loss_of(flow, target, n, context, generator)
+    return loss
+
+
+def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator, progress: Progress,
+              context_sampler, record: _MemoryRecord, progress_bar: bool, where: Path | None = None) -> Progress:
+    """Steps until ``config.steps``, evaluating and checkpointing every ``eval_every`` steps."""
+    parameters = list(flow.parameters())
+    good = _snapshot(flow, optimizer, ema, generator, progress)
+    started, running, taken = time.perf_counter() - progress.elapsed, 0.0, 0
+    bar = tqdm(total=config.steps, initial=progress.step, desc="fit", unit="step", disable=not progress_bar,
+               dynamic_ncols=True)
+    while progress.step < config.steps:
+        lr = learning_rate(config, progress.step) * progress.lr_scale
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_fn = _step_loss(flow, target, config, generator, context_sampler, progress.step)
+        loss, finite = train_step(loss_fn, optimizer, parameters, None, config.grad_clip)
+        if finite:
+            ema.update(progress.step)
+            running, taken = running + float(loss), taken + 1
+        elif config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
+            raise FlowforgeError(_diverged(where or Path("(memory)"), progress.step + 1, float(loss)))
+        elif config.on_nan == "rollback":
+            events = progress.nan_events + 1
+            progress = _restore(good, flow, optimizer, ema, generator)
+            progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
+            bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
+            continue
+        else:
+            progress.nan_events += 1
+        progress.step += 1
+        bar.update(1)
+        if progress.step % config.eval_every == 0 or progress.step == config.steps:
+            progress.elapsed = time.perf_counter() - started
+            entry = _evaluate(flow, target, config, ema, progress, context_sampler, record,
+                              {"step": progress.step, "loss": running / max(1, taken), "lr": lr})
+            record.checkpoint(flow, optimizer, ema, generator, progress)
+            good, running, taken = _snapshot(flow, optimizer, ema, generator, progress), 0.0, 0
+            bar.set_postfix(elbo=f"{entry['elbo']:.3f}", ess=f"{entry['ess_per_draw']:.2f}")
+    bar.close()
+    return progress
+
+
+def _evaluate(flow, target, config: TrainConfig, ema: EMA, progress: Progress, context_sampler,
+              record: _MemoryRecord, entry: dict) -> dict:
+    """Diagnose the averaged weights on fixed draws; keep them when their ELBO is the best so far."""
+    with ema.applied():
+        summary = _diagnostics(flow, target, config, context_sampler, TRAINING_EVAL_DRAWS, config.seed + 1)
+        value = -summary["elbo"]
+        improved = math.isfinite(value) and value < progress.best_val
+        if improved:
+            record.keep_best({k: v.clone() for k, v in flow.state_dict().items()},
+                             {"step": progress.step, "elbo": summary["elbo"]})
+    progress.best_val, progress.best_step = (value, progress.step) if improved else (progress.best_val,
+                                                                                      progress.best_step)
+    entry = {**entry, **{k: summary[k] for k in ("elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k")},
+             "time": round(progress.elapsed, 3)}
+    record.log(entry)
+    return entry
+
+
+def _diagnostics(flow, target, config: TrainConfig, context_sampler, draws: int, seed: int) -> dict[str, Any]:
+    """:func:`diagnose` on draws from a fixed seed (common random numbers across evaluations)."""
+    device = next((p.device for p in flow.parameters()), torch.device("cpu"))
+    generator = torch.Generator(device).manual_seed(seed)
+    context = None if context_sampler is None else context_sampler(16, generator)
+    return diagnose(flow, target, draws, generator=generator, context=context)
+
+
+def _final_diagnostics(flow, target, config: TrainConfig, context_sampler, record: _MemoryRecord | None = None
+                       ) -> dict[str, Any]:
+    """The best weights (when any were kept) and their diagnostics on :data:`EVAL_DRAWS` fresh draws."""
+    best = record.best_weights() if record is not None else None
+    if best is not None:
+        flow.load_state_dict(best)
+    flow.eval()
+    summary = _diagnostics(flow, target, config, context_sampler, EVAL_DRAWS, config.seed + 2)
+    if summary["pareto_k"] >= PARETO_K_WARNING:
+        warn(f"Pareto k-hat of the importance weights is {summary['pareto_k']:.2f} (≥ {PARETO_K_WARNING}): "
+             "q misses mass of the target, so log Z and resampled draws are unreliable")
+    return summary
+
+
+def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None, resume: bool = False,
+            force: bool = False, progress_bar: bool = True, max_params: int | None = None) -> dict[str, Any]:
+    """What ``flowforge fit`` runs: fit ``config.model`` to the target named ``config.data`` (a
+    built-in name or ``path.py:function``, of ``dim`` features) into ``run_dir``, or continue it with ``resume``; writes
+    config.json (with a ``"variational"`` section), metrics.jsonl, the best and last weights and
+    results.json (the final diagnostics), as ``flowforge train`` does. Returns the results."""
+    from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
+    from flowforge.training.device import resolve_device, resolve_dtype
+    from flowforge.variational.targets import load_target
+
+    run_dir = Path(run_dir)
+    check_path_encoding(run_dir)
+    if config.objective not in OBJECTIVES:
+        raise FlowforgeError(f"--objective {config.objective!r}: choose from {', '.join(OBJECTIVES)}")
+    with claim_run_dir(run_dir, resume=resume, force=force):
+        target = load_target(config.data, _recorded_dim(run_dir) if resume else dim)
+        check_flow_size(config, target.dim, max_params)
+        torch.manual_seed(config.seed)
+        flow = build_flow(config, target.dim)
+        set_target_scale(flow, target.scale)
+        flow = flow.to(resolve_device(config.device), resolve_dtype(config.dtype))
+        optimizer = make_optimizer(flow.parameters(), config.lr, config.weight_decay)
+        ema, generator = EMA(flow, config.ema_decay), torch.Generator(resolve_device(config.device))
+        generator.manual_seed(config.seed)
+        progress = _start(run_dir, config, target, flow, optimizer, ema, generator, resume, force)
+        record = _RunDirRecord(run_dir)
+        progress = _optimise(flow, target, config, optimizer, ema, generator, progress, None, record, progress_bar,
+                             run_dir)
+        if progress.best_step < 0:
+            raise FlowforgeError("no finite ELBO was reached; nothing to save (try a lower --lr)")
+        results = {**_final_diagnostics(flow, target, config, None, record), "target": config.data,
+                   "best_step": progress.best_step, "steps": progress.step,
+                   "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}
+        write_json(run_dir / RESULTS, results)
+        return results
+
+
+def _recorded_dim(run_dir: Path) -> int:
+    return int(read_json(run_dir / CONFIG)["dim"])
+
+
+def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA, generator, resume: bool,
+           force: bool) -> Progress:
+    """A fresh run's files (config.json gains the variational section), or a resumed run's state."""
+    if resume:
+        progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)
+        _drop_metrics_after(run_dir, progress.step)
+        return progress
+    with torch.no_grad():  # a target that raises, returns NaN or the wrong shape is refused before any file is written
+        checked_log_prob(target, flow.sample(64, generator=torch.Generator(generator.device).manual_seed(config.seed)))
+    _prepare_run_dir(run_dir, config, target.dim, None, force)
+    raw = read_json(run_dir / CONFIG)
+    write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,
+                                                   "log_z": target.log_z}})
+    torch.manual_seed(config.seed)
+    return Progress()
+
+
+def variational_section(raw: dict) -> dict | None:
+    """A run's variational section (None for a run trained on data), its values checked."""
+    section = raw.get(SECTION)
+    if section is None:
+        return None
+    if not isinstance(section, dict) or not isinstance(section.get("target"), str) or \
+            section.get("objective") not in OBJECTIVES:
+        raise FlowforgeError(f"config.json: corrupt '{SECTION}' section")
+    return section

@@ -1,0 +1,87 @@
+"""What ``flowforge eval`` and ``flowforge sample --resample`` do with a variational run.
+
+A run's built-in target is rebuilt from its name. A user's ``path.py:function`` target is never
+imported again when a run is loaded (loading never executes code, and a run directory may come
+from elsewhere): ``eval`` then reports the diagnostics stored when the run was fitted.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowforge.errors import FlowforgeError
+from flowforge.training.checkpoint import RESULTS, read_json
+from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, log_weights, resample
+from flowforge.variational.fitting import variational_section
+from flowforge.variational.targets import Target, built_in_target, is_file_target
+
+REPORTED = ("elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k", "kl", "true_log_z", "modes_covered")
+
+
+def run_target(raw: dict) -> Target | None:
+    """The built-in target a run was fitted to (None for a user's file, which is not imported)."""
+    section = variational_section(raw)
+    if section is None or is_file_target(section["target"]):
+        return None
+    return built_in_target(section["target"], int(raw["dim"]))
+
+
+def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVAL_DRAWS) -> dict[str, Any]:
+    """Fresh diagnostics of the run's flow against its target on ``draws`` draws from ``seed``, or
+    (a user's file target) the stored ones of results.json, marked ``"stored": true``."""
+    target = run_target(raw)
+    name = variational_section(raw)["target"]
+    if target is None:
+        stored = read_json(Path(run_dir) / RESULTS)
+        return {**{k: stored[k] for k in REPORTED if k in stored}, "target": name, "stored": True}
+    generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
+    summary = diagnose(flow, target, draws, generator=generator)
+    return {**{k: summary[k] for k in REPORTED if k in summary}, "draws": draws, "target": name}
+
+
+def eval_line(summary: dict[str, Any]) -> str:
+    """The one line ``flowforge eval`` prints for a variational run."""
+    line = (f"{summary['target']}: ELBO {summary['elbo']:.4f} · log Z {summary['log_z']:.4f} ± "
+            f"{summary['log_z_stderr']:.4f}" + (f" (true {summary['true_log_z']:.4f}, KL(q‖p) {summary['kl']:.4f})"
+                                              if "kl" in summary else "")
+            + f" · ESS/n {summary['ess_per_draw']:.3f} · Pareto k̂ {summary['pareto_k']:.2f}")
+    if "modes_covered" in summary:
+        line += f" · modes covered {summary['modes_covered']:.0%}"
+    return line + (" (stored at fit time: the target is a user's file, not imported on load)"
+                   if summary.get("stored") else f" · {summary['draws']} draws")
+
+
+def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8):
+    """``num`` importance-resampled draws (SIR from a pool of ``pool``·num draws of q, in batches of
+    at most 65,536), approximately from the target p rather than q."""
+    target = run_target(raw)
+    if target is None:
+        raise FlowforgeError("--resample needs the run's target; a user's path.py:function target is not "
+                             "imported on load (resample in Python with flowforge.variational.resample)")
+    generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
+    batch = 65_536
+    for start in range(0, num, batch):
+        count = min(batch, num - start)
+        x, log_w = log_weights(flow, target, pool * count, generator=generator)
+        if not bool(torch.isfinite(log_w).any()):
+            raise FlowforgeError("every importance weight is zero; the flow puts no mass where the target has any")
+        yield resample(x, log_w, count, generator)
+
+
+def finite_or_none(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with non-finite numbers as None (JSON has no NaN or infinity)."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+
+
+def plot_and_list(run_dir: Path) -> None:
+    """``flowforge plot`` on a variational run: draw its figures and name each file written."""
+    import click
+
+    from flowforge.variational.figures import plot_variational_run
+
+    for path in plot_variational_run(run_dir):
+        click.echo(f"wrote {path}")

@@ -1,0 +1,255 @@
+"""Unnormalised target densities log p̃(x) to fit a flow to, each with its log Z where it is known.
+
+    p(x) = p̃(x) / Z,    Z = ∫ p̃(x) dx
+
+A target is any callable ``log_prob(x) -> (batch,)`` on a (batch, D) tensor (conditional ones take
+``(x, context)``). The built-in ones are :class:`Target` objects that also carry their dimension
+and ``log_z`` (``None`` where it is not known). :func:`load_target` reads a user's
+``path.py:function``; :func:`checked_log_prob` refuses, in one line naming the target, a log-density
+that raises, has the wrong shape or is NaN.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from flowforge.errors import FlowforgeError
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class Target:
+    """A named unnormalised log-density of ``dim`` features and its ``log_z`` (None: unknown).
+
+    ``modes`` (an (M, D) tensor, optional) marks the centres whose coverage is reported, ``box`` a
+    square [−box, box]² that holds essentially all the mass of a 2-D target (for its figures), and
+    ``scale`` its spread per coordinate (the flow's fixed first layer divides by it)."""
+    name: str
+    dim: int
+    log_prob: Callable[[Tensor], Tensor]
+    log_z: float | None = None
+    modes: Tensor | None = None
+    box: float = 4.0
+    scale: float = 1.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.log_prob(x)
+
+
+def _mixture_centres() -> tuple[Tensor, Tensor]:
+    """Eight well-separated centres in [−5, 5]² with unequal weights (fixed, so runs repeat)."""
+    centres = torch.tensor([[-4.0, -4.0], [-4.0, 1.0], [-1.5, 4.0], [1.0, -1.5], [3.5, 4.0],
+                            [4.5, -3.5], [0.5, 1.8], [-0.5, -4.5]])
+    weights = torch.tensor([1.0, 2.0, 1.5, 1.0, 0.5, 1.0, 2.0, 1.0])
+    return centres, weights
+
+
+MIXTURE_SCALE = 0.5
+
+
+def gaussian_mixture() -> Target:
+    """Σ_k w_k N(x; μ_k, 0.5² I) with unnormalised weights: log Z = log Σ_k w_k exactly.
+
+    >>> t = gaussian_mixture(); round(t.log_z, 4), t(torch.zeros(3, 2)).shape
+    (2.3026, torch.Size([3]))
+    """
+    centres, weights = _mixture_centres()
+
+    def log_prob(x: Tensor) -> Tensor:
+        c, w = centres.to(x), weights.to(x)
+        sq = ((x[:, None, :] - c) ** 2).sum(-1) / MIXTURE_SCALE ** 2
+        return torch.logsumexp(w.log() - 0.5 * sq, dim=1) - math.log(2 * math.pi * MIXTURE_SCALE ** 2)
+    return Target("gmm", 2, log_prob, float(weights.sum().log()), centres, box=7.0, scale=3.0)
+
+
+def _radial_integral(radius: float, scale: float) -> float:
+    """∫₀^∞ r exp(−(r − R)² / 2s²) dr = s² e^{−R²/2s²} + R s √(π/2) (1 + erf(R / s√2)), exactly."""
+    return scale ** 2 * math.exp(-radius ** 2 / (2 * scale ** 2)) + radius * scale * math.sqrt(math.pi / 2) * (
+        1 + math.erf(radius / (scale * math.sqrt(2))))
+
+
+def ring_mixture(rings: int = 2) -> Target:
+    """normflows' ring mixture: log Σ_i exp(−(|x| − 2i/n)² / 2s²), s = 1/(4n), i = 1…n; Z exact
+    (each ring's radial integral in closed form, times 2π).
+
+    >>> t = ring_mixture(); abs(t.log_z - 1.7760) < 1e-3
+    True
+    """
+    scale, radii = 1 / 4 / rings, [2 / rings * (i + 1) for i in range(rings)]
+
+    def log_prob(x: Tensor) -> Tensor:
+        r = x.norm(dim=1, keepdim=True)
+        return torch.logsumexp(-((r - x.new_tensor(radii)) ** 2) / (2 * scale ** 2), dim=1)
+    log_z = math.log(2 * math.pi * sum(_radial_integral(r, scale) for r in radii))
+    return Target("ring", 2, log_prob, log_z, box=3.0)
+
+
+def _moons_log_prob(x: Tensor) -> Tensor:
+    a = x[:, 0].abs()
+    return (-0.5 * ((x.norm(dim=1) - 2) / 0.2) ** 2 - 0.5 * ((a - 2) / 0.3) ** 2
+            + torch.log1p(torch.exp(-4 * a / 0.09)))
+
+
+def _polar_log_z(log_prob: Callable[[Tensor], Tensor], r_max: float, n: int = 1000) -> float:
+    """log ∫ p̃ by the midpoint rule in polar coordinates (r ∈ [0, r_max], θ ∈ [0, 2π)), float64."""
+    r = (torch.arange(n, dtype=torch.float64) + 0.5) * (r_max / n)
+    theta = (torch.arange(n, dtype=torch.float64) + 0.5) * (2 * math.pi / n)
+    rr, tt = torch.meshgrid(r, theta, indexing="ij")
+    points = torch.stack([rr * tt.cos(), rr * tt.sin()], -1).reshape(-1, 2)
+    log_cell = torch.log(rr.reshape(-1) * (r_max / n) * (2 * math.pi / n))
+    return float(torch.logsumexp(log_prob(points) + log_cell, 0))
+
+
+def two_moons() -> Target:
+    """normflows' two-moons energy: −½((|x| − 2)/0.2)² + log(e^{−½((x₁−2)/0.3)²} + e^{−½((x₁+2)/0.3)²});
+    log Z by polar quadrature (a million cells; the ring holds all the mass at |x| ≤ 4).
+
+    >>> abs(two_moons().log_z - 0.8042) < 1e-3
+    True
+    """
+    return Target("moons", 2, _moons_log_prob, _polar_log_z(_moons_log_prob, 4.0),
+                  torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), box=3.5)
+
+
+def banana(curvature: float = 1.0, spread: float = 4.0) -> Target:
+    """The banana (a Rosenbrock density): x₁ ~ N(0, 1), x₂ | x₁ ~ N(b x₁², 1/c), in unnormalised form
+    −½ x₁² − ½ c (x₂ − b x₁²)²: log Z = log 2π − ½ log c exactly (b = ``curvature``, c = ``spread``).
+
+    >>> round(banana().log_z, 4)
+    1.1447
+    """
+    def log_prob(x: Tensor) -> Tensor:
+        return -0.5 * x[:, 0] ** 2 - 0.5 * spread * (x[:, 1] - curvature * x[:, 0] ** 2) ** 2
+    return Target("banana", 2, log_prob, LOG_2PI - 0.5 * math.log(spread), box=4.0)
+
+
+def funnel(dim: int = 10, scale: float = 3.0) -> Target:
+    """Neal's funnel (Neal 2003, "Slice sampling", arXiv:physics/0009028): v ~ N(0, 3²) and
+    x_i | v ~ N(0, eᵛ) for the other D − 1 coordinates; normalised, so log Z = 0.
+
+    >>> funnel().log_z, funnel()(torch.zeros(2, 10)).shape
+    (0.0, torch.Size([2]))
+    """
+    if dim < 2:
+        raise FlowforgeError(f"--target funnel needs --dim of at least 2, got {dim}")
+
+    def log_prob(x: Tensor) -> Tensor:
+        v, rest = x[:, 0], x[:, 1:]
+        log_v = -0.5 * (v / scale) ** 2 - math.log(scale) - 0.5 * LOG_2PI
+        log_rest = -0.5 * (rest ** 2).sum(1) * torch.exp(-v) - 0.5 * (dim - 1) * (v + LOG_2PI)
+        return log_v + log_rest
+    return Target("funnel", dim, log_prob, 0.0)
+
+
+def _double_well_factor_log_z() -> float:
+    """log ∫ exp(−x⁴ + 6x² + ½x) dx by the midpoint rule on [−6, 6] (the tails beyond are < e⁻⁹⁰⁰)."""
+    x = torch.linspace(-6, 6, 200_001, dtype=torch.float64)
+    return float(torch.logsumexp(-x ** 4 + 6 * x ** 2 + 0.5 * x, 0) + math.log(float(x[1] - x[0])))
+
+
+def double_well(dim: int = 4) -> Target:
+    """A double-well Boltzmann density of D/2 particles' (x, y) coordinates, each particle in the
+    potential U(x, y) = x⁴ − 6x² − ½x + ½y² (the many-well of Midgley et al. 2023, "Flow Annealed
+    Importance Sampling Bootstrap", arXiv:2208.01893): log p̃ = −Σ U, 2^{D/2} modes; log Z exact up to
+    the 1-D quadrature of the quartic factor (the y factor is Gaussian).
+
+    >>> t = double_well(4); len(t.modes), round(t.log_z, 3)
+    (4, 20.587)
+    """
+    if dim < 2 or dim % 2:
+        raise FlowforgeError(f"--target double-well needs an even --dim of at least 2 (x, y per particle), got {dim}")
+    particles = dim // 2
+    wells = torch.tensor([-1.7, 1.7])
+    modes = torch.cartesian_prod(*[wells] * particles).reshape(-1, particles)
+    centres = torch.zeros(len(modes), dim)
+    centres[:, 0::2] = modes
+
+    def log_prob(x: Tensor) -> Tensor:
+        u, v = x[:, 0::2], x[:, 1::2]
+        return (-u ** 4 + 6 * u ** 2 + 0.5 * u - 0.5 * v ** 2).sum(1)
+    log_z = particles * (_double_well_factor_log_z() + 0.5 * LOG_2PI)
+    return Target("double-well", dim, log_prob, log_z, centres, box=3.0)
+
+
+BUILT_IN: dict[str, Callable[..., Target]] = {
+    "gmm": gaussian_mixture, "moons": two_moons, "ring": ring_mixture, "banana": banana,
+    "funnel": funnel, "double-well": double_well}
+RESIZABLE = {"funnel", "double-well"}  # take --dim; the others are 2-D
+
+
+def built_in_target(name: str, dim: int | None = None) -> Target:
+    """A built-in target by name, at ``dim`` where it takes one (funnel, double-well)."""
+    if name not in BUILT_IN:
+        raise FlowforgeError(f"--target {name!r} is neither a built-in target ({', '.join(BUILT_IN)}) "
+                             "nor a path.py:function")
+    if name in RESIZABLE:
+        return BUILT_IN[name](dim) if dim is not None else BUILT_IN[name]()
+    target = BUILT_IN[name]()
+    if dim is not None and dim != target.dim:
+        raise FlowforgeError(f"--target {name} is {target.dim}-dimensional, not --dim {dim}")
+    return target
+
+
+def is_file_target(spec: str) -> bool:
+    return ".py:" in spec
+
+
+def load_target(spec: str, dim: int | None = None) -> Target:
+    """A built-in target by name, or ``path.py:function`` from the user's own file (imported: it is
+    the user's code, run because they named it). Its log Z is unknown; ``dim`` must be given.
+
+    >>> load_target("banana").dim
+    2
+    """
+    if not is_file_target(spec):
+        return built_in_target(spec, dim)
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise FlowforgeError(f"target {spec}: no such file {path}")
+    module_name = f"flowforge_user_target_{abs(hash(str(path.resolve())))}"
+    try:
+        loader = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader)
+        sys.modules[module_name] = module
+        loader.loader.exec_module(module)
+    except Exception as err:  # noqa: BLE001 - the user's file: any failure is theirs, said in one line
+        raise FlowforgeError(f"target {spec}: importing {path} failed ({type(err).__name__}: {err})") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise FlowforgeError(f"target {spec}: {path} defines no function {name!r}")
+    if dim is None:
+        raise FlowforgeError(f"target {spec}: give its dimension with --dim")
+    return Target(spec, dim, function)
+
+
+def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None, name: str | None = None) -> Tensor:
+    """``target``'s log p̃(x) (or log p̃(x | context)), refused in one line naming the target when it
+    raises, is not a (batch,) tensor or holds NaN (−inf is allowed: no mass there).
+
+    >>> checked_log_prob(banana(), torch.zeros(4, 2)).shape
+    torch.Size([4])
+    """
+    name = name or getattr(target, "name", None) or getattr(target, "__name__", "the target")
+    try:
+        values = target(x) if context is None else target(x, context)
+    except FlowforgeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's function may raise anything
+        raise FlowforgeError(f"target {name} raised {type(err).__name__}: {str(err)[:200]}") from None
+    if not torch.is_tensor(values) or values.shape != x.shape[:1]:
+        shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
+        raise FlowforgeError(f"target {name} returned {shape} for a batch of shape {tuple(x.shape)}; "
+                             f"it must return one log-density per row, shape ({x.shape[0]},)")
+    if torch.isnan(values).any():
+        raise FlowforgeError(f"target {name} returned NaN for {int(torch.isnan(values).sum())} of {len(x)} points")
+    return values.to(x.dtype)

@@ -1,0 +1,264 @@
+"""Variational inference: targets and their log Z, the objectives' gradients, the importance-sampling
+diagnostics, fitting, and the `flowforge fit` command with bad targets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from scipy.stats import genpareto
+
+from cli_harness import assert_one_line, cli
+from flowforge.distributions import DiagonalNormal, Flow, StandardNormal
+from flowforge.models import NSF
+from flowforge.transforms import Standardize
+from flowforge.variational import fit, importance_summary, load_target
+from flowforge.variational.fitting import set_target_scale
+from flowforge.variational.diagnostics import diagnose, generalized_pareto_shape, mode_coverage, pareto_k
+from flowforge.variational.objectives import (WARM_FRACTION, forward_kl, objective_function, reverse_kl,
+                                              sticking_the_landing)
+from flowforge.variational.targets import BUILT_IN, Target, built_in_target
+
+FAST = ["--steps", "30", "--layers", "2", "--hidden", "16", "--no-progress", "--no-plots"]
+
+
+def gaussian_target(loc: torch.Tensor, scale: torch.Tensor, log_c: float) -> Target:
+    """p̃ = e^{log_c} N(loc, diag scale²): log Z = log_c."""
+    def log_prob(x):
+        return log_c + torch.distributions.Normal(loc, scale).log_prob(x).sum(-1)
+    return Target("gaussian", len(loc), log_prob, log_c)
+
+
+def affine_flow(loc: torch.Tensor, scale: torch.Tensor) -> Flow:
+    """x = loc + scale · z: N(loc, diag scale²) exactly (an affine flow: Standardize's fixed map)."""
+    layer = Standardize(len(loc))
+    layer.set_statistics(loc, scale)
+    return Flow(layer, StandardNormal(len(loc)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_z_of_a_flow_that_equals_the_target_is_exact_with_ess_one(seed):
+    gen = torch.Generator().manual_seed(seed)
+    dim = 1 + seed * 2
+    loc, scale = torch.randn(dim, generator=gen) * 3, torch.rand(dim, generator=gen) * 2 + 0.1
+    log_c = float(torch.randn((), generator=gen) * 5)
+    summary = diagnose(affine_flow(loc, scale), gaussian_target(loc, scale, log_c), 4000, generator=gen)
+    assert summary["log_z"] == pytest.approx(log_c, abs=1e-4)
+    assert summary["elbo"] == pytest.approx(log_c, abs=1e-4) and abs(summary["kl"]) < 1e-4
+    assert summary["ess_per_draw"] > 0.9999 and summary["log_z_stderr"] < 1e-4
+
+
+def test_log_z_estimate_of_a_wrong_flow_is_below_and_ess_below_one():
+    loc, scale = torch.zeros(2), torch.ones(2)
+    summary = diagnose(affine_flow(loc + 0.5, scale * 0.7), gaussian_target(loc, scale, 1.0), 20_000,
+                       generator=torch.Generator().manual_seed(0))
+    assert summary["elbo"] < 1.0 - 0.1 and summary["ess_per_draw"] < 0.9
+    assert abs(summary["log_z"] - 1.0) < 3 * summary["log_z_stderr"] + 1e-3
+
+
+def _grid_log_z(target: Target, lows, highs, n: int = 1500) -> float:
+    xs = [torch.linspace(lo, hi, n, dtype=torch.float64) for lo, hi in zip(lows, highs)]
+    xx, yy = torch.meshgrid(*xs, indexing="ij")
+    cell = math.log(float((xs[0][1] - xs[0][0]) * (xs[1][1] - xs[1][0])))
+    return float(torch.logsumexp(target(torch.stack([xx, yy], -1).reshape(-1, 2)), 0)) + cell
+
+
+@pytest.mark.parametrize("name, lows, highs", [
+    ("gmm", (-8, -8), (8, 8)), ("moons", (-4, -4), (4, 4)), ("ring", (-3, -3), (3, 3)),
+    ("banana", (-7, -4), (7, 52)), ("double-well", (-4, -7), (4, 7))])
+def test_each_two_d_target_log_z_matches_a_cartesian_grid(name, lows, highs):
+    target = built_in_target(name, 2)
+    assert target.dim == 2 and target.log_z is not None
+    assert _grid_log_z(target, lows, highs, 2500 if name == "banana" else 1500) == pytest.approx(target.log_z,
+                                                                                                  abs=2e-3)
+
+
+def test_the_funnel_is_normalised():
+    """∫∫ p(v, x) dx dv with x = e^{v/2} u (so the grid resolves the neck): 1."""
+    target = built_in_target("funnel", 2)
+    v, u = torch.meshgrid(torch.linspace(-20, 20, 1500, dtype=torch.float64),
+                          torch.linspace(-9, 9, 1500, dtype=torch.float64), indexing="ij")
+    points = torch.stack([v, torch.exp(v / 2) * u], -1).reshape(-1, 2)
+    log_cell = math.log((40 / 1499) * (18 / 1499))
+    total = torch.logsumexp(target(points) + (v / 2).reshape(-1), 0) + log_cell
+    assert float(total) == pytest.approx(target.log_z, abs=1e-4)
+
+
+def test_every_built_in_target_takes_a_batch_and_returns_one_finite_value_per_row():
+    for name in BUILT_IN:
+        target = built_in_target(name)
+        values = target(torch.randn(7, target.dim))
+        assert values.shape == (7,) and torch.isfinite(values).all(), name
+
+
+def _gradients(loss_fn, flow, target, n, batches, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(batches):
+        flow.zero_grad()
+        loss_fn(flow, target, n, generator=gen).backward()
+        rows.append(torch.cat([p.grad.flatten() for p in flow.parameters()]))
+    return torch.stack(rows)
+
+
+def test_path_gradient_agrees_with_reverse_kl_in_expectation_and_has_lower_variance_near_the_optimum():
+    loc, scale = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 2.0])
+    target = gaussian_target(loc, scale, 0.3)
+    flow = Flow(Standardize(2), DiagonalNormal(2))   # learnable loc and scale: can equal the target
+    with torch.no_grad():  # away from the optimum: the two estimators' means must agree
+        flow.base.loc.copy_(loc + 0.4)
+        flow.base.log_scale.copy_(scale.log() - 0.3)
+    plain, path = (_gradients(f, flow, target, 64, 300) for f in (reverse_kl, sticking_the_landing))
+    stderr = torch.sqrt(plain.var(0) / len(plain) + path.var(0) / len(path))
+    assert ((plain.mean(0) - path.mean(0)).abs() < 4 * stderr + 1e-6).all()
+    with torch.no_grad():  # near the optimum: the path form's variance collapses
+        flow.base.loc.copy_(loc + 0.01)
+        flow.base.log_scale.copy_(scale.log())
+    plain, path = (_gradients(f, flow, target, 64, 100) for f in (reverse_kl, sticking_the_landing))
+    assert path.var(0).sum() < 0.1 * plain.var(0).sum()
+
+
+def test_forward_kl_gradient_moves_a_too_narrow_flow_wider():
+    target = gaussian_target(torch.zeros(2), torch.ones(2) * 2, 0.0)
+    flow = Flow(Standardize(2), DiagonalNormal(2))
+    grads = _gradients(forward_kl, flow, target, 4096, 5)
+    log_scale_grad = grads[:, 2:].mean(0)  # parameters: loc (2), log_scale (2)
+    assert (log_scale_grad < 0).all()  # descending it raises the scale
+
+
+def test_the_recipe_objective_is_forward_kl_for_its_first_quarter_then_the_path_gradient():
+    steps = 1000
+    chosen = [objective_function("forward-then-stl", step, steps) for step in range(steps)]
+    assert chosen.count(forward_kl) == int(WARM_FRACTION * steps) and chosen[-1] is sticking_the_landing
+    assert chosen == sorted(chosen, key=lambda f: f is sticking_the_landing)
+
+
+@pytest.mark.parametrize("shape", [-0.3, 0.2, 0.5, 0.9, 1.4])
+def test_pareto_shape_recovers_a_known_generalized_pareto(shape):
+    draws = torch.from_numpy(genpareto.rvs(shape, scale=3.0, size=4000, random_state=7))
+    assert generalized_pareto_shape(draws) == pytest.approx(shape, abs=0.12)
+
+
+def test_pareto_k_grows_with_the_spread_of_log_normal_weights():
+    gen = torch.Generator().manual_seed(0)
+    ks = [pareto_k(sigma * torch.randn(20_000, generator=gen)) for sigma in (0.2, 1.0, 2.0, 3.0)]
+    assert ks == sorted(ks) and ks[0] < 0.3 and ks[-1] > 0.7
+
+
+def test_importance_summary_is_invariant_to_a_constant_except_log_z():
+    log_w = torch.randn(5000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    a, b = importance_summary(log_w), importance_summary(log_w + 7.0)
+    for key in ("ess_per_draw", "pareto_k", "log_z_stderr"):
+        assert a[key] == pytest.approx(b[key], rel=1e-9)
+    assert b["log_z"] - a["log_z"] == pytest.approx(7.0) and b["elbo"] - a["elbo"] == pytest.approx(7.0)
+
+
+def test_mode_coverage_counts_modes_with_a_fair_share_of_draws():
+    modes = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    draws = torch.cat([modes[0] + 0.1 * torch.randn(500, 2), modes[1] + 0.1 * torch.randn(500, 2),
+                       modes[2] + 0.1 * torch.randn(10, 2)])
+    assert mode_coverage(draws, modes) == 0.5
+
+
+@pytest.fixture(scope="module")
+def gmm_fits():
+    """Short fits of the same small NSF to the Gaussian mixture by the path-gradient ELBO and by forward KL."""
+    results = {}
+    for objective in ("stl", "forward-kl"):
+        torch.manual_seed(0)
+        flow = NSF(2, num_layers=3, hidden=32, standardize=True)
+        set_target_scale(flow, load_target("gmm").scale)  # the initial q spreads over the mixture's box
+        results[objective] = fit(flow, load_target("gmm"), steps=300, objective=objective, eval_every=100)
+    return results
+
+
+def test_a_short_fit_estimates_the_mixture_log_z_within_three_standard_errors(gmm_fits):
+    result = gmm_fits["forward-kl"]
+    assert abs(result["log_z"] - result["true_log_z"]) < 3 * result["log_z_stderr"]
+    assert 0 < result["ess_per_draw"] <= 1 and result["elbo"] < result["true_log_z"]
+
+
+def test_mode_coverage_of_reverse_and_forward_kl_is_reported(gmm_fits):
+    reverse, forward = gmm_fits["stl"]["modes_covered"], gmm_fits["forward-kl"]["modes_covered"]
+    print(f"\nmodes covered on the 8-mode mixture after 300 steps: reverse KL (STL) {reverse:.0%}, "
+          f"forward KL {forward:.0%}")
+    assert forward >= reverse and forward > 0.5
+
+
+def test_fit_improves_the_elbo_of_an_amortised_flow():
+    """q(x | c) for p̃(x | c) = N(x; c·(1, −1), I) with c ~ U(−2, 2)."""
+    def target(x, c):
+        return torch.distributions.Normal(c * torch.tensor([1.0, -1.0]), 1.0).log_prob(x).sum(-1)
+
+    def contexts(n, generator):
+        return 4 * torch.rand(n, 1, generator=generator) - 2
+
+    torch.manual_seed(0)
+    flow = NSF(2, num_layers=2, hidden=16, context_dim=1)
+    history = fit(flow, target, steps=150, eval_every=50, context_sampler=contexts)["history"]
+    assert history[-1]["elbo"] > history[0]["elbo"] and history[-1]["elbo"] > -0.3  # log Z = 0
+
+
+def test_fit_run_eval_sample_and_plot_through_the_command_line(tmp_path, capsys):
+    run = tmp_path / "gmm"
+    code, out, err = cli(capsys, "fit", "--target", "banana", "--out", run, *FAST[:-1])
+    assert code == 0, err
+    assert sorted(p.name for p in (run / "plots").iterdir()) == ["fit_curves.png", "fit_density.png"]
+    code, out, _ = cli(capsys, "eval", run, "--json")
+    report = json.loads(out)
+    assert code == 0 and {"elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k", "kl"} <= report.keys()
+    assert report["kl"] == pytest.approx(report["true_log_z"] - report["elbo"])
+    for extra in ([], ["--resample"]):
+        code, _, err = cli(capsys, "sample", run, "-n", "50", "-o", tmp_path / "x.csv", *extra)
+        assert code == 0 and len((tmp_path / "x.csv").read_text().splitlines()) == 51, err
+    assert cli(capsys, "fit", "--resume", run, "--steps", "40", "--no-progress", "--no-plots")[0] == 0
+    assert json.loads((run / "results.json").read_text())["steps"] == 40
+
+
+def test_fit_repeats_with_the_same_seed(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert cli(capsys, "fit", "--target", "ring", "--out", tmp_path / name, "--seed", "3", *FAST)[0] == 0
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+BAD_TARGETS = {
+    "nan.py": ("def log_prob(x):\n    return x[:, 0] * float('nan')\n", "NaN"),
+    "shape.py": ("def log_prob(x):\n    return x.sum(-1, keepdim=True)\n", "one log-density per row"),
+    "raises.py": ("def log_prob(x):\n    raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
+    "broken.py": ("def log_prob(x:\n", "importing"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TARGETS))
+def test_a_bad_target_gets_one_line_naming_it(tmp_path, capsys, name):
+    source, words = BAD_TARGETS[name]
+    (tmp_path / name).write_text(source)
+    spec = f"{tmp_path / name}:log_prob"
+    code, _, err = cli(capsys, "fit", "--target", spec, "--dim", "2", "--out", tmp_path / "run", *FAST)
+    assert code == 1
+    assert_one_line(err, "error", spec, words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("{tmp}/missing.py:f", ("no such file",)), ("{tmp}/ok.py:absent", ("defines no function 'absent'",)),
+    ("nonsense", ("neither a built-in target",)), ("{tmp}/ok.py:log_prob", ("--dim",))])
+def test_a_missing_file_function_or_name_gets_one_line(tmp_path, capsys, spec, words):
+    (tmp_path / "ok.py").write_text("def log_prob(x):\n    return -(x ** 2).sum(-1)\n")
+    spec = spec.format(tmp=tmp_path)
+    code, _, err = cli(capsys, "fit", "--target", spec, "--out", tmp_path / "run", *FAST)
+    assert code == 1
+    assert_one_line(err, "error", *words)
+
+
+def test_a_users_target_fits_and_its_run_evaluates_without_importing_it(tmp_path, capsys):
+    (tmp_path / "mine.py").write_text("def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n")
+    run = tmp_path / "run"
+    assert cli(capsys, "fit", "--target", f"{tmp_path / 'mine.py'}:log_prob", "--dim", "3", "--out", run, *FAST)[0] == 0
+    (tmp_path / "mine.py").write_text("raise SystemExit('imported on load')\n")
+    code, out, err = cli(capsys, "eval", run, "--json")
+    assert code == 0 and json.loads(out)["stored"] is True, err
+    code, _, err = cli(capsys, "sample", run, "-n", "5", "-o", tmp_path / "x.csv", "--resample")
+    assert code == 1 and "--resample needs the run's target" in err
