@@ -96,15 +96,15 @@ def test_a_path_that_is_not_utf8_is_refused_before_training(tmp_path, capsys):
 
 
 def test_numpy_warnings_become_one_flowforge_line(run, tmp_path, capsys, monkeypatch):
-    from flowforge import cli as cli_module
+    from flowforge import data as data_module
 
-    original = cli_module.read_table
+    original = data_module.read_table
 
     def noisy(*args, **kwargs):
         np.log(np.zeros(1))  # numpy's RuntimeWarning: divide by zero
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cli_module, "read_table", noisy)
+    monkeypatch.setattr(data_module, "read_table", noisy)  # the command imports it when it runs
     code, out, err = cli(capsys, "density", run, _table(tmp_path / "p.csv", [[0, 0]]))
     assert code == 0 and math.isfinite(float(out))
     assert_one_line(err, "warning", "divide by zero", "RuntimeWarning")

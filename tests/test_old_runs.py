@@ -1,4 +1,5 @@
-"""Run directories written before the core took contexts still load, score the same and resume."""
+"""Run directories written by earlier versions still load, score the same and resume: runs_v0
+before the core took contexts, runs_v1 in config format 1 (before model specs and recipes)."""
 
 import json
 import shutil
@@ -9,8 +10,9 @@ import pytest
 from flowforge.data import load_splits
 from flowforge.training import load_run, nll_summary, train
 
-FIXTURES = Path(__file__).parent / "fixtures" / "runs_v0"
-RUNS = ["realnvp", "ffjord", "glow", "realnvp-image"]
+FIXTURES = Path(__file__).parent / "fixtures"
+RUNS = [f"runs_v0/{name}" for name in ("realnvp", "ffjord", "glow", "realnvp-image")] + \
+       [f"runs_v1/{name}" for name in ("realnvp", "nsf", "maf", "ffjord", "glow", "realnvp-image")]
 
 
 @pytest.mark.parametrize("name", RUNS)
@@ -23,7 +25,7 @@ def test_old_run_evaluates_to_its_recorded_test_nll(name):
 
 @pytest.mark.parametrize("name", RUNS)
 def test_old_run_resumes(tmp_path, name):
-    run = tmp_path / name
+    run = tmp_path / name.replace("/", "-")
     shutil.copytree(FIXTURES / name, run)
     _, config, _ = load_run(run)
     config.steps += 10

@@ -120,3 +120,41 @@ def test_the_command_line_module_imports_neither_torch_nor_sklearn():
     code = "import sys, flowforge.cli; print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_train_leaves_the_callers_global_rng_as_it_found_it(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(small_config(steps=3, eval_every=3), tmp_path / "r", progress_bar=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
+    from flowforge.data import load_splits
+
+    code, _, err = cli(capsys, "train", "--model", "glow", "--data", "digits", "--steps", "2", "--eval-every", "2",
+                       "--model-option", "levels=1", "--model-option", "steps=1", "--hidden", "8",
+                       "--out", str(tmp_path / "g"), "--no-plots", "--no-progress")
+    assert code == 0, err
+    images = load_splits("digits").test[:7]
+    np.save(tmp_path / "some.npy", images)
+    code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "some.npy"), "-o", str(tmp_path / "s.csv"))
+    assert code == 0, err
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    scores = np.array([float(v) for v in lines[1:]])
+    assert lines[0] == "bits_per_dim" and len(scores) == 7 and np.isfinite(scores).all() and (scores > 0).all()
+    code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "s.csv"))
+    assert code == 1 and err.count("\n") == 1
+
+
+def test_a_named_recipe_from_the_command_line_with_options_over_it(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--recipe", "book", "--steps", "4", "--eval-every", "2", "--n-train", "300",
+                       "--out", str(tmp_path / "book"), "--no-plots", "--no-progress")
+    assert code == 0, err
+    train_config = json.loads((tmp_path / "book" / "config.json").read_text())["train"]
+    assert (train_config["recipe"], train_config["l2"], train_config["lr"], train_config["steps"]) == \
+        ("book", 0.01, 1e-4, 4)
+    assert train_config["model_options"]["separate_networks"] is True
+    code, _, err = cli(capsys, "train", "--recipe", "cake", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown recipe 'cake'" in err

@@ -6,6 +6,7 @@ Every user error ends in one line on stderr and a non-zero exit status
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import math
@@ -47,8 +48,12 @@ MAX_PARAMS_OPTION = click.option(
     "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
     callback=lambda ctx, param, value: MAX_PARAMS.set(value) and value,  # also for the figures' own load
     help="refuse a model with more parameters than this (a run directory from elsewhere may ask for any size)")
-DEVICE_OPTION = click.option("--device", default="auto", show_default=True,
-                             help="auto (CUDA when available), cpu, cuda or cuda:N")
+def DEVICE_OPTION(command):
+    """``--device`` and ``--dtype`` of the commands that load a run."""
+    command = click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+                           help="compute in this type [default: the run's]")(command)
+    return click.option("--device", default="auto", show_default=True,
+                        help="auto (CUDA when available), cpu, cuda or cuda:N")(command)
 
 
 def _option_type(name: str):
@@ -209,17 +214,22 @@ def _new_config(recipe_name: str | None, options: dict) -> TrainConfig:
     model = values.get("model", "realnvp")
     model_options = {**named.get("model_options", {}),
                      **_model_options(model, {k: options[k] for k in SIZE_FLAGS}, options["model_option"])}
-    return TrainConfig(**values, model_options=model_options, recipe=recipe_name)
+    return TrainConfig(**{**values, "recipe": recipe_name}, model_options=model_options)
 
 
 def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainConfig:
     from flowforge.training.checkpoint import CONFIG, read_json
+    from flowforge.training.rundir import run_lock
 
     changed = [name for name in options if name != "steps"
                and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if changed:
         raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps)")
-    raw = read_json(resume / CONFIG)
+    from flowforge.training.run import data_shape
+
+    with run_lock(resume) if resume.is_dir() else contextlib.nullcontext():  # a writer at work: refused
+        raw = read_json(resume / CONFIG)
+    data_shape(raw)  # a corrupt 'dim' is refused before anything runs
     config = TrainConfig.from_dict(raw.get("train", {}), source=str(resume / CONFIG),
                                    version=raw.get("config_version", 1))
     if options["steps"] is not None:
@@ -260,11 +270,15 @@ def _plot(run_dir: Path) -> None:
         click.echo(f"wrote {path}")
 
 
-def _load(run: Path, max_params: int, device: str = "cpu"):
-    """A run's flow (refused if untrusted), its config, its config file and its model's spec."""
+def _load(run: Path, max_params: int, device: str = "cpu", dtype: str | None = None):
+    """A run's flow (refused if untrusted) on ``device`` in ``dtype``, its config, its config file
+    and its model's spec."""
     from flowforge.training import load_run
+    from flowforge.training.device import resolve_dtype
 
     flow, config, raw = load_run(run, max_params=max_params, device=device)
+    if dtype is not None:
+        flow = flow.to(dtype=resolve_dtype(dtype))
     return flow, config, raw, spec_of(config.model)
 
 
@@ -284,8 +298,8 @@ Examples:
 @click.option("--resample", is_flag=True, help="variational runs: importance-resampled draws (closer to the target)")
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, max_params: int,
-           resample: bool = False) -> None:
+def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, dtype: str | None,
+           max_params: int, resample: bool = False) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
@@ -293,7 +307,7 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     """
     from flowforge.data.files import write_table_batches
 
-    flow, _, raw, spec = _load(run, max_params, device)
+    flow, _, raw, spec = _load(run, max_params, device, dtype)
     if spec.images:
         _sample_images(flow, num, output, temperature, seed)
         return
@@ -388,7 +402,8 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, device: str, max_params: int) -> None:
+def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, device: str, dtype: str | None,
+             max_params: int) -> None:
     """Mean negative log-likelihood of held-out data, in nats (and bits per dimension for images).
 
     Image runs score the discrete data: pixels are dequantised with fixed uniform noise and the
@@ -397,7 +412,7 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
     from flowforge.training import nll_summary
     from flowforge.training.run import data_shape
 
-    flow, config, raw, spec = _load(run, max_params, device)
+    flow, config, raw, spec = _load(run, max_params, device, dtype)
     if "variational" in raw:  # fitted to a target: ELBO, log Z, ESS, Pareto k (flowforge.variational.report)
         summary = _variational().evaluate_run(run, flow, raw)
         return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
@@ -428,7 +443,7 @@ Examples:
               help="output file, .csv or .npy (default: print)")
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def density(run: Path, points: Path, output: Path | None, device: str, max_params: int) -> None:
+def density(run: Path, points: Path, output: Path | None, device: str, dtype: str | None, max_params: int) -> None:
     """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
     no finite density (values beyond float32, say). For an image run, the bits/dim of each image
     of a directory (PNG or IDX files) or an (N, C, H, W) .npy array: high values are unusual images."""
@@ -436,7 +451,7 @@ def density(run: Path, points: Path, output: Path | None, device: str, max_param
 
     from flowforge.data import read_table, write_table
 
-    flow, config, raw, spec = _load(run, max_params, device)
+    flow, config, raw, spec = _load(run, max_params, device, dtype)
     if spec.images:
         values, name = _image_scores(run, flow, points, config, raw), "bits_per_dim"
     else:

@@ -113,6 +113,29 @@ class MLPConditioner(nn.Module):
         return self.net(inputs)
 
 
+class SeparateMLPConditioner(nn.Module):
+    """Two MLPs from the same ``in_features`` (+ ``context_dim``) inputs: one for the log-scale
+    parameter, one for the shift, each ``out_features`` wide, output ``(raw, t)`` in the
+    conditioners' layout (batch, 2 · out_features). The book's coupling (its ``s`` and ``t`` towers);
+    the scale's bound (tanh) is the element-wise map's, as for :class:`MLPConditioner`.
+
+    >>> SeparateMLPConditioner(2, 3, hidden=8, depth=2)(torch.randn(5, 2)).shape
+    torch.Size([5, 6])
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int, depth: int,
+                 activation: str = "relu", context_dim: int = 0, mixed_precision: bool = False):
+        super().__init__()
+        self.context_dim = context_dim
+        self.scale_net = MLPConditioner(in_features, out_features, 1, hidden, depth, activation, context_dim,
+                                        mixed_precision)
+        self.shift_net = MLPConditioner(in_features, out_features, 1, hidden, depth, activation, context_dim,
+                                        mixed_precision)
+
+    def forward(self, given: Tensor, context: Tensor | None = None) -> Tensor:
+        return torch.cat([self.scale_net(given, context), self.shift_net(given, context)], dim=1)
+
+
 class CNNConditioner(nn.Module):
     """Glow's coupling CNN from ``in_channels`` (+ ``context_dim`` constant context channels) to
     ``params`` values for each pixel of ``out_channels`` channels: (batch, params · out_channels, H, W).

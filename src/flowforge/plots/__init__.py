@@ -15,7 +15,8 @@ from flowforge.plots.ffjord import (density_over_time, ffjord_figures, sample_pa
                                     trajectories_figure, trajectory_animation)
 from flowforge.plots.images import (image_figures, image_grid, interpolation_figure, reconstruction_figure,
                                     sample_grids_figure, write_image_grid)
-from flowforge.plots.two_d import chapter_figure, density_figure, density_grid, read_metrics, training_curve
+from flowforge.plots.two_d import (chapter_figure, density_figure, density_grid, latent_and_generated, read_metrics,
+                                   training_curve)
 from flowforge.training.checkpoint import METRICS
 from flowforge.training.run import load_run
 
@@ -41,7 +42,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     return written
 
 
-__all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "density_figure", "density_grid",
+__all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "latent_and_generated", "density_figure", "density_grid",
            "training_curve", "read_metrics", "ffjord_figures", "density_over_time", "sample_paths",
            "trajectories_figure", "trajectory_animation", "save_animation", "image_figures", "image_grid",
            "write_image_grid", "sample_grids_figure", "reconstruction_figure", "interpolation_figure"]

@@ -33,6 +33,23 @@ def _scatter(ax, points: np.ndarray, colors: np.ndarray, title: str, latent: boo
     ax.grid(alpha=0.2)
 
 
+def latent_and_generated(flow: Flow, data: np.ndarray, n_samples: int = 3000,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(f(X), Z, g(Z)): the data mapped to latent space, ``n_samples`` draws Z ~ N(0, I) (the same
+    for a given ``seed``, so snapshots taken during training are comparable) and g(Z) in data space.
+
+    >>> from flowforge.models import RealNVP
+    >>> latent, z, generated = latent_and_generated(RealNVP(2, num_layers=2, hidden=8, depth=1), np.zeros((5, 2)), 7)
+    >>> latent.shape, z.shape, generated.shape
+    ((5, 2), (7, 2), (7, 2))
+    """
+    with torch.inference_mode():
+        latent = flow(torch.as_tensor(data, dtype=torch.float32))[0].numpy()
+        z = flow.base.sample(n_samples, generator=torch.Generator().manual_seed(seed))
+        generated = flow.inverse(z)[0].numpy()
+    return latent, z.numpy(), generated
+
+
 def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: int = 0) -> Figure:
     """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data).
 
@@ -41,11 +58,7 @@ def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: in
     >>> len(fig.axes)
     4
     """
-    with torch.inference_mode():
-        latent = flow(torch.as_tensor(data, dtype=torch.float32))[0].numpy()
-        z = flow.base.sample(n_samples, generator=torch.Generator().manual_seed(seed))
-        generated = flow.inverse(z)[0].numpy()
-    z = z.numpy()
+    latent, z, generated = latent_and_generated(flow, data, n_samples, seed)
     fig, axes = new_figure(2, 2, figsize=(10, 10))
     _scatter(axes[0, 0], data, latent_angle(latent), "Data X", latent=False)
     _scatter(axes[0, 1], latent, latent_angle(latent), "f(X): data → latent", latent=True)

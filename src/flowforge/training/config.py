@@ -39,6 +39,8 @@ class TrainConfig:
     min_lr_ratio: float = field(default=0.01, metadata=_help("the cosine decay ends at lr × this"))
     weight_decay: float | None = field(default=None, metadata=_help("decoupled weight decay (AdamW)"))
     grad_clip: float = field(default=10.0, metadata=_help("clip the gradient norm at this"))
+    l2: float = field(default=0.0, metadata=_help(
+        "λ · Σ w² over the networks' kernels added to the loss (Keras's l2 regulariser; the book's 0.01)"))
     ema_decay: float | None = field(default=None, metadata=_help(
         "average the weights for evaluation and the saved model (0: off)"))
     train_noise: float | None = field(default=None, metadata=_help(

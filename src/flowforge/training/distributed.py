@@ -51,13 +51,21 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup() -> Context:
-    """Join the process group torchrun prepared (gloo on CPU, nccl on GPUs); a no-op otherwise."""
+def setup(device: str = "auto") -> Context:
+    """Join the process group torchrun prepared, a no-op otherwise: on GPUs (``device`` cuda, or
+    auto where CUDA is available) nccl, each process on the GPU of its local rank; gloo on CPUs."""
     if not launched_by_torchrun():
         return Context()
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank())  # "cuda" now means this rank's GPU
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo")
     return Context(dist.get_rank(), dist.get_world_size())
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def teardown(context: Context) -> None:

@@ -54,6 +54,7 @@ TRAIN_FIELDS = {  # recipe fields are optional: None until the model's recipe fi
     "batch_size": Field(int, 1, 10_000_000, optional=True), "lr": Field(float, 0, 1e3, low_open=True, optional=True),
     "warmup_steps": Field(int, 0, 1_000_000_000, optional=True), "min_lr_ratio": Field(float, 0, 1),
     "weight_decay": Field(float, 0, 1e3, optional=True), "grad_clip": Field(float, 0, 1e12, low_open=True),
+    "l2": Field(float, 0, 1e3),
     "ema_decay": Field(float, 0, 1, high_open=True, optional=True),
     "train_noise": Field(float, 0, 1, high_open=True, optional=True),
     "eval_every": Field(int, 1, 1_000_000_000, optional=True), "patience": Field(int, 0, 1_000_000_000, optional=True),

@@ -24,13 +24,15 @@ from flowforge.data import column_problems, is_toy, load_splits
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                                            load_tensors, load_weights, optimizer_from_tensors, optimizer_to_tensors,
+                                           read_json,
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
+from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
 from flowforge.training.device import resolve_device, resolve_dtype
 from flowforge.training.evaluate import gaussian_baseline_nll, nll_summary, standardization_log_scale
-from flowforge.models.specs import DataInfo
+from flowforge.models.specs import SPECS, DataInfo, spec_of
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
 from flowforge.training.rundir import MARKER, RUN_FILES, claim_run_dir, clear_run, record_files
 from flowforge.training.validate import check_weights_file_size
@@ -141,12 +143,13 @@ def _drop_metrics_after(run_dir: Path, step: int) -> None:
 class _Objective(torch.nn.Module):
     """The loss as a module's forward, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, flow, objective: str):
+    def __init__(self, flow, objective: str, l2: float = 0.0):
         super().__init__()
-        self.flow, self.objective = flow, objective
+        self.flow, self.objective, self.l2 = flow, objective, l2
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return training_loss(self.flow, batch, self.objective)
+        loss = training_loss(self.flow, batch, self.objective)
+        return loss + l2_penalty(self.flow, self.l2) if self.l2 else loss
 
 
 def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
@@ -196,14 +199,22 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
     still plans for ``config.steps``, so a later ``resume`` continues exactly). The writing
     process holds the run directory's lock throughout (see :mod:`flowforge.training.rundir`);
     a model above ``max_params`` parameters is refused before it is built.
+
+    Seeding, one scheme for fresh and resumed runs: the initial weights come from ``seed`` (the
+    same on every rank); batches and training noise from a generator seeded with ``seed`` (the
+    same on every rank, so each takes its shard of one global batch); other randomness (trace
+    estimators, dequantisation noise) from the global generator seeded ``seed + rank``. A
+    checkpoint holds rank 0's generator states; on resume the other ranks reseed theirs with
+    ``seed + 1_000_003·rank + step``. The caller's global RNG state is restored on return.
     """
     config.validate()
     run_dir = Path(run_dir)
     check_path_encoding(run_dir)
-    context = distributed.setup()
+    context = distributed.setup(config.device)
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and config.device != "cpu" else []
     try:
         claim = claim_run_dir(run_dir, resume=resume, force=force) if context.is_main else nullcontext()
-        with claim:
+        with claim, torch.random.fork_rng(devices=cuda):
             return _train(config, run_dir, context, resume, force, progress_bar, stop_after, max_params)
     finally:
         distributed.teardown(context)
@@ -213,6 +224,18 @@ def data_info(source: str, splits) -> DataInfo:
     """What a recipe sees of the data: its kind, training rows and sample shape."""
     kind = "image" if len(splits.shape) == 3 else "toy" if is_toy(source) else "table"
     return DataInfo(kind, len(splits.train), tuple(splits.shape))
+
+
+def check_input_kind(config: TrainConfig, splits) -> None:
+    """Refuse data of the wrong kind for the model before its recipe is looked up."""
+    spec, images = spec_of(config.model), len(splits.shape) == 3
+    if spec.images and not images:
+        raise FlowforgeError(f"{config.model} models images of shape (C, H, W); {config.data} is vector data "
+                             f"of {splits.shape[0]} features")
+    if images and not spec.images:
+        others = ", ".join(name for name, s in SPECS.items() if s.images)
+        raise FlowforgeError(f"cannot build model {config.model!r}: {config.model} models vectors, not images of "
+                             f"shape {splits.shape}; choose from {others}")
 
 
 def train_step(objective, optimizer, parameters: list, batch: torch.Tensor,
@@ -247,6 +270,7 @@ def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generato
 def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, resume: bool, force: bool,
            progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
+    check_input_kind(config, splits)
     config = config.resolved(data_info(config.data, splits)).validate()
     if context.is_main and not resume:
         _check_columns(config, splits)
@@ -257,6 +281,10 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
     flow, optimizer, generator = _build(config, splits, max_params)
     ema = EMA(flow, config.ema_decay)
     if resume:
+        recorded = read_json(run_dir / CONFIG).get("dim")
+        if recorded != (list(splits.dim) if isinstance(splits.dim, tuple) else splits.dim):
+            raise FlowforgeError(f"{run_dir / CONFIG}: records data of shape {recorded}, but {config.data} "
+                                 f"has {splits.dim}; cannot resume")
         progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
         if context.is_main:
             _drop_metrics_after(run_dir, progress.step)
@@ -268,10 +296,11 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         progress = Progress()
         torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
     context.barrier()
-    objective = _Objective(flow, config.objective)
-    if context.active:
-        objective = torch.nn.parallel.DistributedDataParallel(objective)
+    objective = _Objective(flow, config.objective, config.l2)
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    if context.active:  # on GPUs each rank holds its own (torch.cuda.set_device in distributed.setup)
+        ids = [distributed.local_rank()] if device.type == "cuda" else None
+        objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
     x_train = torch.from_numpy(splits.train).to(device, dtype)
     jitter = _jitter_scale(config, x_train)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
@@ -295,16 +324,10 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
             ema.update(progress.step)
             running, taken = running + loss, taken + 1
         else:
-            if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
-                raise FlowforgeError(_diverged(run_dir, progress.step + 1, loss.item()))
-            if config.on_nan == "rollback":
-                events = progress.nan_events + 1
-                progress = _restore(good, flow, optimizer, ema, generator)
-                progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
-                bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
+            progress, rolled_back = _after_nonfinite(config, run_dir, progress, float(loss), good,
+                                                     (flow, optimizer, ema, generator), bar.write)
+            if rolled_back:
                 continue
-            progress.nan_events += 1
-            bar.write(f"non-finite loss at step {progress.step + 1}: step skipped")
         progress.step += 1
         bar.update(1)
 
@@ -358,6 +381,24 @@ def _check_columns(config: TrainConfig, splits) -> None:
             raise FlowforgeError(message)
     for _, message in problems:
         warn(message)
+
+
+def _after_nonfinite(config: TrainConfig, run_dir: Path, progress: Progress, loss: float, good: dict,
+                     state: tuple, say) -> tuple[Progress, bool]:
+    """The NaN policy for a non-finite step: stop (``on_nan="stop"``, or after
+    :data:`MAX_NAN_EVENTS`), roll back to the last good state with half the learning rate, or
+    skip the step. Returns the progress and whether it rolled back."""
+    if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
+        raise FlowforgeError(_diverged(run_dir, progress.step + 1, loss))
+    if config.on_nan == "rollback":
+        events = progress.nan_events + 1
+        progress = _restore(good, *state)
+        progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
+        say(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
+        return progress, True
+    progress.nan_events += 1
+    say(f"non-finite loss at step {progress.step + 1}: step skipped")
+    return progress, False
 
 
 def _diverged(run_dir: Path, step: int, loss: float) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowforge.nets import CNNConditioner, MLPConditioner
+from flowforge.nets import CNNConditioner, MLPConditioner, SeparateMLPConditioner
 from flowforge.transforms.base import Transform, check_context
 from flowforge.transforms.elementwise import ElementwiseMap, affine_or_additive
 from flowforge.transforms.spline import RationalQuadraticSpline
@@ -184,21 +184,30 @@ class AffineCoupling(Coupling):
     ``depth`` layers and ends in the D − d values of each of s and t; its last layer starts at
     zero, so the layer starts as the identity. With ``mixed_precision`` the MLP runs in bfloat16
     while the affine update and log|det J| = Σ s stay in float32, so the layer remains exactly
-    invertible and normalised.
+    invertible and normalised. With ``separate_networks`` s and t come from two MLPs of that size
+    (the book's coupling: an ``s`` tower ending in tanh and a ``t`` tower) instead of one with two heads.
 
     >>> layer = AffineCoupling([1, 1, 0], hidden=16, depth=2)  # D=3, d=2: x1, x2 scale and shift x3
+    >>> book = AffineCoupling([1, 0], hidden=16, depth=2, separate_networks=True)
+    >>> y, log_abs_det = book(torch.randn(8, 2))
     >>> y, log_abs_det = layer(torch.randn(8, 3))
     >>> conditional = AffineCoupling([1, 0], hidden=16, depth=2, context_dim=4)
     >>> y, log_abs_det = conditional(torch.randn(8, 2), context=torch.randn(8, 4))
     """
 
     def __init__(self, mask: Tensor | list[int], hidden: int = 256, depth: int = 4, activation: str = "relu",
-                 mixed_precision: bool = False, context_dim: int = 0, scale: str = "tanh"):
+                 mixed_precision: bool = False, context_dim: int = 0, scale: str = "tanh",
+                 separate_networks: bool = False):
         partition = FeatureMask(mask)
         elementwise = affine_or_additive(scale)
         given, free = partition.sizes
-        conditioner = MLPConditioner(given, free, elementwise.params_per_element, hidden, depth, activation,
-                                     context_dim, mixed_precision)
+        if separate_networks and elementwise.params_per_element != 2:
+            raise ValueError("separate s and t networks need an affine scale (tanh or sigmoid), not additive")
+        if separate_networks:
+            conditioner = SeparateMLPConditioner(given, free, hidden, depth, activation, context_dim, mixed_precision)
+        else:
+            conditioner = MLPConditioner(given, free, elementwise.params_per_element, hidden, depth, activation,
+                                         context_dim, mixed_precision)
         super().__init__(partition, conditioner, elementwise)
 
 
