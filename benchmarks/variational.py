@@ -87,22 +87,23 @@ def _flowforge_flow(layers: int, hidden: int, seed: int):
     return flow
 
 
-def _timed_fit(target, layers: int, hidden: int, steps: int, seed: int) -> float:
+def _timed_fit(target, layers: int, hidden: int, steps: int, seed: int, objective: str) -> float:
     started = time.perf_counter()
-    fit(_flowforge_flow(layers, hidden, seed), target, steps=steps, draws=DRAWS, eval_every=steps, seed=seed)
+    fit(_flowforge_flow(layers, hidden, seed), target, steps=steps, draws=DRAWS, eval_every=steps, seed=seed,
+        objective=objective)
     return time.perf_counter() - started
 
 
-def fit_flowforge(target, layers: int, hidden: int, budget: float, seed: int):
+def fit_flowforge(target, layers: int, hidden: int, budget: float, seed: int, objective: str):
     """fit() with as many steps as the budget allows: the time per step and the fixed cost (the final
     diagnostics) from pilots of 40 and 80 steps; five evaluations of 4,096 draws are budgeted too."""
-    short, long = _timed_fit(target, layers, hidden, 40, seed), _timed_fit(target, layers, hidden, 80, seed)
+    short, long = (_timed_fit(target, layers, hidden, n, seed, objective) for n in (40, 80))
     per_step = max(1e-4, (long - short) / 40)
     fixed = max(0.0, short - 40 * per_step)
     steps = max(50, int((budget - 2 * fixed) / per_step))
     flow = _flowforge_flow(layers, hidden, seed)
     started = time.perf_counter()
-    fit(flow, target, steps=steps, draws=DRAWS, eval_every=max(10, steps // 5), seed=seed)
+    fit(flow, target, steps=steps, draws=DRAWS, eval_every=max(10, steps // 5), seed=seed, objective=objective)
     return flow, steps, time.perf_counter() - started
 
 
@@ -113,33 +114,35 @@ def score(draws_and_log_q, target, log_z: float) -> dict:
     return {k: summary[k] for k in ("elbo", "ess_per_draw", "pareto_k", "kl", "log_z", "log_z_stderr")}
 
 
-def compare(budget: float, layers: int, hidden: int, seed: int) -> list[dict]:
+def compare(budget: float, layers: int, hidden: int, seed: int, objectives: list[str]) -> list[dict]:
+    """Per target: normflows, then flowforge with each of ``objectives``, each on the same budget."""
     rows = []
     for name, (target, log_z) in normflows_targets().items():
         model, steps, seconds = fit_normflows(target, layers, hidden, budget, seed)
         with torch.no_grad():
-            theirs = score(model.sample(EVAL_DRAWS), target, log_z)
-        flow, ff_steps, ff_seconds = fit_flowforge(target.log_prob, layers, hidden, budget, seed)
-        gen = torch.Generator().manual_seed(seed + 100)
-        ours = score(flow.sample_and_log_prob(EVAL_DRAWS, generator=gen), target, log_z)
-        params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in flow.parameters()))
-        rows.append({"target": name, "log_z": log_z, "normflows": {**theirs, "steps": steps, "seconds": seconds},
-                     "flowforge": {**ours, "steps": ff_steps, "seconds": ff_seconds}, "params": params})
-        print(row_line(rows[-1]), flush=True)
+            theirs = {**score(model.sample(EVAL_DRAWS), target, log_z), "steps": steps, "seconds": seconds}
+        for objective in objectives:
+            flow, ff_steps, ff_seconds = fit_flowforge(target.log_prob, layers, hidden, budget, seed, objective)
+            gen = torch.Generator().manual_seed(seed + 100)
+            ours = score(flow.sample_and_log_prob(EVAL_DRAWS, generator=gen), target, log_z)
+            params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in flow.parameters()))
+            rows.append({"target": name, "objective": objective, "log_z": log_z, "normflows": theirs,
+                         "flowforge": {**ours, "steps": ff_steps, "seconds": ff_seconds}, "params": params})
+            print(row_line(rows[-1]), flush=True)
     return rows
 
 
 def row_line(row: dict) -> str:
     nf_, ff = row["normflows"], row["flowforge"]
-    return (f"| {row['target']} | {nf_['elbo']:.4f} / **{ff['elbo']:.4f}** | {nf_['ess_per_draw']:.3f} / "
-            f"**{ff['ess_per_draw']:.3f}** ({ff['ess_per_draw'] / nf_['ess_per_draw']:.2f}×) | {nf_['kl']:.4f} / "
-            f"**{ff['kl']:.4f}** ({nf_['kl'] / ff['kl']:.1f}× lower) | {nf_['pareto_k']:.2f} / {ff['pareto_k']:.2f} | "
+    return (f"| {row['target']} | {row['objective']} | {nf_['elbo']:.4f} / {ff['elbo']:.4f} | "
+            f"{nf_['ess_per_draw']:.3f} / {ff['ess_per_draw']:.3f} ({ff['ess_per_draw'] / nf_['ess_per_draw']:.2f}×) | "
+            f"{nf_['kl']:.4f} / {ff['kl']:.4f} | {nf_['pareto_k']:.2f} / {ff['pareto_k']:.2f} | "
             f"{nf_['steps']:,} in {nf_['seconds']:.0f} s / {ff['steps']:,} in {ff['seconds']:.0f} s | "
             f"{row['params'][0]:,} / {row['params'][1]:,} |")
 
 
-HEADER = ("| target | ELBO (normflows / flowforge) | ESS per draw | KL(q‖p) | Pareto k̂ | steps in wall-clock | "
-          "parameters |\n|---|---|---|---|---|---|---|")
+HEADER = ("| target | flowforge objective | ELBO (normflows / flowforge) | ESS per draw (ratio) | KL(q‖p) | "
+          "Pareto k̂ | steps in wall-clock | parameters |\n|---|---|---|---|---|---|---|---|")
 
 
 def mode_coverage_table(steps: int, seed: int, figure: Path | None) -> list[dict]:
@@ -186,13 +189,15 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--coverage-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objectives", default="forward-then-stl,reverse-kl",
+                        help="flowforge objectives to run (comma-separated; the first is the recipe's)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="the mode-coverage figure (PNG)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"budget {args.budget:g} s per library and target, RealNVP {args.layers} couplings of 2×{args.hidden}, "
           f"torch {torch.__version__}, 1 thread\n\n{HEADER}")
-    rows = compare(args.budget, args.layers, args.hidden, args.seed)
+    rows = compare(args.budget, args.layers, args.hidden, args.seed, args.objectives.split(","))
     print("\n| objective | modes covered | ESS per draw | KL(q‖p) | log Z | Pareto k̂ |\n|---|---|---|---|---|---|")
     coverage = mode_coverage_table(args.coverage_steps, args.seed, args.figure)
     if args.out is not None:

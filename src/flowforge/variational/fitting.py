@@ -191,8 +191,7 @@ def _evaluate(flow, target, config: TrainConfig, ema: EMA, progress: Progress, c
         if improved:
             record.keep_best({k: v.clone() for k, v in flow.state_dict().items()},
                              {"step": progress.step, "elbo": summary["elbo"]})
-    progress.best_val, progress.best_step = (value, progress.step) if improved else (progress.best_val,
-                                                                                      progress.best_step)
+            progress.best_val, progress.best_step = value, progress.step
     entry = {**entry, **{k: summary[k] for k in ("elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k")},
              "time": round(progress.elapsed, 3)}
     record.log(entry)
