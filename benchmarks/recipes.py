@@ -11,7 +11,9 @@ Tables: scikit-learn's wine (178 × 13) and breast-cancer (569 × 30), written a
 headers and without the target column, and MINIBOONE's 43 columns from
 ``../shared/data/miniboone/val.npy`` (3,284 rows: the only large split there; the trainer
 splits it 80/10/10 like any user's file, so its figures are not the published MINIBOONE ones).
-The Gaussian is the trainer's own baseline (same rows, same standardisation, nats).
+The Gaussian is the trainer's own baseline (same rows, same standardisation, nats). Each row
+gives the trainer's clock, the run's wall time, its CPU seconds (what it costs an idle core: on a
+shared machine the wall time is a multiple of it) and the load average when it started.
 
     python -m benchmarks.recipes --cases wine,breast_cancer --seeds 0,1,2
     python -m benchmarks.recipes --cases glow/digits --set model_options.bits=4
