@@ -26,11 +26,12 @@ VECTOR, IMAGE = "vector", "image"
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a recipe may depend on: ``kind`` ("toy", "table" or "image"), the training rows and one
-    sample's shape."""
+    """What a recipe may depend on: ``kind`` ("toy", "table" or "image"), the training rows, one
+    sample's shape and, for images, the bit depth of their pixel levels (digits: 4, MNIST: 8)."""
     kind: str
     rows: int
     shape: tuple[int, ...]
+    bits: int | None = None
 
     @property
     def features(self) -> int:
@@ -101,60 +102,73 @@ def _resolve(path: str) -> Callable[..., Any]:
 # ---- recipes -----------------------------------------------------------------------------------
 # Each figure in a comment was measured; docs/recipes.md has the tables.
 
-def _vector_recipe(toy: dict[str, Any], table: Callable[[bool], dict[str, Any]]) -> Recipe:
+def _vector_recipe(toy: dict[str, Any], table: Callable[[str], dict[str, Any]]) -> Recipe:
     """A vector family's recipe: ``toy`` for the 2-D sets; for a user's table, :func:`table_recipe`
-    with the family's model options ``table(small)``."""
+    with the family's model options ``table(tier)``."""
     def recipe(info: DataInfo) -> dict[str, Any]:
         if info.kind == "toy":
             return dict(toy)
         values = table_recipe(info)
-        small = values.pop("small")
-        return {**values, **{k: v for k, v in toy.items() if k == "objective"}, "model_options": table(small)}
+        tier = values.pop("tier")
+        return {**values, **{k: v for k, v in toy.items() if k == "objective"}, "model_options": table(tier)}
     return recipe
 
 
 def table_recipe(info: DataInfo) -> dict[str, Any]:
     """A user's table of ``rows`` × ``features``: evaluation every epoch, early stopping on the
-    validation NLL (best weights kept), a model and a budget that grow with the rows.
+    validation NLL (best weights kept), and a model, noise and budget chosen by the rows.
 
     A flow memorises a few hundred rows within a few epochs: wine (142 training rows × 13) scored
-    its best validation NLL after 50 steps and 16× worse after 3,000, so small tables get a small
-    model, stronger regularisation and a short patience.
+    its best validation NLL after 50 steps and 16× worse after 3,000. Measured (docs/recipes.md):
+    under 300 rows a small model with strong noise beat the fitted Gaussian on wine at 5 of 5
+    seeds; 300–2,000 rows (breast cancer, 455 × 30) and above (MINIBOONE, 2,627 × 43) at 3 of 3.
+    The 300-row threshold lies between the two small tables measured; it is not a law.
     """
     batch = int(min(256, max(32, info.rows // 4)))
     epoch = max(1, -(-info.rows // batch))  # steps per epoch
-    small = info.rows < 2_000
-    return {"batch_size": batch, "eval_every": epoch, "patience": 10 if small else 20,
-            "steps": int(min(20_000, max(1_000, 300 * epoch))), "lr": 1e-3 if small else 7e-4,
-            "warmup_steps": min(100, epoch * 2), "train_noise": 0.1 if small else 0.03,
-            "weight_decay": 0.2, "small": small}
+    tier = "tiny" if info.rows < 300 else "small" if info.rows < 2_000 else "large"
+    noise, lr, patience = {"tiny": (0.3, 3e-3, 20), "small": (0.1, 1e-3, 10), "large": (0.03, 7e-4, 20)}[tier]
+    return {"batch_size": batch, "eval_every": epoch, "patience": patience,
+            "steps": int(min(20_000, max(1_000, 300 * epoch))), "lr": lr, "warmup_steps": min(100, epoch * 2),
+            "train_noise": noise, "weight_decay": 0.2, "tier": tier}
 
 
 def _image_recipe(small: dict[str, Any], large: dict[str, Any]) -> Recipe:
-    """Images of up to 16×16 pixels (digits) take ``small``; larger ones (MNIST) ``large``."""
+    """Images of up to 16×16 pixels (digits) take ``small``; larger ones (MNIST) ``large``; the
+    model's pixel depth is the data's (digits have 4 bits: a uniform model scores 4 bits/dim)."""
     def recipe(info: DataInfo) -> dict[str, Any]:
-        return dict(small if max(info.shape[1:]) <= 16 else large)
+        chosen = small if max(info.shape[1:]) <= 16 else large
+        bits = {"bits": info.bits} if info.bits else {}
+        return {**chosen, "model_options": {**chosen["model_options"], **bits}}
     return recipe
 
 
 REALNVP_TOY = {"steps": 3000, "lr": 7e-4, "batch_size": 256, "eval_every": 200, "train_noise": 0.03,
                # 12 x 3x128 beat the book's 6 x 4x256 at 8 of 10 seeds on moons (docs/moons_defaults.md)
                "model_options": {"num_layers": 12, "hidden": 128, "depth": 3}}
+REALNVP_TABLE = {"tiny": {"num_layers": 8, "hidden": 16, "depth": 2}, "small": {"num_layers": 6, "hidden": 64, "depth": 2},
+                 "large": {"num_layers": 10, "hidden": 128, "depth": 2}}
 SPLINE_TOY = {"steps": 3000, "lr": 7e-4, "batch_size": 256, "eval_every": 200, "train_noise": 0.03,
               "model_options": {"num_layers": 5, "hidden": 128, "depth": 2}}
-FFJORD_TOY = {"steps": 3000, "lr": 1e-3, "batch_size": 256, "eval_every": 500, "train_noise": 0.0,
-              "objective": "flow-matching", "model_options": {"hidden": 64, "depth": 3}}
-GLOW_SMALL = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 250, "warmup_steps": 200,
+# pinwheel, 3 seeds: test NLL 1.623 / 1.653 / 1.638 in 10-13 CPU seconds (the old defaults: 2.241)
+FFJORD_TOY = {"steps": 1200, "lr": 4e-2, "batch_size": 1024, "eval_every": 400, "warmup_steps": 60,
+              "weight_decay": 0.0, "ema_decay": 0.999, "train_noise": 0.0, "objective": "flow-matching",
+              "model_options": {"hidden": 64, "depth": 3}}
+# digits (4 bits), 1,500 steps: 2.183 / 2.287 / 2.149 bits/dim at seeds 0-2, 67-74 CPU seconds
+GLOW_SMALL = {"steps": 1500, "lr": 1e-3, "batch_size": 64, "eval_every": 100, "warmup_steps": 100,
               "model_options": {"levels": 2, "steps": 8, "hidden": 64, "depth": 2}}
-GLOW_LARGE = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 500, "warmup_steps": 200,
-              "model_options": {"levels": 2, "steps": 8, "hidden": 128, "depth": 2}}  # 28 = 4 × 7
-REALNVP_IMAGE_SMALL = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 250, "warmup_steps": 200,
+# MNIST: measured only over 400 steps (3.04 bits/dim, still falling); 28 = 4 × 7, so 2 levels
+GLOW_LARGE = {"steps": 1500, "lr": 1e-3, "batch_size": 64, "eval_every": 500, "warmup_steps": 200,
+              "model_options": {"levels": 2, "steps": 8, "hidden": 64, "depth": 2}}
+# digits (4 bits), 1,500 steps: 2.004 / 2.011 bits/dim at seeds 0-1, 53 CPU seconds
+REALNVP_IMAGE_SMALL = {"steps": 1500, "lr": 1e-3, "batch_size": 64, "eval_every": 100, "warmup_steps": 100,
                        "model_options": {"scales": 2, "hidden": 64, "depth": 2}}
-REALNVP_IMAGE_LARGE = {"steps": 3000, "lr": 5e-4, "batch_size": 64, "eval_every": 500, "warmup_steps": 200,
+REALNVP_IMAGE_LARGE = {"steps": 1500, "lr": 1e-3, "batch_size": 64, "eval_every": 500, "warmup_steps": 200,
                        "model_options": {"scales": 2, "hidden": 64, "depth": 2}}
 
-def _spline_table(small: bool) -> dict[str, Any]:
-    return {"num_layers": 4 if small else 5, "hidden": 64 if small else 128, "depth": 2}
+
+def _spline_table(tier: str) -> dict[str, Any]:
+    return {"num_layers": 4 if tier != "large" else 5, "hidden": 64 if tier != "large" else 128, "depth": 2}
 
 
 _SIZES = {"layers": "num_layers", "hidden": "hidden", "depth": "depth"}
@@ -162,8 +176,7 @@ _SIZES = {"layers": "num_layers", "hidden": "hidden", "depth": "depth"}
 SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("realnvp", "flowforge.models.realnvp:RealNVP", VECTOR,
               "RealNVP: affine couplings with alternating masks (the book's model)",
-              _vector_recipe(REALNVP_TOY, lambda small: {"num_layers": 6 if small else 10,
-                                                          "hidden": 64 if small else 128, "depth": 2}), _SIZES,
+              _vector_recipe(REALNVP_TOY, REALNVP_TABLE.__getitem__), _SIZES,
               unrecorded_options={"num_layers": 6, "hidden": 256, "depth": 4}),
     ModelSpec("nsf", "flowforge.models.nsf:NSF", VECTOR,
               "neural spline flow: rational-quadratic spline couplings (or autoregressive=true)",
@@ -172,7 +185,7 @@ SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               _vector_recipe(SPLINE_TOY, _spline_table), _SIZES),
     ModelSpec("ffjord", "flowforge.models.ffjord:FFJORD", VECTOR,
               "FFJORD: a continuous-time flow (an ODE), trained by flow matching or likelihood",
-              _vector_recipe(FFJORD_TOY, lambda small: {"hidden": 64, "depth": 3}), _SIZES, objectives=("mle", "flow-matching"), metrics=("nfe",),
+              _vector_recipe(FFJORD_TOY, lambda tier: {"hidden": 64, "depth": 3}), _SIZES, objectives=("mle", "flow-matching"), metrics=("nfe",),
               figures="flowforge.plots.ffjord:ffjord_figures", unrecorded_options={"fm_time_power": 1.0}),
     ModelSpec("glow", "flowforge.models.glow:Glow", IMAGE,
               "Glow: actnorm, invertible 1x1 convolutions and affine couplings at several scales",

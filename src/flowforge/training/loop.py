@@ -223,7 +223,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
 def data_info(source: str, splits) -> DataInfo:
     """What a recipe sees of the data: its kind, training rows and sample shape."""
     kind = "image" if len(splits.shape) == 3 else "toy" if is_toy(source) else "table"
-    return DataInfo(kind, len(splits.train), tuple(splits.shape))
+    bits = max(1, int(splits.train.max()).bit_length()) if kind == "image" else None  # levels 0…2^bits − 1
+    return DataInfo(kind, len(splits.train), tuple(splits.shape), bits)
 
 
 def check_input_kind(config: TrainConfig, splits) -> None:
