@@ -32,6 +32,13 @@ BOOK, DEFAULT = MEASURED["book"], MEASURED["default"]
 DONE = BOOK["steps_done"] == BOOK["steps"]
 REACHED = {"en": "in full" if DONE else f"stopped at step {BOOK['steps_done']:,} of {BOOK['steps']:,}",
            "ko": "전체 실행" if DONE else f"{BOOK['steps']:,} 스텝 중 {BOOK['steps_done']:,} 스텝에서 중단"}
+STOPPED = {"en": "" if DONE else f"""
+The run was stopped at step {BOOK['steps_done']:,}: the machine was shared with other jobs (load average up to 18),
+and a step took up to {BOOK['slowest_step_ms']:.0f} ms instead of the 15 ms it takes idle.
+""", "ko": "" if DONE else f"""
+훈련은 {BOOK['steps_done']:,} 스텝에서 중단했습니다. 머신을 다른 작업과 공유해서(부하 평균 최대 18) 한 스텝에 유휴 상태의
+15 ms 대신 최대 {BOOK['slowest_step_ms']:.0f} ms가 걸렸습니다.
+"""}
 FULL_TABLE = {
     "en": f"""
 | recipe | test NLL (nats, standardised) | training time |
@@ -204,7 +211,8 @@ def jacobian(transform, point):
 layer8 = perturbed(AffineCoupling(torch.arange(8) % 2, hidden=32, depth=2).double())
 x8 = torch.randn(1, 8, dtype=torch.float64)
 brute_force = torch.linalg.slogdet(jacobian(layer8, x8)).logabsdet
-print(f"D = 8: slogdet of the autograd Jacobian = {brute_force.item():.6f}, coupling's Σ s = {layer8(x8)[1].item():.6f}")
+print(f"D = 8: slogdet of the autograd Jacobian = {brute_force.item():.6f}, "
+      f"the coupling's Σ s = {layer8(x8)[1].item():.6f}")
 assert torch.isclose(brute_force, layer8(x8)[1][0])
 """),
     code("""
@@ -222,7 +230,8 @@ for dim in dims:
     with torch.no_grad():
         coupling_ms.append(1e3 * Timer("layer(x)", globals={"layer": layer, "x": point})
                            .blocked_autorange(min_run_time=budget).median)
-    print(f"D = {dim:5d}: slogdet of a dense D×D Jacobian {dense_ms[-1]:8.3f} ms · coupling forward + log-det {coupling_ms[-1]:6.3f} ms")
+    print(f"D = {dim:5d}: slogdet of a dense D×D Jacobian {dense_ms[-1]:8.3f} ms · "
+          f"coupling forward + log-det {coupling_ms[-1]:6.3f} ms")
 
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.loglog(dims, dense_ms, "o-", label="slogdet of a dense D×D Jacobian, O(D³)")
@@ -321,11 +330,12 @@ constant, no weight decay, averaging or noise; clipping at a norm of 1,000, whic
 exactly. In the quick pass the same recipe runs for its first 200 steps only.
 
 Measured (`OMP_NUM_THREADS=2 python -m benchmarks.book_recipe`, on 2 cores shared with other work; docs/book_recipe.md):
-{FULL_TABLE['en']}
+{FULL_TABLE['en']}{STOPPED['en']}
 The book's notebook is committed without outputs, and we found no final loss reported for it, so there is no
 book figure to put beside these. What the penalty does: 0.01 · Σ w² over the ten kernels of each coupling is
-{BOOK['l2_term']:.2f} nats at the best weights, added to a likelihood term of about 2 — the optimiser spends most of its
-effort shrinking weights, and the validation NLL stays near 2.1 from the first 10 epochs on. Note also that in the
+{BOOK['l2_term']:.2f} nats at the best weights, added to a likelihood term of about 2.1; the training loss (penalty
+included) falls from {BOOK['first_train_loss']:.2f} to {BOOK['last_train_loss']:.2f} while the validation NLL stays near 2.13 from the first 10
+epochs on — the loss falls by shrinking weights. Note also that in the
 book's Keras code the penalty never trains: its custom `train_step` differentiates `log_loss` only and does not add
 `model.losses`, so the `kernel_regularizer` is declared but inert. Set `l2=0.0` to train what that code trains.
 """, f"""
@@ -339,11 +349,11 @@ L2 커널 규제 0.01을 씁니다. Adam 1e-4, 배치 256, 300 에포크입니�
 그림을 그리듯 10 에포크마다 훈련을 멈췄다가 정확히 이어서 재개합니다. 빠른 실행에서는 같은 설정을 처음 200 스텝만 돌립니다.
 
 측정값(`OMP_NUM_THREADS=2 python -m benchmarks.book_recipe`, 다른 작업과 공유하는 2코어, docs/book_recipe.md):
-{FULL_TABLE['ko']}
+{FULL_TABLE['ko']}{STOPPED['ko']}
 책의 노트북은 출력 없이 커밋되어 있고 최종 손실값을 보고한 곳을 찾지 못해서 나란히 놓을 책의 수치는 없습니다.
-규제가 하는 일: 커플링 층마다 커널 열 개에 걸친 0.01 · Σ w²은 가장 좋은 가중치에서 {BOOK['l2_term']:.2f} nats로, 약 2인
-가능도 항에 더해집니다. 옵티마이저는 대부분의 노력을 가중치를 줄이는 데 쓰고, 검증 NLL은 처음 10 에포크부터 2.1 근처에
-머뭅니다. 또한 책의 케라스 코드에서는 이 규제가 훈련에 쓰이지 않습니다. 사용자 정의 `train_step`은 `log_loss`만 미분하고
+규제가 하는 일: 커플링 층마다 커널 열 개에 걸친 0.01 · Σ w²은 가장 좋은 가중치에서 {BOOK['l2_term']:.2f} nats로, 약 2.1인
+가능도 항에 더해집니다. 규제를 포함한 훈련 손실은 {BOOK['first_train_loss']:.2f}에서 {BOOK['last_train_loss']:.2f}로 내려가지만 검증 NLL은 처음 10 에포크부터
+2.13 근처에 머뭅니다. 손실은 가중치가 줄어들면서 내려가는 것입니다. 또한 책의 케라스 코드에서는 이 규제가 훈련에 쓰이지 않습니다. 사용자 정의 `train_step`은 `log_loss`만 미분하고
 `model.losses`를 더하지 않으므로 `kernel_regularizer`는 선언만 되어 있습니다. 그 코드가 실제로 훈련하는 것을 재현하려면
 `l2=0.0`으로 두세요.
 """),
@@ -377,7 +387,8 @@ panel), and the figure at every stop of training, saved as a GIF as the book's n
 display(training_curve(RUNS / "book" / "metrics.jsonl"))
 best_flow, _, _ = load_run(RUNS / "book")
 display(chapter_figure(best_flow, points))
-gif = save_animation(training_animation(steps, points, z_fixed, latents, generated), RUNS / "book" / "training.gif", fps=4)
+movie = training_animation(steps, points, z_fixed, latents, generated)
+gif = save_animation(movie, RUNS / "book" / "training.gif", fps=4)
 display(Image(filename=str(gif)))
 """),
     md("""
@@ -410,7 +421,7 @@ of channels, whose log-determinant is H · W · log|det W|), over several scales
 arXiv:1810.01367) replaces the steps by a continuous-time ODE dz/dt = v(z, t): the log-density changes by the
 integral of −tr ∂v/∂z, so no architecture constraint is needed for a cheap determinant. Below a tiny Glow checks
 its invertibility, and a small FFJORD, trained by flow matching (3,000 steps in full, 150 in the quick pass), draws its trajectories
-from the normal distribution to the moons.
+from the normal distribution to the moons (in the quick pass, 150 steps, they have barely begun to bend).
 """, """
 ## 5. Glow와 FFJORD, 간단히
 
@@ -419,7 +430,7 @@ RealNVP는 이산적인 단계의 연쇄입니다. **Glow**(Kingma & Dhariwal 20
 여러 스케일에 걸쳐 쌓습니다. **FFJORD**(Grathwohl et al. 2019, arXiv:1810.01367)는 단계를 연속 시간 상미분방정식
 dz/dt = v(z, t)로 바꿉니다. 로그 밀도는 −tr ∂v/∂z의 적분만큼 변하므로 행렬식을 싸게 만들기 위한 구조 제약이 필요 없습니다.
 아래에서는 작은 Glow의 가역성을 확인하고, 흐름 매칭으로 훈련한(전체 3,000 스텝, 빠른 실행 150 스텝) 작은 FFJORD가 정규 분포에서 반달 데이터로 가는
-궤적을 그립니다.
+궤적을 그립니다(150 스텝의 빠른 실행에서는 궤적이 거의 휘지 않습니다).
 """),
     code("""
 glow = Glow((1, 8, 8), levels=2, steps=2, hidden=16).double()

@@ -52,7 +52,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.01   # cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.2     # decoupled (AdamW); with the EMA, measured to cut overfitting on moons
     grad_clip: float = 10.0
-    l2: float = 0.0              # λ · Σ w² over the kernels added to the loss (Keras's l2 regulariser; the book's 0.01)
+    l2: float = 0.0              # Keras's l2: λ · Σ w² over the kernels, added to the loss (so to train_nll)
     ema_decay: float = 0.995     # weights averaged for evaluation and the saved model; 0 turns it off
     train_noise: float | None = None  # Gaussian noise added to training vectors, in units of each feature's
     #                                   std; None: 0.03 for vector data (cuts overfitting), 0 for images
