@@ -58,7 +58,7 @@ def test_l2_penalty_is_strength_times_squared_kernels(strength, hidden, depth):
     torch.manual_seed(0)
     flow = RealNVP(2, num_layers=2, hidden=hidden, depth=depth, separate_networks=True)
     expected = sum(float(p.detach().square().sum()) for n, p in flow.named_parameters() if n.endswith("weight"))
-    assert math.isclose(float(l2_penalty(flow, strength)), strength * expected, rel_tol=1e-5, abs_tol=1e-9)
+    assert math.isclose(l2_penalty(flow, strength).item(), strength * expected, rel_tol=1e-5, abs_tol=1e-9)
     assert all(p.dim() == 2 for p in kernels(flow))  # no biases
 
 
