@@ -48,13 +48,48 @@ def run_default(out: Path) -> dict:
     return {**results, "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
+def summarise(out: Path, images: Path) -> dict:
+    """A book run's figures for docs/ (the 2×2 figure of the best weights, the loss curve, and the GIF
+    of the stops when the run finished) and its summary: the best weights' test NLL and L2 term, the
+    steps reached (a run stopped early is summarised as far as it got) and the training seconds."""
+    from flowforge.plots import chapter_figure, save_animation, save_figure, training_animation, training_curve
+    from flowforge.plots.two_d import read_metrics
+    from flowforge.training import load_run
+    from flowforge.training.regularization import l2_penalty
+
+    flow, config, _ = load_run(out / "book")
+    records = read_metrics(out / "book" / "metrics.jsonl")
+    results = json.loads((out / "book" / "results.json").read_text())
+    data = load_splits(config.data, config.seed, config.n_train).train[:SNAPSHOT_POINTS]
+    images.mkdir(parents=True, exist_ok=True)
+    save_figure(chapter_figure(flow, data), images / "book_recipe_flow.png")
+    save_figure(training_curve(records), images / "book_recipe_curve.png")
+    if (out / "snapshots.npz").is_file():
+        snapshots = np.load(out / "snapshots.npz")
+        z = flow.base.sample(SNAPSHOT_POINTS, generator=torch.Generator().manual_seed(0)).numpy()
+        keep = slice(None, None, max(1, len(snapshots["steps"]) // 15))  # about 15 frames
+        movie = training_animation(list(snapshots["steps"][keep]), snapshots["data"], z,
+                                   list(snapshots["latent"][keep]), list(snapshots["generated"][keep]))
+        save_animation(movie, images / "book_recipe_training.gif", fps=3)
+    return {"test_nll": results["test_nll"], "test_nll_stderr": results["test_nll_stderr"],
+            "best_step": results["best_step"], "steps_done": records[-1]["step"], "steps": config.steps,
+            "train_seconds": records[-1]["time"], "l2_term": float(l2_penalty(flow, config.l2)),
+            "val_nll": [(r["step"], round(r["val_nll"], 4)) for r in records]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/book_recipe"))
     parser.add_argument("--l2", type=float, default=None, help="override the recipe's L2 penalty")
+    parser.add_argument("--steps", type=int, default=None, help="a shorter run (a smoke test of this script)")
+    parser.add_argument("--summarise", type=Path, default=None, metavar="IMAGES",
+                        help="only summarise the book run in --out (finished or stopped), its figures into IMAGES")
     args = parser.parse_args()
+    if args.summarise:
+        print(json.dumps(summarise(args.out, args.summarise), indent=1))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
-    overrides = {} if args.l2 is None else {"l2": args.l2}
+    overrides = {key: value for key, value in (("l2", args.l2), ("steps", args.steps)) if value is not None}
     report = {"threads": torch.get_num_threads(), "book": run_book(args.out, overrides),
               "default": run_default(args.out)}
     (args.out / "book_recipe.json").write_text(json.dumps(report, indent=1))

@@ -158,3 +158,16 @@ def test_a_named_recipe_from_the_command_line_with_options_over_it(capsys, tmp_p
     assert train_config["model_options"]["separate_networks"] is True
     code, _, err = cli(capsys, "train", "--recipe", "cake", "--out", str(tmp_path / "x"))
     assert code == 2 and "unknown recipe 'cake'" in err
+
+
+@pytest.mark.parametrize("model, data", [("realnvp", "moons"), ("nsf", "moons"), ("maf", "moons"),
+                                         ("ffjord", "pinwheel"), ("glow", "digits"), ("realnvp-image", "digits")])
+def test_each_default_recipe_trains_and_its_loss_falls(tmp_path, model, data):
+    # the recipe as it is (model size, lr, batch), only shortened: 60 steps, a record every 20
+    results = train(TrainConfig(model=model, data=data, steps=60, eval_every=20, n_train=1000), tmp_path / "r",
+                    progress_bar=False)
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    key = "train_nll" if "train_nll" in records[0] else "train_loss"
+    assert records[-1][key] < records[0][key] and np.isfinite(results["test_nll"])
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
+    assert recorded["recipe"].startswith(f"{model}/") and results["nan_events"] == 0

@@ -15,8 +15,9 @@ from flowforge.plots.ffjord import (density_over_time, ffjord_figures, sample_pa
                                     trajectories_figure, trajectory_animation)
 from flowforge.plots.images import (image_figures, image_grid, interpolation_figure, reconstruction_figure,
                                     sample_grids_figure, write_image_grid)
+from flowforge.plots.jacobian import dependency_figure, unit_square_images_figure
 from flowforge.plots.two_d import (chapter_figure, density_figure, density_grid, latent_and_generated, read_metrics,
-                                   training_curve)
+                                   training_animation, training_curve)
 from flowforge.training.checkpoint import METRICS
 from flowforge.training.run import load_run
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import animation
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
@@ -72,6 +74,40 @@ def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: in
         title += f" (first 2 of {data.shape[1]} dimensions shown)"
     fig.suptitle(title, fontsize=13)
     return fig
+
+
+def training_animation(steps: list[int], data: np.ndarray, z: np.ndarray, latents: list[np.ndarray],
+                       generated: list[np.ndarray]) -> animation.FuncAnimation:
+    """The 2×2 figure at intervals during training: X and Z stay, f(X) and g(Z) move from one
+    snapshot to the next (``latents[k]``, ``generated[k]`` taken at ``steps[k]``, e.g. with
+    :func:`latent_and_generated`). ``save_animation`` writes it as a GIF.
+
+    >>> import tempfile
+    >>> from flowforge.plots.ffjord import save_animation
+    >>> points = np.random.default_rng(0).normal(size=(2, 5, 2))
+    >>> movie = training_animation([100, 200], points[0], points[1], [points[1]] * 2, [points[0]] * 2)
+    >>> save_animation(movie, tempfile.mkdtemp() + "/training.gif").stat().st_size > 0
+    True
+    """
+    fig, axes = new_figure(2, 2, figsize=(7, 7))
+    FigureCanvasAgg(fig)  # frames are rendered off-screen, whatever backend pyplot uses
+    _scatter(axes[0, 0], data, latent_angle(latents[-1]), "Data X", latent=False)
+    _scatter(axes[1, 0], z, latent_angle(z), "Z ~ N(0, I)", latent=True)
+    _scatter(axes[0, 1], latents[0], latent_angle(latents[-1]), "f(X): data → latent", latent=True)
+    _scatter(axes[1, 1], generated[0], latent_angle(z), "g(Z): latent → data", latent=False)
+    moving = [axes[0, 1].collections[0], axes[1, 1].collections[0]]
+    for ax in (axes[0, 0], axes[1, 1]):
+        ax.set_xlim(*padded_limits(data[:, 0]))
+        ax.set_ylim(*padded_limits(data[:, 1]))
+    title = fig.suptitle("")
+
+    def draw(frame: int):
+        moving[0].set_offsets(latents[frame])
+        moving[1].set_offsets(generated[frame])
+        title.set_text(f"step {steps[frame]:,}")
+        return (*moving, title)
+
+    return animation.FuncAnimation(fig, draw, frames=len(steps), blit=False)
 
 
 def density_grid(flow: Flow, xlim: tuple[float, float], ylim: tuple[float, float],
