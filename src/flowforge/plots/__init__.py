@@ -43,7 +43,8 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     return written
 
 
-__all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "latent_and_generated", "density_figure", "density_grid",
+__all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "latent_and_generated", "dependency_figure",
+           "unit_square_images_figure", "training_animation", "density_figure", "density_grid",
            "training_curve", "read_metrics", "ffjord_figures", "density_over_time", "sample_paths",
            "trajectories_figure", "trajectory_animation", "save_animation", "image_figures", "image_grid",
            "write_image_grid", "sample_grids_figure", "reconstruction_figure", "interpolation_figure"]

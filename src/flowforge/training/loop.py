@@ -223,8 +223,23 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
 def data_info(source: str, splits) -> DataInfo:
     """What a recipe sees of the data: its kind, training rows and sample shape."""
     kind = "image" if len(splits.shape) == 3 else "toy" if is_toy(source) else "table"
-    bits = max(1, int(splits.train.max()).bit_length()) if kind == "image" else None  # levels 0…2^bits − 1
-    return DataInfo(kind, len(splits.train), tuple(splits.shape), bits)
+    return DataInfo(kind, len(splits.train), tuple(splits.shape), pixel_bits(splits.train) if kind == "image" else None)
+
+
+def pixel_bits(images) -> int:
+    """The bit depth of 8-bit-scale pixel values: 8 − log2 of their common step (digits' 16 levels
+    are stored as 16·v, so 4 bits; MNIST's 256 levels, 8 bits).
+
+    >>> import numpy as np
+    >>> pixel_bits(np.array([0, 16, 240])), pixel_bits(np.array([0, 3, 255]))
+    (4, 8)
+    """
+    import numpy as np
+
+    step = int(np.gcd.reduce(np.asarray(images).astype(np.int64).ravel()))
+    if step <= 0 or step & (step - 1):  # all zero, or not a power of two
+        return 8
+    return max(1, 8 - (step.bit_length() - 1))
 
 
 def check_input_kind(config: TrainConfig, splits) -> None:
