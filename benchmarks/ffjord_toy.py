@@ -37,7 +37,7 @@ from flowforge.data import load_splits
 from flowforge.models import FFJORD, CNFFlow
 from flowforge.training.ema import EMA
 from flowforge.training.evaluate import nll_summary
-from flowforge.training.loop import cosine_decay, make_optimizer
+from flowforge.training.loop import cosine_decay, make_optimizer, train_step
 from flowforge.transforms import fit_standardization
 
 DATASETS = ("pinwheel", "8gaussians", "checkerboard", "moons")
@@ -148,6 +148,7 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
     optimizer = make_optimizer(model.parameters(), lr)  # flowforge's trainer's: fused Adam(W), here without decay
     ema = EMA(model.flow, args.ema_decay)
     generator = torch.Generator().manual_seed(args.seed)
+    parameters = list(model.parameters())
     steps, trained, train_nfe, curve = 0, 0.0, 0, []
     next_eval = args.curve_every if args.curve_every > 0 else float("inf")
     while trained < budget:
@@ -155,12 +156,8 @@ def run(data: str, contender: str, args: argparse.Namespace) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = timed_learning_rate(lr, trained, budget, args.schedule)
         batch = train[torch.randint(len(train), (model.batch_size,), generator=generator)]
-        loss = model.training_loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        ema.update(steps)
+        if train_step(model.training_loss, optimizer, parameters, batch, 10.0)[1]:  # the trainer's own step
+            ema.update(steps)
         trained += time.perf_counter() - started
         steps += 1
         if trained >= next_eval and trained < budget:  # the clock is stopped while measuring

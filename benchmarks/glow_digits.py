@@ -31,7 +31,8 @@ from flowforge.distributions.dequantization import bits_per_dim, dequantize
 from flowforge.training import TrainConfig, load_run, nll_summary, train
 from flowforge.training.ema import EMA
 from flowforge.training.evaluate import DEQUANTIZATION_SEED, IMAGE_BATCH
-from flowforge.training.loop import learning_rate, make_optimizer
+from flowforge.training.loop import learning_rate, make_optimizer, train_step
+from flowforge.models.specs import DataInfo
 
 MODEL = {"levels": 2, "steps": 8, "hidden": 64, "depth": 2, "bits": 4}
 CONTENDERS = ("flowforge", "normflows")
@@ -98,18 +99,16 @@ def run_normflows(config: TrainConfig, args: argparse.Namespace) -> dict:
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     ema = EMA(model, config.ema_decay)
+    parameters = list(model.parameters())
     best_val, best_step, best_state, skipped = math.inf, -1, None, 0
     started = time.perf_counter()
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         batch = x_train[torch.randint(len(x_train), (config.batch_size,), generator=generator)]
-        loss = model.forward_kld(continuous(batch, bits))  # −mean log p in [0, 1] units (constant bin volume aside)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        if torch.isfinite(loss) and torch.isfinite(grad_norm):
-            optimizer.step()
+        # −mean log p in [0, 1] units (constant bin volume aside), by the trainer's own step
+        if train_step(lambda b: model.forward_kld(continuous(b, bits)), optimizer, parameters, batch,
+                      config.grad_clip)[1]:
             ema.update(step)
         else:
             skipped += 1  # flowforge's trainer rolls back and halves the lr instead; counted and reported here
@@ -148,7 +147,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     config = TrainConfig(model="glow", data="digits", steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         eval_every=min(args.eval_every, args.steps), seed=args.seed, model_options=dict(MODEL))
+                         eval_every=min(args.eval_every, args.steps), seed=args.seed, model_options=dict(MODEL)
+                         ).resolved(DataInfo("image", 1437, (1, 8, 8), 4))  # the rest from Glow's digits recipe
     print(f"budget: {args.steps} steps of batch {args.batch_size} · Glow {MODEL} · lr {args.lr} · "
           f"{args.threads} thread(s) · contenders {', '.join(contenders)}", flush=True)
     rows = []

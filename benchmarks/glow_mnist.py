@@ -31,6 +31,7 @@ from flowforge.data import load_splits
 from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.models import Glow
 from flowforge.training.evaluate import discrete_log_prob
+from flowforge.training.loop import train_step
 
 BITS = 8
 LIBRARIES = ("flowforge", "normflows")
@@ -145,18 +146,15 @@ def main() -> None:
           f"parameters · batch {args.batch_size} · budget {args.budget:.0f} s · {args.threads} thread(s)", flush=True)
     print(f"{'train s':>8} {'step':>6} {'train bpd':>10} {'test bpd':>9}", flush=True)
 
+    parameter_list = list(glow.model.parameters())
     curve, running, step, trained, next_report, skipped = [], [], 0, 0.0, args.report_every, 0
     while trained < args.budget:
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(trained / args.budget, step, args)
         batch = train[torch.randint(len(train), (args.batch_size,), generator=generator)]
-        loss = glow.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(glow.model.parameters(), 50.0)
-        if torch.isfinite(loss) and torch.isfinite(grad_norm):
-            optimizer.step()
+        loss, finite = train_step(glow.loss, optimizer, parameter_list, batch, 50.0)  # the trainer's own step
+        if finite:
             running.append(nats_to_bits_per_dim(loss.item(), 784))
         else:
             skipped += 1  # counted and reported: a step with a non-finite loss or gradient is not applied

@@ -23,7 +23,6 @@ reverse KL (STL) against forward KL by importance weights, with a figure of thei
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 from flowforge.models import RealNVP
 from flowforge.variational import fit, load_target
-from flowforge.variational.diagnostics import EVAL_DRAWS, importance_summary, mode_coverage
+from flowforge.variational.diagnostics import EVAL_DRAWS, importance_summary
 from flowforge.variational.fitting import set_target_scale
 from flowforge.variational.targets import ring_mixture, two_moons
 
