@@ -171,3 +171,21 @@ def test_each_default_recipe_trains_and_its_loss_falls(tmp_path, model, data):
     assert records[-1][key] < records[0][key] and np.isfinite(results["test_nll"])
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
     assert recorded["recipe"].startswith(f"{model}/") and results["nan_events"] == 0
+
+
+def test_a_resumed_run_keeps_its_own_model_not_todays_recipe(tmp_path):
+    """A format-1 glow run that recorded no bits was trained at the builder's 8 bits: resuming it must
+    not take the digits recipe's 4 bits (eval would load the weights at 8 again)."""
+    import shutil
+    from pathlib import Path
+
+    run = tmp_path / "g"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "runs_v1" / "glow", run)
+    config = json.loads((run / "config.json").read_text())
+    del config["train"]["model_options"]["bits"]
+    (run / "config.json").write_text(json.dumps(config))
+    _, before, _ = load_run(run)
+    results = train(TrainConfig(model="glow", data="digits", steps=before.steps + 2), run, resume=True,
+                    progress_bar=False)
+    flow, _, _ = load_run(run)
+    assert flow.bits == 8 and results["steps"] == before.steps + 2

@@ -221,10 +221,11 @@ def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainCon
     from flowforge.training.checkpoint import CONFIG, read_json
     from flowforge.training.rundir import run_lock
 
-    changed = [name for name in options if name != "steps"
+    changed = [name for name in options if name not in ("steps", "device")
                and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if changed:
-        raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps)")
+        raise click.UsageError(f"--{changed[0].replace('_', '-')} cannot change on --resume (only --steps "
+                               "and --device)")
     from flowforge.training.run import data_shape
 
     with run_lock(resume) if resume.is_dir() else contextlib.nullcontext():  # a writer at work: refused
@@ -234,6 +235,8 @@ def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainCon
                                    version=raw.get("config_version", 1))
     if options["steps"] is not None:
         config.steps = options["steps"]
+    if options["device"] is not None:
+        config.device = options["device"]
     return config
 
 

@@ -53,7 +53,7 @@ class TrainConfig:
         "train on standardised data (densities and samples stay in data units); default: vectors only", cli=False))
     on_nan: str = field(default="rollback", metadata=_help(
         "on a non-finite loss: restore the last good state and halve the lr, skip the step, or stop"))
-    objective: str | None = field(default=None, metadata=_help("training objective (the model's first by default)"))
+    objective: str | None = field(default=None, metadata=_help("training objective (the recipe's by default: mle, or flow-matching for ffjord)"))
     device: str = field(default="auto", metadata=_help("auto (CUDA when available), cpu, cuda or cuda:N"))
     dtype: str = field(default="float32", metadata=_help("the model's and the data's floating-point type"))
     recipe: str | None = field(default=None, metadata=_help("the recipe the defaults came from", cli=False))

@@ -42,10 +42,10 @@ def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 81
 
 
 def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int]) -> torch.Tensor:
-    narrow = chunk.to(torch.float32)
+    device, dtype = flow_device(flow)
+    narrow = chunk.to(torch.float64 if dtype == torch.float64 else torch.float32)  # the flow's own precision
     fits = torch.isfinite(narrow).reshape(len(narrow), -1).all(1)
     values = torch.full((len(narrow),), -math.inf)
-    device, dtype = flow_device(flow)
     if bool(fits.all()):
         values = _scored(flow, narrow.to(device, dtype), counts).cpu()
     elif bool(fits.any()):

@@ -107,12 +107,18 @@ def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Pro
     try:
         optimizer_from_tensors(optimizer, split_prefix(tensors, "optim."), meta["param_groups"])
         ema.load_state_dict(split_prefix(tensors, "ema."))
-        generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
-        return Progress(**meta["progress"])
+        progress = Progress(**meta["progress"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FlowforgeError(f"{path}: does not match this run ({detail[:200]})") from None
+    try:
+        generator.set_state(tensors["rng.generator"])
+    except (KeyError, RuntimeError):  # saved by a generator of another device type: batches reseeded
+        warn(f"{path}: the batch generator's state was saved on another kind of device; the batches "
+             "continue from a fresh seed (the run is not bit-identical to an uninterrupted one)")
+        generator.manual_seed(int(generator.initial_seed()) + progress.step)
+    return progress
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool) -> None:
@@ -211,7 +217,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
     run_dir = Path(run_dir)
     check_path_encoding(run_dir)
     context = distributed.setup(config.device)
-    cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and config.device != "cpu" else []
+    if context.active and ":" in config.device:
+        raise FlowforgeError(f"--device {config.device}: under torchrun each process takes the GPU of its "
+                             "local rank; give --device cuda or auto")
+    device = resolve_device(config.device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
         claim = claim_run_dir(run_dir, resume=resume, force=force) if context.is_main else nullcontext()
         with claim, torch.random.fork_rng(devices=cuda):
@@ -240,6 +250,15 @@ def pixel_bits(images) -> int:
     if step <= 0 or step & (step - 1):  # all zero, or not a power of two
         return 8
     return max(1, 8 - (step.bit_length() - 1))
+
+
+def _recorded_config(run_dir: Path, asked: TrainConfig) -> TrainConfig:
+    raw = read_json(run_dir / CONFIG)
+    recorded = TrainConfig.from_dict(raw.get("train", {}), source=str(run_dir / CONFIG),
+                                     version=raw.get("config_version", 1))
+    recorded.steps = asked.steps if asked.steps is not None else recorded.steps
+    recorded.device = asked.device
+    return recorded
 
 
 def check_input_kind(config: TrainConfig, splits) -> None:
@@ -287,7 +306,10 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
            progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
     check_input_kind(config, splits)
-    config = config.resolved(data_info(config.data, splits)).validate()
+    # a new run takes the recipe for its data; a resumed one its own recorded config (only the
+    # caller's steps and device may differ), so it continues as the model it was
+    config = (_recorded_config(run_dir, config) if resume else config.resolved(data_info(config.data, splits)))
+    config = config.validate()
     if context.is_main and not resume:
         _check_columns(config, splits)
     if config.batch_size % context.world_size:
