@@ -31,7 +31,7 @@ DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four I
 MAX_SEED = 2 ** 63 - 1
 MAX_TEMPERATURE = 1e3
 SAMPLE_BATCH = 65_536  # samples drawn and written at a time: memory does not grow with -n
-SIZE_FLAGS = {"layers": "layers of the flow", "hidden": "network width", "depth": "hidden layers per network"}
+SIZE_FLAGS = ("layers", "hidden", "depth")  # the generic size options, mapped per model by its spec
 
 
 class FiniteFloatRange(click.FloatRange):

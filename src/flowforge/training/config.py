@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from flowforge.errors import FlowforgeError
 
@@ -138,5 +138,3 @@ def versions() -> dict[str, str]:
     return {"flowforge": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
 
-
-Label = Callable[[str], str]

@@ -32,7 +32,7 @@ from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
 from flowforge.training.device import resolve_device, resolve_dtype
 from flowforge.training.evaluate import gaussian_baseline_nll, nll_summary, standardization_log_scale
-from flowforge.models.specs import SPECS, DataInfo, spec_of
+from flowforge.models.specs import DataInfo, spec_of
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
 from flowforge.training.rundir import MARKER, RUN_FILES, claim_run_dir, clear_run, record_files
 from flowforge.training.validate import check_weights_file_size
@@ -158,7 +158,8 @@ class _Objective(torch.nn.Module):
         return loss + l2_penalty(self.flow, self.l2) if self.l2 else loss
 
 
-def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
+def _build(config: TrainConfig, splits, max_params: int | None,
+           device: torch.device, dtype: torch.dtype) -> tuple[Any, torch.optim.Optimizer, torch.Generator]:
     """The flow (standardisation statistics set), its optimiser and the batch generator."""
     check_flow_size(config, splits.dim, max_params)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -171,8 +172,7 @@ def _build(config: TrainConfig, splits, max_params: int | None) -> tuple[Any, to
         if not math.isfinite(standardization_log_scale(flow)):
             raise FlowforgeError(f"{config.data}: the spread of the values overflows float32 arithmetic; "
                                  "rescale the data")
-    device = resolve_device(config.device)
-    flow = flow.to(device=device, dtype=resolve_dtype(config.dtype))
+    flow = flow.to(device=device, dtype=dtype)
     return flow, make_optimizer(flow.parameters(), config.lr, config.weight_decay), \
         torch.Generator(device).manual_seed(config.seed)
 
@@ -252,25 +252,22 @@ def pixel_bits(images) -> int:
     return max(1, 8 - (step.bit_length() - 1))
 
 
-def _recorded_config(run_dir: Path, asked: TrainConfig) -> TrainConfig:
+def _recorded_config(run_dir: Path, asked: TrainConfig) -> tuple[TrainConfig, Any]:
+    """The run's own config (``asked``'s steps and device over it) and the data shape it records."""
     raw = read_json(run_dir / CONFIG)
     recorded = TrainConfig.from_dict(raw.get("train", {}), source=str(run_dir / CONFIG),
                                      version=raw.get("config_version", 1))
     recorded.steps = asked.steps if asked.steps is not None else recorded.steps
     recorded.device = asked.device
-    return recorded
+    return recorded, raw.get("dim")
 
 
 def check_input_kind(config: TrainConfig, splits) -> None:
-    """Refuse data of the wrong kind for the model before its recipe is looked up."""
-    spec, images = spec_of(config.model), len(splits.shape) == 3
-    if spec.images and not images:
+    """Refuse vectors for an image model before its recipe, which reads an image shape, is looked
+    up (images for a vector model are refused by :meth:`ModelSpec.build` when the flow is sized)."""
+    if spec_of(config.model).images and len(splits.shape) != 3:
         raise FlowforgeError(f"{config.model} models images of shape (C, H, W); {config.data} is vector data "
                              f"of {splits.shape[0]} features")
-    if images and not spec.images:
-        others = ", ".join(name for name, s in SPECS.items() if s.images)
-        raise FlowforgeError(f"cannot build model {config.model!r}: {config.model} models vectors, not images of "
-                             f"shape {splits.shape}; choose from {others}")
 
 
 def train_step(objective, optimizer, parameters: list, batch: torch.Tensor,
@@ -304,11 +301,16 @@ def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generato
 
 def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, resume: bool, force: bool,
            progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
+    # a resumed run continues its own recorded config (only the caller's steps and device may
+    # differ), so it stays the model it was; a new run takes the recipe for its data
+    config, recorded_dim = _recorded_config(run_dir, config) if resume else (config, None)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
-    check_input_kind(config, splits)
-    # a new run takes the recipe for its data; a resumed one its own recorded config (only the
-    # caller's steps and device may differ), so it continues as the model it was
-    config = (_recorded_config(run_dir, config) if resume else config.resolved(data_info(config.data, splits)))
+    if resume and recorded_dim != (list(splits.dim) if isinstance(splits.dim, tuple) else splits.dim):
+        raise FlowforgeError(f"{run_dir / CONFIG}: records data of shape {recorded_dim}, but {config.data} "
+                             f"has {splits.dim}; cannot resume")
+    if not resume:
+        check_input_kind(config, splits)
+        config = config.resolved(data_info(config.data, splits))
     config = config.validate()
     if context.is_main and not resume:
         _check_columns(config, splits)
@@ -316,13 +318,10 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {context.world_size} processes")
     if config.model_options.get("context_dim"):
         raise FlowforgeError("a conditional model needs context data; the trainer does not read one yet")
-    flow, optimizer, generator = _build(config, splits, max_params)
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
     ema = EMA(flow, config.ema_decay)
     if resume:
-        recorded = read_json(run_dir / CONFIG).get("dim")
-        if recorded != (list(splits.dim) if isinstance(splits.dim, tuple) else splits.dim):
-            raise FlowforgeError(f"{run_dir / CONFIG}: records data of shape {recorded}, but {config.data} "
-                                 f"has {splits.dim}; cannot resume")
         progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
         if context.is_main:
             _drop_metrics_after(run_dir, progress.step)
@@ -335,7 +334,6 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
     context.barrier()
     objective = _Objective(flow, config.objective, config.l2)
-    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     if context.active:  # on GPUs each rank holds its own (torch.cuda.set_device in distributed.setup)
         ids = [distributed.local_rank()] if device.type == "cuda" else None
         objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
