@@ -81,7 +81,8 @@ def config_options(command):
 
 
 def _recipe_epilog() -> str:
-    lines = ["\b", "Recipes (the defaults each model takes for each kind of data; see docs/recipes.md):"]
+    lines = ["\b", "Models:", *(f"  {name}: {spec.summary}" for name, spec in sorted(SPECS.items())),
+             "Recipes (the defaults each model takes for each kind of data; see docs/recipes.md):"]
     from flowforge.models.specs import REALNVP_TOY, GLOW_SMALL, FFJORD_TOY
 
     for name, recipe in (("realnvp, 2-D toys", REALNVP_TOY), ("glow, 8x8 images", GLOW_SMALL),

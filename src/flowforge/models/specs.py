@@ -33,13 +33,6 @@ class DataInfo:
     shape: tuple[int, ...]
     bits: int | None = None
 
-    @property
-    def features(self) -> int:
-        size = 1
-        for side in self.shape:
-            size *= side
-        return size
-
 
 Recipe = Callable[[DataInfo], dict[str, Any]]
 
