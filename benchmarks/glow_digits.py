@@ -28,6 +28,7 @@ import torch
 
 from flowforge.data import load_splits
 from flowforge.distributions.dequantization import bits_per_dim, dequantize
+from flowforge.models.specs import spec_of
 from flowforge.training import TrainConfig, load_run, nll_summary, train
 from flowforge.training.ema import EMA
 from flowforge.training.evaluate import DEQUANTIZATION_SEED, IMAGE_BATCH
@@ -43,7 +44,7 @@ def run_flowforge(config: TrainConfig, args: argparse.Namespace) -> dict:
     results = train(config, args.out, force=True, progress_bar=False)
     seconds = time.perf_counter() - started
     flow, _, _ = load_run(args.out)
-    test = nll_summary(flow, load_splits("digits").test)
+    test = nll_summary(flow, load_splits("digits").test, spec_of("glow").metrics)
     return {"library": "flowforge", "test_bits_per_dim": round(test["bits_per_dim"], 4),
             "test_nll_nats": round(test["nll"], 2), "parameters": sum(p.numel() for p in flow.parameters()),
             "best_step": results["best_step"], "steps": results["steps"], "train_seconds": results["train_seconds"],

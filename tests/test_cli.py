@@ -137,3 +137,20 @@ def test_pickled_checkpoint_is_refused_without_running_it(run, tmp_path, capsys,
     code, _, err = flowforge(capsys, "eval", run)
     assert code == 1 and "corrupt or not a safetensors file" in err
     assert not marker.exists()
+
+
+def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_another_directory(tmp_path, capsys, monkeypatch):
+    folder, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    folder.mkdir(), elsewhere.mkdir()
+    rows = np.random.default_rng(0).normal(size=(120, 3))
+    np.savetxt(folder / "table.csv", rows, delimiter=",", header="a,b,c", comments="")
+    monkeypatch.chdir(folder)
+    code, _, err = flowforge(capsys, "train", "--data", "table.csv", "--out", folder / "run", "--steps", 20,
+                             "--eval-every", 10, "--layers", 2, "--hidden", 8, "--no-progress", "--no-plots")
+    assert code == 0, err
+    monkeypatch.chdir(elsewhere)
+    code, _, err = flowforge(capsys, "train", "--resume", folder / "run", "--steps", 30, "--no-progress", "--no-plots")
+    assert code == 0, err
+    code, out, err = flowforge(capsys, "eval", folder / "run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["data"] == str(folder / "table.csv")

@@ -211,11 +211,19 @@ def _new_config(recipe_name: str | None, options: dict) -> TrainConfig:
         named = dict(RECIPES[recipe_name])
     given = {name: options[name] for name in (*(n for n, _, _ in cli_fields()), "data", "data_dir", "standardize")
              if options[name] is not None}
-    values = {**{k: v for k, v in named.items() if k != "model_options"}, **given}
+    values = {**{k: v for k, v in named.items() if k != "model_options"}, **given, **_absolute_paths(given)}
     model = values.get("model", "realnvp")
     model_options = {**named.get("model_options", {}),
                      **_model_options(model, {k: options[k] for k in SIZE_FLAGS}, options["model_option"])}
     return TrainConfig(**{**values, "recipe": recipe_name}, model_options=model_options)
+
+
+def _absolute_paths(given: dict) -> dict:
+    """A data file or folder recorded as an absolute path, so the run resumes and evaluates from
+    any working directory (a data set's name stays a name)."""
+    named = set(TOY_DATASETS) | set(IMAGE_DATASETS)
+    paths = {key: given[key] for key in ("data", "data_dir") if given.get(key) and given[key] not in named}
+    return {key: str(Path(value).resolve()) for key, value in paths.items() if Path(value).exists()}
 
 
 def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainConfig:
@@ -277,9 +285,12 @@ def _plot(run_dir: Path) -> None:
 def _load(run: Path, max_params: int, device: str = "cpu", dtype: str | None = None):
     """A run's flow (refused if untrusted) on ``device`` in ``dtype``, its config, its config file
     and its model's spec."""
+    import torch
+
     from flowforge.training import load_run
     from flowforge.training.device import resolve_dtype
 
+    torch.set_flush_denormal(True)  # this process only scores or draws: see training.device.denormals_flushed
     flow, config, raw = load_run(run, max_params=max_params, device=device)
     if dtype is not None:
         flow = flow.to(dtype=resolve_dtype(dtype))
@@ -421,7 +432,7 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
         summary = _variational().evaluate_run(run, flow, raw)
         return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
     source, points = _points_for(run, data, data_dir, data_shape(raw), config)
-    summary = nll_summary(flow, points)
+    summary = nll_summary(flow, points, spec.metrics)
     if as_json:
         click.echo(json.dumps({**summary, "data": source}))
     elif "bits_per_dim" in spec.metrics:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from flowforge.errors import FlowforgeError
@@ -41,3 +44,21 @@ def flow_device(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
         if tensor.is_floating_point():
             return tensor.device, tensor.dtype
     return torch.device("cpu"), torch.float32
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Treat subnormal floats as zero on the CPU inside the block (restored to torch's default,
+    off, after it: torch has no getter for the setting).
+
+    Why: weights that only a penalty moves (the inputs of a ReLU unit that no longer fires, under
+    the book recipe's L2) shrink geometrically into the subnormal range, and CPU arithmetic on
+    subnormals is slow: the book recipe's RealNVP measured 517 ms a step after 2,344 steps against
+    13 ms with them flushed (94,559 of 792,580 weights subnormal). A subnormal float32 is below
+    1.2e-38, so flushing it changes no result that matters."""
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)

@@ -106,22 +106,24 @@ def standardization_log_scale(flow: Flow) -> float:
     return sum(float(m.std.log().sum()) for m in flow.modules() if isinstance(m, Standardize))
 
 
-def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, *, report: bool = True) -> dict[str, float]:
+def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = (), *,
+                report: bool = True) -> dict[str, float]:
     """Mean negative log-likelihood of ``points``.
 
     ``nll`` is in the standardised coordinates the model trains in (the book's loss, the
     scale of the published moons figures); ``nll_data`` is in the data's own units;
     since log p_std(u) = log p(x) + Σ log std, they differ by that constant. ``nll_per_dim`` is ``nll`` / D.
 
-    For a flow over quantised images (one with ``discrete_log_prob``) both are the discrete NLL
+    ``metrics`` are the model spec's (:attr:`flowforge.models.specs.ModelSpec.metrics`).
+    With ``"bits_per_dim"`` (a flow over quantised images) both are the discrete NLL
     bound in nats per image, −log p(dequantised x) + D·log 2^bits with fixed noise, and
     ``bits_per_dim`` = (NLL_continuous + D·log 2^bits) / (D·ln 2) is added.
 
-    For a continuous-time flow (one with a ``cnf``) ``nfe`` is added: the evaluations of f that
+    With ``"nfe"`` (a continuous-time flow) ``nfe`` is added: the evaluations of f that
     the exact-trace solves of this evaluation took (one solve per batch of 8192 points).
     """
-    discrete = hasattr(flow, "discrete_log_prob")
-    counter = flow.cnf.nfe if hasattr(flow, "cnf") else None
+    discrete = "bits_per_dim" in metrics
+    counter = flow.cnf.nfe if "nfe" in metrics else None
     eval_nfe_before = counter.eval if counter is not None else 0
     lp = discrete_log_prob(flow, points) if discrete else log_prob(flow, points, report=report)
     nll_data = float(-lp.mean())

@@ -30,7 +30,7 @@ from flowforge.training import distributed
 from flowforge.training.ema import EMA
 from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
-from flowforge.training.device import resolve_device, resolve_dtype
+from flowforge.training.device import denormals_flushed, resolve_device, resolve_dtype
 from flowforge.training.evaluate import gaussian_baseline_nll, nll_summary, standardization_log_scale
 from flowforge.models.specs import DataInfo, spec_of
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
@@ -224,7 +224,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
         claim = claim_run_dir(run_dir, resume=resume, force=force) if context.is_main else nullcontext()
-        with claim, torch.random.fork_rng(devices=cuda):
+        with claim, torch.random.fork_rng(devices=cuda), denormals_flushed():
             return _train(config, run_dir, context, resume, force, progress_bar, stop_after, max_params)
     finally:
         distributed.teardown(context)
@@ -319,6 +319,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
     if config.model_options.get("context_dim"):
         raise FlowforgeError("a conditional model needs context data; the trainer does not read one yet")
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    metrics = spec_of(config.model).metrics
     flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
     ema = EMA(flow, config.ema_decay)
     if resume:
@@ -371,7 +372,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
             train_value = float(running) / max(1, taken) + offset
             running, taken = torch.zeros_like(running), 0
             record = _evaluate_and_save(run_dir, context, flow, optimizer, ema, generator, progress, splits.val,
-                                        {"step": progress.step, train_key: train_value, "lr": lr}, started)
+                                        {"step": progress.step, train_key: train_value, "lr": lr}, started, metrics)
             good = _snapshot(flow, optimizer, ema, generator, progress)
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{record['val_nll']:.3f}",
                             best=f"{progress.best_val:.3f}")
@@ -381,14 +382,14 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
                 break
     bar.close()
     context.barrier()  # rank 0's best weights are on disk before anyone reads them
-    return finish(run_dir, flow, splits, progress, write=context.is_main)
+    return finish(run_dir, flow, splits, progress, metrics, write=context.is_main)
 
 
 def _evaluate_and_save(run_dir: Path, context, flow, optimizer, ema: EMA, generator, progress: Progress,
-                       val_points, record: dict[str, Any], started: float) -> dict[str, Any]:
+                       val_points, record: dict[str, Any], started: float, metrics: tuple[str, ...]) -> dict[str, Any]:
     """Validate the averaged weights, keep them if they are the best so far, log, checkpoint."""
     with ema.applied():  # evaluate, and keep, the averaged weights
-        val = nll_summary(flow, val_points, report=False)["nll"]
+        val = nll_summary(flow, val_points, metrics, report=False)["nll"]
         improved = math.isfinite(val) and val < progress.best_val
         best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
     progress.elapsed = time.perf_counter() - started
@@ -444,7 +445,8 @@ def _diverged(run_dir: Path, step: int, loss: float) -> str:
     return f"training diverged at step {step} (loss {loss}); {saved}; try a lower --lr"
 
 
-def finish(run_dir: Path, flow, splits, progress: Progress, write: bool = True) -> dict[str, Any]:
+def finish(run_dir: Path, flow, splits, progress: Progress, metrics: tuple[str, ...] = (),
+           write: bool = True) -> dict[str, Any]:
     """Evaluate the best weights on the held-out test split and write results.json. Vector runs
     also report a full-covariance Gaussian's test NLL (fitted to the training rows), and warn
     when the flow does not beat it."""
@@ -453,7 +455,7 @@ def finish(run_dir: Path, flow, splits, progress: Progress, write: bool = True) 
     tensors, _ = load_tensors(run_dir / BEST_WEIGHTS)
     flow.load_state_dict(tensors)
     flow.eval()
-    test = nll_summary(flow, splits.test)
+    test = nll_summary(flow, splits.test, metrics)  # the spec's metrics (bits/dim, nfe) beside the NLL
     results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
                "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
                "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}

@@ -227,14 +227,14 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
     config.json (with a ``"variational"`` section), metrics.jsonl, the best and last weights and
     results.json (the final diagnostics), as ``flowforge train`` does. Returns the results."""
     from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
-    from flowforge.training.device import resolve_device, resolve_dtype
+    from flowforge.training.device import denormals_flushed, resolve_device, resolve_dtype
     from flowforge.variational.targets import load_target
 
     run_dir = Path(run_dir)
     check_path_encoding(run_dir)
     if config.objective not in OBJECTIVES:
         raise FlowforgeError(f"--objective {config.objective!r}: choose from {', '.join(OBJECTIVES)}")
-    with claim_run_dir(run_dir, resume=resume, force=force):
+    with claim_run_dir(run_dir, resume=resume, force=force), denormals_flushed():
         target = load_target(config.data, _recorded_dim(run_dir) if resume else dim)
         check_flow_size(config, target.dim, max_params)
         torch.manual_seed(config.seed)
