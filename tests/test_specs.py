@@ -189,3 +189,14 @@ def test_a_resumed_run_keeps_its_own_model_not_todays_recipe(tmp_path):
                     progress_bar=False)
     flow, _, _ = load_run(run)
     assert flow.bits == 8 and results["steps"] == before.steps + 2
+
+
+def test_train_help_shows_every_registered_models_recipe():
+    from click.testing import CliRunner
+
+    from flowforge.cli import cli as command_group
+
+    text = CliRunner().invoke(command_group, ["train", "--help"], terminal_width=400).output
+    for name, spec in SPECS.items():
+        natural = DataInfo("toy", 1000, (2,)) if not spec.images else DataInfo("image", 1437, (1, 8, 8), bits=4)
+        assert f"lr={spec.recipe(natural)['lr']}" in text.split(f"  {name}, ")[1].splitlines()[0]

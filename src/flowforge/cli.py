@@ -81,15 +81,18 @@ def config_options(command):
 
 
 def _recipe_epilog() -> str:
+    """The models and, for each, the recipe it takes on its natural data (every spec, as registered)."""
+    from flowforge.models.specs import DataInfo
+
+    natural = {"vector": ("2-D toys", DataInfo("toy", 1000, (2,))),
+               "image": ("8x8 images", DataInfo("image", 1437, (1, 8, 8), bits=4))}
     lines = ["\b", "Models:", *(f"  {name}: {spec.summary}" for name, spec in sorted(SPECS.items())),
              "Recipes (the defaults each model takes for each kind of data; see docs/recipes.md):"]
-    from flowforge.models.specs import REALNVP_TOY, GLOW_SMALL, FFJORD_TOY
-
-    for name, recipe in (("realnvp, 2-D toys", REALNVP_TOY), ("glow, 8x8 images", GLOW_SMALL),
-                         ("ffjord, 2-D toys", FFJORD_TOY)):
-        shown = ", ".join(f"{k}={v}" for k, v in recipe.items() if k != "model_options")
-        lines.append(f"  {name}: {shown}")
-    lines.append("  realnvp, a table: evaluation every epoch, early stopping, size by rows")
+    for name, spec in sorted(SPECS.items()):
+        label, info = natural[spec.input_kind]
+        shown = ", ".join(f"{k}={v}" for k, v in spec.recipe(info).items() if k != "model_options")
+        lines.append(f"  {name}, {label}: {shown}")
+    lines.append("  vector models, a table: evaluation every epoch, early stopping, size by rows")
     return "\n".join(lines)
 
 
