@@ -288,12 +288,9 @@ def _plot(run_dir: Path) -> None:
 def _load(run: Path, max_params: int, device: str = "cpu", dtype: str | None = None):
     """A run's flow (refused if untrusted) on ``device`` in ``dtype``, its config, its config file
     and its model's spec."""
-    import torch
-
     from flowforge.training import load_run
     from flowforge.training.device import resolve_dtype
 
-    torch.set_flush_denormal(True)  # this process only scores or draws: see training.device.denormals_flushed
     flow, config, raw = load_run(run, max_params=max_params, device=device)
     if dtype is not None:
         flow = flow.to(dtype=resolve_dtype(dtype))
