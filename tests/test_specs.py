@@ -48,7 +48,7 @@ def test_cpu_float64_reaches_parameters_optimiser_batches_and_saved_weights(tmp_
     monkeypatch.setattr(loop, "draw_batch", lambda *a: seen.append(draw(*a)) or seen[-1])
     config = small_config(steps=4, eval_every=2, device="cpu", dtype="float64")
     train(config, tmp_path / "f64", progress_bar=False)
-    assert seen and all(b.dtype == torch.float64 and b.device.type == "cpu" for b in seen)
+    assert seen and all(b.dtype == torch.float64 and b.device.type == "cpu" and c is None for b, c in seen)
     weights = load_file(str(tmp_path / "f64" / "model.safetensors"))
     assert {t.dtype for k, t in weights.items() if t.is_floating_point() and "bf16" not in k} == {torch.float64}
     checkpoint = load_file(str(tmp_path / "f64" / "checkpoint.safetensors"))

@@ -55,6 +55,15 @@ def DEVICE_OPTION(command):
     return click.option("--device", default="auto", show_default=True,
                         help="auto (CUDA when available), cpu, cuda or cuda:N")(command)
 
+def CONTEXT_OPTIONS(command):
+    """``--context`` and ``--context-file`` of the commands that use a conditional run."""
+    command = click.option("--context-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="conditional runs: one condition per row (.csv/.npy: the context columns, or "
+                                "one column of classes)")(command)
+    return click.option("--context", "context_text", default=None, metavar="VALUES",
+                        help="conditional runs: the condition, comma-separated values of the context columns "
+                             "(e.g. 0.5,1.2) or a class (e.g. 3)")(command)
+
 
 def _option_type(name: str):
     """The click type of TrainConfig field ``name``, from its range in flowforge.training.fields."""
@@ -145,6 +154,9 @@ Examples:
   flowforge train --model glow --data digits --out runs/digits
   flowforge train --model glow --data mnist --data-dir /data/mnist --model-option levels=2 --out runs/mnist
   flowforge train --recipe book --out runs/book        # the book notebook's RealNVP on 30,000 moons
+  flowforge train --model nsf --data sims.csv --context-columns theta1,theta2 --out runs/sbi   # p(x | θ)
+  flowforge train --data moons --context label --out runs/moons-cond     # p(x | which moon)
+  flowforge train --model glow --data digits --context label --out runs/digits-cond   # class-conditional
 """ + "\n" + _recipe_epilog())
 @click.option("--data", default=None, help=f"{DATA_HELP} [default: moons]")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
@@ -153,6 +165,9 @@ Examples:
               help="continue the run in this directory (only --steps may change)")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--recipe", "recipe_name", default=None, help="a named recipe instead of the model's own (book)")
+@click.option("--context-columns", default=None, metavar="A,B",
+              help="a table's columns to condition on (header names or 0-based indices): learns "
+                   "p(other columns | A, B)")
 @config_options
 @click.option("--layers", type=click.IntRange(min=1), help="layers of the flow, under the model's own name "
               "(realnvp/nsf/maf/ffjord: num_layers; glow: steps per level; realnvp-image: scales)")
@@ -214,11 +229,21 @@ def _new_config(recipe_name: str | None, options: dict) -> TrainConfig:
         named = dict(RECIPES[recipe_name])
     given = {name: options[name] for name in (*(n for n, _, _ in cli_fields()), "data", "data_dir", "standardize")
              if options[name] is not None}
+    if options["context_columns"] is not None:
+        given["context_columns"] = _column_list(options["context_columns"])
     values = {**{k: v for k, v in named.items() if k != "model_options"}, **given, **_absolute_paths(given)}
     model = values.get("model", "realnvp")
     model_options = {**named.get("model_options", {}),
                      **_model_options(model, {k: options[k] for k in SIZE_FLAGS}, options["model_option"])}
     return TrainConfig(**{**values, "recipe": recipe_name}, model_options=model_options)
+
+
+def _column_list(text: str) -> list[str]:
+    """``--context-columns a,b`` as ["a", "b"]; an empty name is refused."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of columns", param_hint="--context-columns")
+    return names
 
 
 def _absolute_paths(given: dict) -> dict:
@@ -259,8 +284,8 @@ def _results_line(model: str, results: dict, run_dir: Path) -> str:
     if "bits_per_dim" in spec_of(model).metrics:
         return (f"test: {results['test_bits_per_dim']:.4f} bits/dim (NLL {results['test_nll']:.2f} nats/image)"
                 + tail)
-    baseline = (f"; a full-covariance Gaussian: {results['test_gaussian_nll']:.4f}"
-                if "test_gaussian_nll" in results else "")
+    gaussian = "a Gaussian linear in the context" if results.get("conditional") else "a full-covariance Gaussian"
+    baseline = (f"; {gaussian}: {results['test_gaussian_nll']:.4f}" if "test_gaussian_nll" in results else "")
     return (f"test NLL: {results['test_nll']:.4f} nats/sample (standardised units; {results['test_nll_data']:.4f}"
             f" in data units{baseline})" + tail)
 
@@ -302,6 +327,9 @@ Examples:
   flowforge sample runs/moons -n 1000 -o samples.csv
   flowforge sample runs/moons -n 5000 -o samples.npy --seed 3
   flowforge sample runs/digits -n 64 -o digits.png --temperature 0.7   # image run: digits.png + digits.npy
+  flowforge sample runs/sbi -n 100 --context 0.5,1.2 -o draws.csv    # a conditional run: p(x | c)
+  flowforge sample runs/sbi -n 10 --context-file thetas.csv -o draws.csv   # -n for each row's condition
+  flowforge sample runs/digits-cond -n 64 --context 3 -o threes.png    # class 3 of a label run
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
@@ -311,29 +339,77 @@ Examples:
               show_default=True, help="scale of the latent noise")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--resample", is_flag=True, help="variational runs: importance-resampled draws (closer to the target)")
+@CONTEXT_OPTIONS
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
 def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, dtype: str | None,
-           max_params: int, resample: bool = False) -> None:
+           max_params: int, context_text: str | None = None, context_file: Path | None = None,
+           resample: bool = False) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
-    8-bit scale (.npy) and as a grid (.png). Samples are drawn and written in batches.
+    8-bit scale (.npy) and as a grid (.png). Samples are drawn and written in batches. A conditional
+    run draws -n samples for each condition (--context, or each row of --context-file), and a
+    table's rows start with the condition's columns.
     """
     from flowforge.data.files import write_table_batches
 
     flow, _, raw, spec = _load(run, max_params, device, dtype)
+    info, conditions = _run_conditions(run, raw, context_text, context_file)
     if spec.images:
-        _sample_images(flow, num, output, temperature, seed)
+        _sample_images(flow, num, output, temperature, seed, conditions)
         return
     dim = int(raw["dim"])
     columns = raw.get("columns") if isinstance(raw.get("columns"), list) and len(raw["columns"]) == dim else None
-    header = ",".join(_csv_name(str(c)) for c in columns) if columns else ",".join(f"x{i}" for i in range(dim))
+    names = [str(c) for c in columns] if columns else [f"x{i}" for i in range(dim)]
     draws = (_variational().resampled_batches(flow, raw, num, seed) if resample  # variational runs only
-             else _sample_batches(flow, num, temperature, seed))
+             else _sample_batches(flow, num, temperature, seed, conditions))
     batches = (_finite_samples(x, temperature).cpu().float().numpy() for x in draws)
-    write_table_batches(output, batches, (num, dim), header=header)
-    click.echo(f"wrote {num} samples to {output}")
+    if info is not None:
+        names = _condition_names(info) + names
+        batches = _with_conditions(batches, info, conditions, num)
+    rows = num * (1 if conditions is None else len(conditions))
+    write_table_batches(output, batches, (rows, len(names)), header=",".join(_csv_name(n) for n in names))
+    click.echo(f"wrote {rows} samples to {output}" + (f" ({num} for each of {len(conditions)} conditions)"
+                                                      if conditions is not None and len(conditions) > 1 else ""))
+
+
+def _run_conditions(run: Path, raw: dict, text: str | None, file: Path | None):
+    """(the run's ContextInfo or None, the conditions asked for as an (N, K) array or None): a
+    conditional run needs exactly one of --context and --context-file, an unconditional one neither."""
+    from flowforge.data.context import ContextInfo, conditions_from_table, parse_condition
+
+    info = ContextInfo.from_dict(raw.get("context"), str(run / "config.json"))
+    given = [flag for flag, value in (("--context", text), ("--context-file", file)) if value is not None]
+    if info is None:
+        if given:
+            raise FlowforgeError(f"{run} is unconditional: it takes no {given[0]}")
+        return None, None
+    if len(given) != 1:
+        what = "a class" if info.kind == "label" else f"values of {', '.join(info.names)}"
+        raise FlowforgeError(f"{run} is conditional ({info.kind}: {', '.join(info.names[:10])}): give --context "
+                             f"({what}) or --context-file, one of them")
+    if text is not None:
+        return info, parse_condition(text, info)
+    from flowforge.data import read_table
+
+    return info, conditions_from_table(read_table(file), info, str(file))
+
+
+def _condition_names(info) -> list[str]:
+    return ["label"] if info.kind == "label" else list(info.names)
+
+
+def _with_conditions(batches, info, conditions, num: int):
+    """Each batch of samples with its condition's columns in front (a label run: the class)."""
+    import numpy as np
+
+    shown = conditions.argmax(1)[:, None].astype(np.float32) if info.kind == "label" else conditions
+    drawn = 0
+    for batch in batches:
+        row = shown[drawn // num]
+        yield np.column_stack([np.broadcast_to(row, (len(batch), len(row))), batch])
+        drawn += len(batch)
 
 
 def _csv_name(name: str) -> str:
@@ -341,15 +417,22 @@ def _csv_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"' if any(c in name for c in ',"\n\r') else name
 
 
-def _sample_batches(flow, num: int, temperature: float, seed: int):
-    """``num`` samples from one seeded generator, :data:`SAMPLE_BATCH` at a time."""
+def _sample_batches(flow, num: int, temperature: float, seed: int, conditions=None):
+    """``num`` samples (for each condition, one after the other) from one seeded generator,
+    :data:`SAMPLE_BATCH` at a time."""
     import torch
 
     from flowforge.training.device import flow_device
 
-    generator = torch.Generator(flow_device(flow)[0]).manual_seed(seed)
-    for start in range(0, num, SAMPLE_BATCH):
-        yield flow.sample(min(SAMPLE_BATCH, num - start), temperature=temperature, generator=generator)
+    device, dtype = flow_device(flow)
+    generator = torch.Generator(device).manual_seed(seed)
+    for row in ([None] if conditions is None else torch.as_tensor(conditions).to(device, dtype)):
+        for start in range(0, num, SAMPLE_BATCH):
+            count = min(SAMPLE_BATCH, num - start)
+            if row is None:
+                yield flow.sample(count, temperature=temperature, generator=generator)
+            else:
+                yield flow.sample((count,), row[None], temperature=temperature, generator=generator)[:, 0]
 
 
 def _finite_samples(x, temperature: float):
@@ -361,7 +444,7 @@ def _finite_samples(x, temperature: float):
     return x
 
 
-def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) -> None:
+def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, conditions=None) -> None:
     import numpy as np
     import torch
 
@@ -372,34 +455,57 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int) 
         raise FlowforgeError(f"{output}: unsupported output type {output.suffix or '(none)'} for images; "
                              "use .png or .npy (both are written)")
     images, diverged = [], 0
-    for x in _sample_batches(flow, num, temperature, seed):
+    for x in _sample_batches(flow, num, temperature, seed, conditions):
         diverged += int((~torch.isfinite(x)).flatten(1).any(1).sum())
         images.append(flow.to_images(x).cpu().numpy().astype(np.uint8))
-    if diverged:
-        warn(f"{diverged} of {num} samples are not finite (written as 0 where not finite); "
-             "try a lower --temperature")
     images = np.concatenate(images)
+    if diverged:
+        warn(f"{diverged} of {len(images)} samples are not finite (written as 0 where not finite); "
+             "try a lower --temperature")
     array_path, grid_path = output.with_suffix(".npy"), output.with_suffix(".png")
     write_table(array_path, images)
     write_image_grid(grid_path, images, flow.bits)
-    click.echo(f"wrote {num} images to {array_path} and a grid to {grid_path}")
+    click.echo(f"wrote {len(images)} images to {array_path} and a grid to {grid_path}")
 
 
 def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | tuple[int, ...],
-                config: TrainConfig):
-    from flowforge.data import load_points, load_splits
+                config: TrainConfig, raw: dict):
+    """(the source's name, its points, their conditions or None): the run's held-out test split, a
+    named set's, or a file's rows (a conditional run's file laid out as its training table)."""
+    from flowforge.data import is_image_source, is_toy, load_points, load_splits
 
     data_dir = data_dir or config.data_dir
-    if data is None:  # the run's own held-out split
-        source, points = config.data, load_splits(config.data, config.seed, config.n_train, data_dir=data_dir).test
+    source = config.data if data is None else data
+    conditions = None
+    if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
+        splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
+        points, conditions = splits.test, splits.context[2]
+    elif data is None:  # the run's own held-out split
+        points = load_splits(config.data, config.seed, config.n_train, data_dir=data_dir).test
+    elif config.conditions_on is not None:
+        points, conditions = _conditioned_rows(run, Path(data), raw, shape)
     else:
-        source, points = data, load_points(data, config.seed, data_dir=data_dir)
+        points = load_points(data, config.seed, data_dir=data_dir)
     if isinstance(shape, int) and points.ndim == 2 and points.shape[1] != shape:
         raise FlowforgeError(f"{source} has {points.shape[1]} columns but the model in {run} expects {shape}")
     if points.shape[1:] != ((shape,) if isinstance(shape, int) else shape):
         raise FlowforgeError(f"{source} holds samples of shape {points.shape[1:]} but the model in {run} "
                              f"expects {shape}")
-    return source, points
+    return source, points, conditions
+
+
+def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):
+    """A file's points and their conditions, laid out as the run's training table (or, for a label
+    run, x's columns and a 'label' column)."""
+    import numpy as np
+
+    from flowforge.data import read_table, table_columns
+    from flowforge.data.context import ContextInfo, points_and_conditions
+
+    table = read_table(path, dtype=dtype or np.float32)
+    names = table_columns(path, table.shape[1]) if path.suffix.lower() == ".csv" else None
+    info = ContextInfo.from_dict(raw.get("context"), str(run / "config.json"))
+    return points_and_conditions(table, names, info, dim, str(path))
 
 
 @cli.command("eval", epilog="""\b
@@ -431,8 +537,8 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
     if "variational" in raw:  # fitted to a target: ELBO, log Z, ESS, Pareto k (flowforge.variational.report)
         summary = _variational().evaluate_run(run, flow, raw)
         return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
-    source, points = _points_for(run, data, data_dir, data_shape(raw), config)
-    summary = nll_summary(flow, points, spec.metrics)
+    source, points, conditions = _points_for(run, data, data_dir, data_shape(raw), config, raw)
+    summary = nll_summary(flow, points, spec.metrics, context=conditions)
     if as_json:
         click.echo(json.dumps({**summary, "data": source}))
     elif "bits_per_dim" in spec.metrics:
@@ -451,31 +557,43 @@ Examples:
   flowforge density runs/moons points.csv -o logp.csv
   flowforge density runs/moons points.npy            # prints to stdout
   flowforge density runs/digits images/ -o scores.csv   # image runs: bits/dim per image
+  flowforge density runs/sbi sims.csv -o logp.csv       # a conditional run: log p(x | c), the training layout
+  flowforge density runs/moons-cond points.csv --context 1   # one condition for every row
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("points", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="output file, .csv or .npy (default: print)")
+@CONTEXT_OPTIONS
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def density(run: Path, points: Path, output: Path | None, device: str, dtype: str | None, max_params: int) -> None:
+def density(run: Path, points: Path, output: Path | None, device: str, dtype: str | None, max_params: int,
+            context_text: str | None = None, context_file: Path | None = None) -> None:
     """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
     no finite density (values beyond float32, say). For an image run, the bits/dim of each image
-    of a directory (PNG or IDX files) or an (N, C, H, W) .npy array: high values are unusual images."""
+    of a directory (PNG or IDX files) or an (N, C, H, W) .npy array: high values are unusual images.
+
+    A conditional run scores log p(x | c): the file is laid out as its training table (the context
+    columns by header name or position; a label run: a 'label' column), or the points' condition
+    comes from --context (every row) or --context-file (one per row)."""
     import numpy as np
 
-    from flowforge.data import read_table, write_table
+    from flowforge.data import write_table
 
     flow, config, raw, spec = _load(run, max_params, device, dtype)
+    conditional = raw.get("context") is not None and context_text is None and context_file is None
+    _, conditions = (None, None) if conditional else _run_conditions(run, raw, context_text, context_file)
     if spec.images:
-        values, name = _image_scores(run, flow, points, config, raw), "bits_per_dim"
+        values, name = _image_scores(run, flow, points, config, raw, conditions), "bits_per_dim"
     else:
-        table = read_table(points, dtype=np.float64)  # float32 overflow is the evaluator's to score (-inf)
-        if table.shape[1] != int(raw["dim"]):
-            raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {raw['dim']}")
+        if conditional:  # float32 overflow is the evaluator's to score (-inf)
+            table, conditions = _conditioned_rows(run, points, raw, int(raw["dim"]), np.float64)
+        else:
+            table = _table_of(run, points, int(raw["dim"]))
         from flowforge.training import log_prob
 
-        values, name = log_prob(flow, table).numpy().astype(np.float64), "log_prob"
+        values = log_prob(flow, table, context=_per_row(conditions, len(table), points))
+        values, name = values.numpy().astype(np.float64), "log_prob"
     if output is None:
         click.echo("\n".join(f"{v:.8g}" for v in values))
     else:
@@ -483,7 +601,30 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
         click.echo(f"wrote {len(values)} {'scores' if spec.images else 'log-densities'} to {output}")
 
 
-def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict):
+def _table_of(run: Path, points: Path, dim: int):
+    """A file of points to score (float64: overflow beyond float32 is the evaluator's to report)."""
+    import numpy as np
+
+    from flowforge.data import read_table
+
+    table = read_table(points, dtype=np.float64)
+    if table.shape[1] != dim:
+        raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {dim}")
+    return table
+
+
+def _per_row(conditions, rows: int, points: Path):
+    """The conditions of ``rows`` points: one for all, or one per row (their counts must match)."""
+    import numpy as np
+
+    if conditions is None or len(conditions) == rows:
+        return conditions
+    if len(conditions) == 1:
+        return np.repeat(conditions, rows, axis=0)
+    raise FlowforgeError(f"--context-file holds {len(conditions)} conditions but {points} holds {rows} points")
+
+
+def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict, conditions=None):
     """Bits/dim of each image in ``points`` (a directory of images, or a .npy array of them)."""
     import numpy as np
 
@@ -491,8 +632,10 @@ def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict)
     from flowforge.training.evaluate import discrete_log_prob
     from flowforge.training.run import data_shape
 
+    if raw.get("context") is not None and conditions is None:
+        raise FlowforgeError(f"{run} is conditional: give the images' class with --context (or --context-file)")
     if points.is_dir():
-        _, images = _points_for(run, str(points), None, data_shape(raw), config)
+        _, images, _ = _points_for(run, str(points), None, data_shape(raw), config.unconditional(), raw)
     else:
         from flowforge.data.files import read_array
 
@@ -501,7 +644,7 @@ def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict)
     if tuple(images.shape[1:]) != tuple(shape):
         raise FlowforgeError(f"{points} holds images of shape {tuple(images.shape[1:])} but the model in {run} "
                              f"expects {tuple(shape)}")
-    nll = -discrete_log_prob(flow, images).numpy().astype(np.float64)
+    nll = -discrete_log_prob(flow, images, context=_per_row(conditions, len(images), points)).numpy().astype(np.float64)
     return nats_to_bits_per_dim(nll, int(np.prod(shape)))
 
 

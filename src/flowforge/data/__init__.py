@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flowforge.data.context import COLUMNS, LABEL, ContextInfo, column_positions, one_hot, split_columns
 from flowforge.data.files import column_problems, read_table, table_columns, write_table
-from flowforge.data.images import IMAGE_DATASETS, image_splits, is_image_source
-from flowforge.data.toy import TOY_DATASETS, sample_toy
+from flowforge.data.images import IMAGE_CLASSES, IMAGE_DATASETS, image_label_splits, image_splits, is_image_source
+from flowforge.data.toy import TOY_CLASSES, TOY_DATASETS, sample_toy, sample_toy_labelled
 from flowforge.errors import FlowforgeError
 
 TEST_SIZE = 10_000  # held-out points drawn for a toy set
@@ -21,6 +22,8 @@ class Splits:
     val: np.ndarray
     test: np.ndarray
     columns: list[str] | None = None  # a table's column names (None for images)
+    context: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (train, val, test) conditions, (N, K)
+    context_info: ContextInfo | None = None  # what the conditions are (None: unconditional)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -37,14 +40,23 @@ def is_toy(source: str) -> bool:
     return source in TOY_DATASETS
 
 
-def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str | None = None) -> Splits:
+def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str | None = None,
+                context: str | list[str] | None = None) -> Splits:
     """Train/validation/test splits of a toy set, a file or an image set.
 
     A toy set draws ``n_train`` training points from ``seed`` and its validation and test
     points from other seeds. A file is shuffled with ``seed`` and split 80/10/10. Image sets
     (digits, mnist from ``data_dir``, a directory of PNG or IDX files) are split as
     :mod:`flowforge.data.images` describes; ``n_train`` does not apply to them.
+
+    ``context`` makes the splits conditional (:mod:`flowforge.data.context`): ``"label"`` for a
+    labelled set's one-hot labels, or a list of a table's columns (names or 0-based indices).
     """
+    if context == LABEL:
+        return _labelled_splits(source, seed, n_train, data_dir)
+    if context is not None and (is_toy(source) or is_image_source(source)):
+        raise FlowforgeError(f"{source}: --context-columns applies to a table (.csv/.npy); for a labelled set "
+                             "give --context label")
     if is_toy(source):
         train_seed, val_seed, test_seed = np.random.SeedSequence(seed).generate_state(3)
         train = sample_toy(source, n_train, int(train_seed))
@@ -60,8 +72,36 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
         raise FlowforgeError(f"{source}: {len(table)} rows are too few to split for training (need 10)")
     order = np.random.default_rng(seed).permutation(len(table))
     n_val = n_test = max(1, len(table) // 10)
-    test, val, train = np.split(table[order], [n_test, n_test + n_val])
-    return Splits(train, val, test, table_columns(source, table.shape[1]))
+    splits = np.split(table[order], [n_test, n_test + n_val])
+    columns = table_columns(source, table.shape[1])
+    if context is None:
+        return Splits(splits[2], splits[1], splits[0], columns)
+    positions = column_positions(list(context), columns, source)
+    (test, c_test), (val, c_val), (train, c_train) = (split_columns(part, positions) for part in splits)
+    kept = [name for j, name in enumerate(columns) if j not in positions]
+    return Splits(train, val, test, kept, (c_train, c_val, c_test),
+                  ContextInfo(COLUMNS, [columns[j] for j in positions], positions))
+
+
+def _labelled_splits(source: str, seed: int, n_train: int, data_dir: str | None) -> Splits:
+    """A labelled set's splits with each point's or image's label, one-hot, as the context."""
+    if is_toy(source):
+        if source not in TOY_CLASSES:
+            raise FlowforgeError(f"{source} has no labels; the labelled toy sets are {', '.join(TOY_CLASSES)}")
+        seeds = np.random.SeedSequence(seed).generate_state(3)
+        parts = [sample_toy_labelled(source, n, int(s)) for n, s in zip((n_train, VAL_SIZE, TEST_SIZE), seeds)]
+        points, labels = [p[0] for p in parts], [p[1] for p in parts]
+        classes = TOY_CLASSES[source]
+    elif is_image_source(source):
+        points = list(image_splits(source, seed, data_dir))
+        labels = list(image_label_splits(source, data_dir))
+        classes = IMAGE_CLASSES.get(source) or int(max(part.max() for part in labels)) + 1
+    else:
+        raise FlowforgeError(f"{source}: --context label needs a labelled set ({', '.join(TOY_CLASSES)}, "
+                             f"{', '.join(IMAGE_CLASSES)}); for a table give --context-columns")
+    columns = [f"x{i}" for i in range(points[0].shape[1])] if points[0].ndim == 2 else None
+    return Splits(*points, columns, tuple(one_hot(part, classes) for part in labels),
+                  ContextInfo(LABEL, [str(k) for k in range(classes)]))
 
 
 def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.ndarray:
@@ -71,5 +111,5 @@ def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.n
     return read_table(source)
 
 
-__all__ = ["Splits", "TOY_DATASETS", "IMAGE_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",
+__all__ = ["Splits", "ContextInfo", "LABEL", "COLUMNS", "TOY_DATASETS", "IMAGE_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",
            "read_table", "write_table", "table_columns", "column_problems", "is_toy", "is_image_source"]

@@ -23,16 +23,24 @@ from flowforge.errors import FlowforgeError
 
 IMAGE_DATASETS = ("digits", "mnist")
 MNIST_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+MNIST_LABEL_FILES = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
+IMAGE_CLASSES = {"digits": 10, "mnist": 10}  # the labelled image sets (``--context label``: the digit)
 MNIST_VALIDATION = 5_000  # the last training images
 MIN_IMAGES = 10
 
 
 def load_digits_images() -> np.ndarray:
     """scikit-learn's digits as 4-bit data on the 8-bit scale: (1797, 1, 8, 8), values 16·min(v, 15)."""
+    return load_digits_labelled()[0]
+
+
+def load_digits_labelled() -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_digits_images` and each image's digit (int64)."""
     from sklearn.datasets import load_digits
 
-    levels = np.minimum(load_digits().images, 15)
-    return (16 * levels[:, None]).astype(np.float32)
+    digits = load_digits()
+    levels = np.minimum(digits.images, 15)
+    return (16 * levels[:, None]).astype(np.float32), digits.target.astype(np.int64)
 
 
 def _split_80_10_10(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,6 +61,18 @@ def is_idx_directory(path: str | Path) -> bool:
     """True for a directory holding MNIST-style training and test image IDX files."""
     path = Path(path)
     return all((path / s).is_file() or (path / f"{s}.gz").is_file() for s in MNIST_FILES.values())
+
+
+def load_mnist_labels(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The official (training, test) labels of MNIST-style IDX files, as int64."""
+    arrays = []
+    for stem in MNIST_LABEL_FILES.values():
+        path = _mnist_path(Path(directory), stem)
+        labels = read_idx(path)
+        if labels.ndim != 1 or labels.dtype != np.uint8:
+            raise FlowforgeError(f"{path}: expected uint8 labels (N,), got {labels.dtype} of shape {labels.shape}")
+        arrays.append(labels.astype(np.int64))
+    return arrays[0], arrays[1]
 
 
 def load_mnist(directory: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -149,3 +169,15 @@ def image_splits(source: str, seed: int = 0,
         raise FlowforgeError(f"{directory}: {len(images)} images are too few to split for training "
                              f"(need {MIN_IMAGES})")
     return _split_80_10_10(images, seed)
+
+
+def image_label_splits(source: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (train, validation, test) labels of a labelled image set, in :func:`image_splits`' order."""
+    if source == "digits":
+        return _split_80_10_10(load_digits_labelled()[1], seed=0)
+    directory = Path(data_dir if source == "mnist" else source)
+    if source == "mnist" or is_idx_directory(directory):
+        train, test = load_mnist_labels(directory)
+        return train[:-MNIST_VALIDATION], train[-MNIST_VALIDATION:], test
+    raise FlowforgeError(f"{source}: a folder of PNG images carries no labels; --context label needs a labelled "
+                         f"set ({', '.join(IMAGE_CLASSES)} or MNIST-style IDX files)")

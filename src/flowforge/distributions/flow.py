@@ -63,6 +63,8 @@ class Flow(nn.Module):
         transform: the invertible map f from data to latent.
         base: a flowforge base (``StandardNormal``, ``DiagonalNormal``, a conditional base), any
             ``torch.distributions.Distribution`` of the event shape, or the event shape itself (N(0, I)).
+        context_embedding: a module applied to the context before any layer sees it, keeping its
+            size (nflows' ``embedding_net``; the trainer standardises a table's context columns so).
 
     >>> from flowforge.models import RealNVP
     >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1)
@@ -73,10 +75,12 @@ class Flow(nn.Module):
     torch.Size([4, 6, 2])
     """
 
-    def __init__(self, transform: Transform, base: Base | Distribution | int | tuple[int, ...]):
+    def __init__(self, transform: Transform, base: Base | Distribution | int | tuple[int, ...],
+                 context_embedding: nn.Module | None = None):
         super().__init__()
         self.transform = transform
         self.base = as_base(base)
+        self.context_embedding = context_embedding
         sizes = {getattr(m, "context_dim", 0) for m in self.modules()} - {0}
         if len(sizes) > 1:
             raise ValueError(f"the flow's layers expect contexts of different sizes {sorted(sizes)}")
@@ -106,11 +110,16 @@ class Flow(nn.Module):
                              f"convert one of them (flow.to({dtype}) or x.to({dtype}))")
         return x.shape[:x.dim() - k]
 
+    def embed_context(self, context: Tensor | None) -> Tensor | None:
+        """The context as the layers see it: through ``context_embedding`` when the flow has one."""
+        return context if context is None or self.context_embedding is None else self.context_embedding(context)
+
     def _flatten(self, x: Tensor, context: Tensor | None, what: str) -> tuple[Tensor, Tensor | None, torch.Size]:
-        """(x as (N, *event), context as (N, C) or None, the batch shape N came from)."""
+        """(x as (N, *event), the embedded context as (N, C) or None, the batch shape N came from)."""
         event, batch = self.event_shape, self.check_event(x, what)
         if self._check_context(context) is None:
             return x.reshape(batch.numel(), *event), None, batch
+        context = self.embed_context(context)
         try:
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
         except RuntimeError:
@@ -148,7 +157,7 @@ class Flow(nn.Module):
             batch, rows = shape, None
         else:
             batch = shape + context.shape[:-1]
-            rows = self._rows(context, batch)
+            rows = self._rows(self.embed_context(context), batch)
         z = self.base.rsample(batch.numel(), rows, positive_finite(temperature, "the temperature"), generator)
         return z, rows, batch
 

@@ -72,6 +72,7 @@ class CNFFlow(Flow):
         conditional flow-matching loss in the CNF's coordinates (pairs coupled by ``fm_coupling``,
         times drawn with ``fm_time_power``)."""
         self._train_steps += 1
+        context = self.embed_context(context)
         y, prefix_log_abs_det = self._into_cnf(batch, context)
         if objective == "flow-matching":
             noise = self.base.sample(y.shape[0], context)  # the path starts at the flow's own base
@@ -92,13 +93,14 @@ class CNFFlow(Flow):
 
     def marginal_log_prob(self, x: Tensor, t: float, context: Tensor | None = None) -> Tensor:
         """log p_t(x | c) in data units of the marginal at CNF time t: the base at t = 0, the model at t = T·L."""
+        context = self.embed_context(context)
         y, prefix_log_abs_det = self._into_cnf(x, context)
         z, log_abs_det, _, _ = self.cnf.integrate(y, t, 0.0, context=context)
         return self.base.log_prob(z, context) + log_abs_det + prefix_log_abs_det
 
     def trajectory(self, z: Tensor, times: Tensor | list[float], context: Tensor | None = None) -> Tensor:
         """Latent points carried to each of the increasing ``times`` (in data units): shape (len(times), n, D)."""
-        states, previous, y = [], 0.0, z
+        states, previous, y, context = [], 0.0, z, self.embed_context(context)
         with torch.no_grad():
             for t in [float(t) for t in times]:
                 y = self.cnf.integrate(y, previous, t, context=context).z

@@ -27,11 +27,13 @@ VECTOR, IMAGE = "vector", "image"
 @dataclass(frozen=True)
 class DataInfo:
     """What a recipe may depend on: ``kind`` ("toy", "table" or "image"), the training rows, one
-    sample's shape and, for images, the bit depth of their pixel levels (digits: 4, MNIST: 8)."""
+    sample's shape, for images the bit depth of their pixel levels (digits: 4, MNIST: 8), and the
+    size of the context a conditional run's data carry (0: none)."""
     kind: str
     rows: int
     shape: tuple[int, ...]
     bits: int | None = None
+    context_dim: int = 0
 
 
 Recipe = Callable[[DataInfo], dict[str, Any]]

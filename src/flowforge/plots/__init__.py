@@ -11,6 +11,8 @@ from pathlib import Path
 from flowforge.data import load_splits
 from flowforge.models.specs import spec_of
 from flowforge.plots.common import new_figure, save_figure
+from flowforge.plots.conditional import (class_density_figure, class_samples_figure, conditional_figures,
+                                         conditional_samples_figure)
 from flowforge.plots.ffjord import (density_over_time, ffjord_figures, sample_paths, save_animation,
                                     trajectories_figure, trajectory_animation)
 from flowforge.plots.images import (image_figures, image_grid, interpolation_figure, reconstruction_figure,
@@ -27,9 +29,12 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     flow, config, _ = load_run(run_dir)
     spec = spec_of(config.model)
-    splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
+    splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
+                         context=config.conditions_on)
     out = run_dir / "plots"
     curve = training_curve(run_dir / METRICS)
+    if splits.context_info is not None:  # p(x | c): figures per condition
+        return conditional_figures(flow, splits, out) + [save_figure(curve, out / "training_curve.png")]
     if spec.images:  # samples by temperature, reconstructions, interpolations
         return image_figures(flow, splits.test, out) + [save_figure(curve, out / "training_curve.png")]
     data = splits.train
@@ -47,4 +52,5 @@ __all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "latent_an
            "unit_square_images_figure", "training_animation", "density_figure", "density_grid",
            "training_curve", "read_metrics", "ffjord_figures", "density_over_time", "sample_paths",
            "trajectories_figure", "trajectory_animation", "save_animation", "image_figures", "image_grid",
-           "write_image_grid", "sample_grids_figure", "reconstruction_figure", "interpolation_figure"]
+           "write_image_grid", "sample_grids_figure", "reconstruction_figure", "interpolation_figure",
+           "class_density_figure", "class_samples_figure", "conditional_samples_figure", "conditional_figures"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from flowforge.errors import FlowforgeError
 
-CONFIG_VERSION = 2  # 1: before the recipes (no version recorded); see flowforge.training.migrations
+CONFIG_VERSION = 3  # 1: before the recipes (no version recorded), 2: before conditional runs; see migrations
 VECTOR_TRAIN_NOISE = 0.03  # moons, default model at 2,000 steps, 10 seeds: mean test NLL 1.164 (0.02: 1.166)
 GENERIC_RECIPE = {"steps": 3000, "batch_size": 256, "lr": 7e-4, "warmup_steps": 100, "weight_decay": 0.2,
                   "ema_decay": 0.995, "eval_every": 200, "patience": 0}  # under every model's own recipe
@@ -56,6 +56,10 @@ class TrainConfig:
     objective: str | None = field(default=None, metadata=_help("training objective (the recipe's by default: mle, or flow-matching for ffjord)"))
     device: str = field(default="auto", metadata=_help("auto (CUDA when available), cpu, cuda or cuda:N"))
     dtype: str = field(default="float32", metadata=_help("the model's and the data's floating-point type"))
+    context: str | None = field(default=None, metadata=_help(
+        "condition on the data's labels (label: which moon, mode, arm or digit), learning p(x | label)"))
+    context_columns: list[str] | None = field(default=None, metadata=_help(
+        "a table's columns to condition on (names or 0-based indices), learning p(other columns | these)", cli=False))
     recipe: str | None = field(default=None, metadata=_help("the recipe the defaults came from", cli=False))
     model_options: dict[str, Any] = field(default_factory=dict, metadata=_help("builder keywords", cli=False))
 
@@ -76,7 +80,18 @@ class TrainConfig:
         if self.standardize and spec.images:
             raise FlowforgeError(f"{self.model} does not standardise its data: pixels are dequantised and scaled "
                                  "to [0, 1] (use --no-standardize)")
+        if self.context and self.context_columns:
+            raise FlowforgeError("give --context label or --context-columns, not both")
         return self
+
+    def unconditional(self) -> "TrainConfig":
+        """This config without its context (to read data as plain points)."""
+        return dataclasses.replace(self, context=None, context_columns=None)
+
+    @property
+    def conditions_on(self) -> str | list[str] | None:
+        """What the data loader conditions on: "label", a table's columns, or None."""
+        return self.context or self.context_columns
 
     def resolved(self, info) -> "TrainConfig":
         """Every ``None`` field filled from the model's recipe for data ``info``
@@ -92,7 +107,8 @@ class TrainConfig:
                   for name in self.field_names() if name != "model_options"}
         values["recipe"] = self.recipe or f"{self.model}/{info.kind}"
         recorded = {k: v for k, v in spec.builder_options().items() if k != "standardize"}
-        return TrainConfig(**values, model_options={**recorded, **options, **self.model_options})
+        conditional = {"context_dim": info.context_dim} if info.context_dim else {}  # the data's, not an option
+        return TrainConfig(**values, model_options={**recorded, **options, **self.model_options, **conditional})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

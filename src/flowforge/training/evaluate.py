@@ -20,8 +20,9 @@ IMAGE_BATCH = 256  # images per evaluation batch (convolutional flows hold large
 
 
 def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 8192, *,
-             report: bool = True) -> torch.Tensor:
-    """log p(x) of each point in data units: finite or −inf for every finite point, never NaN.
+             report: bool = True, context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x) (or log p(x | c), one condition per point) of each point in data units: finite or
+    −inf for every finite point, never NaN.
 
     Points are converted to float32 batch by batch. A point with a value beyond float32's range,
     or one the flow cannot score (its arithmetic overflows to NaN), gets −inf: its density is
@@ -30,8 +31,8 @@ def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 81
     x = torch.as_tensor(points)
     parts, counts = [], {"overflow": 0, "unscored": 0}
     with torch.inference_mode():
-        for chunk in x.split(batch_size):
-            parts.append(_finite_or_minus_inf(flow, chunk, counts))
+        for chunk, conditions in zip(x.split(batch_size), _chunks(context, len(x), batch_size)):
+            parts.append(_finite_or_minus_inf(flow, chunk, counts, conditions))
     if report and counts["overflow"]:
         warn(f"{counts['overflow']} of {len(x)} points hold values beyond float32's range "
              f"(±{torch.finfo(torch.float32).max:.3g}); their log-density is reported as -inf")
@@ -41,34 +42,45 @@ def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 81
     return torch.cat(parts) if parts else torch.empty(0)
 
 
-def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int]) -> torch.Tensor:
+def _chunks(context, rows: int, batch_size: int):
+    """The conditions of each batch of points (None for each, without a context)."""
+    if context is None:
+        return [None] * max(1, -(-rows // batch_size))
+    return torch.as_tensor(context).split(batch_size)
+
+
+def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int],
+                         conditions: torch.Tensor | None = None) -> torch.Tensor:
     device, dtype = flow_device(flow)
     narrow = chunk.to(torch.float64 if dtype == torch.float64 else torch.float32)  # the flow's own precision
     fits = torch.isfinite(narrow).reshape(len(narrow), -1).all(1)
     values = torch.full((len(narrow),), -math.inf)
+    conditions = None if conditions is None else conditions.to(device, dtype)
     if bool(fits.all()):
-        values = _scored(flow, narrow.to(device, dtype), counts).cpu()
+        values = _scored(flow, narrow.to(device, dtype), counts, conditions).cpu()
     elif bool(fits.any()):
-        values[fits] = _scored(flow, narrow[fits].to(device, dtype), counts).cpu()
+        values[fits] = _scored(flow, narrow[fits].to(device, dtype), counts,
+                               None if conditions is None else conditions[fits.to(device)]).cpu()
     unscored = torch.isnan(values) | (values == math.inf)
     counts["overflow"] += int((~fits).sum())
     counts["unscored"] += int(unscored.sum())
     return values.masked_fill(unscored, -math.inf)
 
 
-def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int]) -> torch.Tensor:
+def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int], context: torch.Tensor | None = None) -> torch.Tensor:
     """``flow.log_prob(x)``, its overflow warnings counted as unscored points; when an ODE solver
     gives up on the batch (torchdiffeq asserts "underflow in dt" where the dynamics overflow), its
     halves are scored apart and a point that fails alone is NaN."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LogProbOverflowWarning)
-            values = flow.log_prob(x).float()
+            values = flow.log_prob(x, context).float()
     except AssertionError:
         if len(x) == 1:
             return torch.full((1,), math.nan)
         half = len(x) // 2
-        return torch.cat([_scored(flow, x[:half], counts), _scored(flow, x[half:], counts)])
+        first, second = (None, None) if context is None else (context[:half], context[half:])
+        return torch.cat([_scored(flow, x[:half], counts, first), _scored(flow, x[half:], counts, second)])
     for record in caught:
         if isinstance(record.message, LogProbOverflowWarning):
             counts["unscored"] += record.message.count
@@ -78,27 +90,44 @@ def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int]) -> torch.Tensor
 
 
 def discrete_log_prob(flow: Flow, images: np.ndarray | torch.Tensor, batch_size: int = IMAGE_BATCH,
-                      seed: int = DEQUANTIZATION_SEED) -> torch.Tensor:
-    """Each quantised image's dequantisation bound on log P(x) in nats, the flow's ``discrete_log_prob``
-    with noise drawn from ``seed`` (one draw per pixel)."""
+                      seed: int = DEQUANTIZATION_SEED, context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
+    """Each quantised image's dequantisation bound on log P(x) (or log P(x | c)) in nats, the flow's
+    ``discrete_log_prob`` with noise drawn from ``seed`` (one draw per pixel)."""
     device, dtype = flow_device(flow)
     x = torch.as_tensor(images, dtype=dtype)
     generator = torch.Generator(device).manual_seed(seed)
     with torch.inference_mode():
-        return torch.cat([flow.discrete_log_prob(chunk.to(device), generator).cpu() for chunk in x.split(batch_size)])
+        return torch.cat([flow.discrete_log_prob(chunk.to(device), generator,
+                                                 None if c is None else c.to(device, dtype)).cpu()
+                          for chunk, c in zip(x.split(batch_size), _chunks(context, len(x), batch_size))])
 
 
-def gaussian_baseline_nll(train: np.ndarray, test: np.ndarray) -> float:
+def gaussian_baseline_nll(train: np.ndarray, test: np.ndarray, train_context: np.ndarray | None = None,
+                          test_context: np.ndarray | None = None) -> float:
     """The test NLL (nats, data units) of a full-covariance Gaussian fitted by maximum likelihood to
-    the training rows: the score a flow must beat to have learned more than a mean and a covariance."""
+    the training rows: the score a flow must beat to have learned more than a mean and a covariance.
+    With conditions its mean is linear in them (least squares on [c, 1]: one mean per class for
+    one-hot labels) and its covariance that of the residuals.
+
+    >>> rng = np.random.default_rng(0); c = rng.normal(size=(4000, 1)); x = 3 * c + rng.normal(size=(4000, 1))
+    >>> nll = gaussian_baseline_nll(x[:2000], x[2000:], c[:2000], c[2000:])
+    >>> bool(abs(nll - 0.5 * np.log(2 * np.pi * np.e)) < 0.05), gaussian_baseline_nll(x[:2000], x[2000:]) > 2.5  # N(3c, 1)
+    (True, True)
+    """
     train, test = np.asarray(train, np.float64), np.asarray(test, np.float64)
-    mean = train.mean(0)
-    cov = np.atleast_2d(np.cov(train, rowvar=False, bias=True))
+    design = np.ones((len(train), 1)) if train_context is None else _with_intercept(train_context)
+    weights = np.linalg.lstsq(design, train, rcond=None)[0]  # without conditions: the mean
+    residuals = train - design @ weights
+    cov = np.atleast_2d(residuals.T @ residuals / len(train))
     cov += 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov))  # a constant column would make it singular
     sign, logdet = np.linalg.slogdet(cov)
-    centred = test - mean
+    centred = test - (np.ones((len(test), 1)) if test_context is None else _with_intercept(test_context)) @ weights
     mahalanobis = np.einsum("ij,ij->i", centred, np.linalg.solve(cov, centred.T).T)
-    return float(0.5 * (mahalanobis.mean() + logdet + len(mean) * math.log(2 * math.pi)))
+    return float(0.5 * (mahalanobis.mean() + logdet + len(cov) * math.log(2 * math.pi)))
+
+
+def _with_intercept(context: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.asarray(context, np.float64), np.ones(len(context))])
 
 
 def standardization_log_scale(flow: Flow) -> float:
@@ -107,7 +136,7 @@ def standardization_log_scale(flow: Flow) -> float:
 
 
 def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = (), *,
-                report: bool = True) -> dict[str, float]:
+                report: bool = True, context: np.ndarray | torch.Tensor | None = None) -> dict[str, float]:
     """Mean negative log-likelihood of ``points``.
 
     ``nll`` is in the standardised coordinates the model trains in (the book's loss, the
@@ -121,11 +150,14 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[st
 
     With ``"nfe"`` (a continuous-time flow) ``nfe`` is added: the evaluations of f that
     the exact-trace solves of this evaluation took (one solve per batch of 8192 points).
+
+    With ``context`` (one condition per point) every figure is of log p(x | c).
     """
     discrete = "bits_per_dim" in metrics
     counter = flow.cnf.nfe if "nfe" in metrics else None
     eval_nfe_before = counter.eval if counter is not None else 0
-    lp = discrete_log_prob(flow, points) if discrete else log_prob(flow, points, report=report)
+    lp = discrete_log_prob(flow, points, context=context) if discrete else \
+        log_prob(flow, points, report=report, context=context)
     nll_data = float(-lp.mean())
     nll = nll_data - standardization_log_scale(flow)
     dim = int(np.prod(tuple(points.shape[1:])))

@@ -33,6 +33,8 @@ class Field:
             return f"must be {' or '.join(repr(c) for c in self.choices)}, got {_shown(value)}"
         if self.kind in (int, float):
             return self._range_problem(value)
+        if self.kind is list and not (0 < len(value) <= 100_000 and all(isinstance(v, str) and v for v in value)):
+            return f"must be a non-empty list of column names, got {_shown(value)}"
         return None
 
     def _range_problem(self, value: float) -> str | None:
@@ -46,8 +48,9 @@ class Field:
         return None
 
 
-_ACCEPTED = {int: int, float: (int, float), str: str, bool: bool, dict: dict}
-_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object"}
+_ACCEPTED = {int: int, float: (int, float), str: str, bool: bool, dict: dict, list: list}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object",
+               list: "a list"}
 TRAIN_FIELDS = {  # recipe fields are optional: None until the model's recipe fills them in
     "model": Field(str), "data": Field(str), "data_dir": Field(str, optional=True),
     "n_train": Field(int, 10, 100_000_000), "steps": Field(int, 1, 1_000_000_000, optional=True),
@@ -61,6 +64,7 @@ TRAIN_FIELDS = {  # recipe fields are optional: None until the model's recipe fi
     "seed": Field(int, 0, 2 ** 63 - 1), "standardize": Field(bool, optional=True),
     "on_nan": Field(str, choices=("rollback", "skip", "stop")), "objective": Field(str, optional=True),
     "device": Field(str), "dtype": Field(str, choices=("float32", "float64")), "recipe": Field(str, optional=True),
+    "context": Field(str, optional=True, choices=("label",)), "context_columns": Field(list, optional=True),
     "model_options": Field(dict),
 }
 

@@ -70,10 +70,10 @@ def cosine_decay(peak: float, fraction: float, floor_ratio: float = 0.0) -> floa
     return peak * (floor_ratio + (1 - floor_ratio) * cosine)
 
 
-def training_loss(flow, batch: torch.Tensor, objective: str) -> torch.Tensor:
-    """The loss to minimise: -mean log p(x), unless the model defines its own ``training_loss``
+def training_loss(flow, batch: torch.Tensor, objective: str, context: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss to minimise: -mean log p(x | c), unless the model defines its own ``training_loss``
     (a continuous flow's regularised or flow-matching objective, say)."""
-    return flow.training_loss(batch, objective)
+    return flow.training_loss(batch, objective, context)
 
 
 def _snapshot(flow, optimizer, ema: EMA, generator, progress: Progress) -> dict[str, Any]:
@@ -121,13 +121,15 @@ def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Pro
     return progress
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool) -> None:
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, splits, force: bool) -> None:
     """Start the run's files (the caller holds the lock and has checked the directory): on ``force``
     the previous run's own files go first, and nothing else in the directory is touched."""
     if force:
         clear_run(run_dir)
+    context = splits.context_info.to_dict() if splits.context_info else None
     write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "config_version": CONFIG_VERSION, "train": config.to_dict(),
-                                  "dim": dim, "columns": columns, "versions": versions()})  # first: now it is a run
+                                  "dim": splits.dim, "columns": splits.columns, "context": context,
+                                  "versions": versions()})  # first: now it is a run
     record_files(run_dir, [run_dir / name for name in RUN_FILES])
     (run_dir / METRICS).write_text("")
 
@@ -153,8 +155,8 @@ class _Objective(torch.nn.Module):
         super().__init__()
         self.flow, self.objective, self.l2 = flow, objective, l2
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        loss = training_loss(self.flow, batch, self.objective)
+    def forward(self, batch: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        loss = training_loss(self.flow, batch, self.objective, context)
         return loss + l2_penalty(self.flow, self.l2) if self.l2 else loss
 
 
@@ -172,9 +174,25 @@ def _build(config: TrainConfig, splits, max_params: int | None,
         if not math.isfinite(standardization_log_scale(flow)):
             raise FlowforgeError(f"{config.data}: the spread of the values overflows float32 arithmetic; "
                                  "rescale the data")
+    if splits.context_info is not None:
+        _fit_context_standardization(flow, splits, config.data)
     flow = flow.to(device=device, dtype=dtype)
     return flow, make_optimizer(flow.parameters(), config.lr, config.weight_decay), \
         torch.Generator(device).manual_seed(config.seed)
+
+
+def _fit_context_standardization(flow, splits, source: str) -> None:
+    """A table's context columns standardised inside the flow (its ``context_embedding``), so the
+    networks see unit-scale conditions; a constant one is refused by name."""
+    if flow.context_embedding is None:
+        return
+    conditions = splits.context[0]
+    for fatal, message in column_problems(conditions, splits.context_info.names, source):
+        if fatal:
+            raise FlowforgeError(message.replace("drop it, a density of a constant is not finite",
+                                                 "a constant condition tells the flow nothing; drop it"))
+    c_train = torch.from_numpy(conditions).double()
+    flow.context_embedding.set_statistics(c_train.mean(0), c_train.std(0, unbiased=False))
 
 
 def _jitter_scale(config: TrainConfig, x_train: torch.Tensor) -> torch.Tensor | None:
@@ -216,24 +234,25 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
     config.validate()
     run_dir = Path(run_dir)
     check_path_encoding(run_dir)
-    context = distributed.setup(config.device)
-    if context.active and ":" in config.device:
+    ranks = distributed.setup(config.device)
+    if ranks.active and ":" in config.device:
         raise FlowforgeError(f"--device {config.device}: under torchrun each process takes the GPU of its "
                              "local rank; give --device cuda or auto")
     device = resolve_device(config.device)
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
-        claim = claim_run_dir(run_dir, resume=resume, force=force) if context.is_main else nullcontext()
+        claim = claim_run_dir(run_dir, resume=resume, force=force) if ranks.is_main else nullcontext()
         with claim, torch.random.fork_rng(devices=cuda), denormals_flushed():
-            return _train(config, run_dir, context, resume, force, progress_bar, stop_after, max_params)
+            return _train(config, run_dir, ranks, resume, force, progress_bar, stop_after, max_params)
     finally:
-        distributed.teardown(context)
+        distributed.teardown(ranks)
 
 
 def data_info(source: str, splits) -> DataInfo:
     """What a recipe sees of the data: its kind, training rows and sample shape."""
     kind = "image" if len(splits.shape) == 3 else "toy" if is_toy(source) else "table"
-    return DataInfo(kind, len(splits.train), tuple(splits.shape), pixel_bits(splits.train) if kind == "image" else None)
+    return DataInfo(kind, len(splits.train), tuple(splits.shape), pixel_bits(splits.train) if kind == "image" else None,
+                    splits.context_info.dim if splits.context_info else 0)
 
 
 def pixel_bits(images) -> int:
@@ -271,13 +290,14 @@ def check_input_kind(config: TrainConfig, splits) -> None:
 
 
 def train_step(objective, optimizer, parameters: list, batch: torch.Tensor,
-               grad_clip: float | None) -> tuple[torch.Tensor, bool]:
-    """One optimisation step on ``batch`` (``objective(batch)`` is the loss; gradients clipped at
-    ``grad_clip`` unless None): the loss, detached on the device, and whether the step was taken
-    (not for a non-finite loss or gradient; that check is the step's one host sync).
+               grad_clip: float | None, context: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    """One optimisation step on ``batch`` (``objective(batch)`` is the loss, ``objective(batch,
+    context)`` with a context; gradients clipped at ``grad_clip`` unless None): the loss, detached
+    on the device, and whether the step was taken (not for a non-finite loss or gradient; that
+    check is the step's one host sync).
 
     The benchmarks time this function for every contender."""
-    loss = objective(batch)
+    loss = objective(batch) if context is None else objective(batch, context)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # DDP averages the gradients over ranks here
     finite = torch.isfinite(loss)
@@ -289,22 +309,24 @@ def train_step(objective, optimizer, parameters: list, batch: torch.Tensor,
     return loss.detach(), finite
 
 
-def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generator,
-               jitter: torch.Tensor | None) -> torch.Tensor:
+def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generator, jitter: torch.Tensor | None,
+               c_train: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A minibatch drawn with replacement, plus the training noise (both from ``generator``: the
-    same on every rank, restored on resume)."""
-    batch = x_train[torch.randint(len(x_train), (batch_size,), generator=generator, device=x_train.device)]
+    same on every rank, restored on resume), and the same rows' conditions (None without)."""
+    rows = torch.randint(len(x_train), (batch_size,), generator=generator, device=x_train.device)
+    batch = x_train[rows]
     if jitter is not None:
         batch = batch + jitter * torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
-    return batch
+    return batch, None if c_train is None else c_train[rows]
 
 
-def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, resume: bool, force: bool,
+def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resume: bool, force: bool,
            progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
     # a resumed run continues its own recorded config (only the caller's steps and device may
     # differ), so it stays the model it was; a new run takes the recipe for its data
     config, recorded_dim = _recorded_config(run_dir, config) if resume else (config, None)
-    splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir)
+    splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
+                         context=config.conditions_on)
     if resume and recorded_dim != (list(splits.dim) if isinstance(splits.dim, tuple) else splits.dim):
         raise FlowforgeError(f"{run_dir / CONFIG}: records data of shape {recorded_dim}, but {config.data} "
                              f"has {splits.dim}; cannot resume")
@@ -312,39 +334,39 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         check_input_kind(config, splits)
         config = config.resolved(data_info(config.data, splits))
     config = config.validate()
-    if context.is_main and not resume:
+    if ranks.is_main and not resume:
         _check_columns(config, splits)
-    if config.batch_size % context.world_size:
-        raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {context.world_size} processes")
-    if config.model_options.get("context_dim"):
-        raise FlowforgeError("a conditional model needs context data; the trainer does not read one yet")
+    if config.batch_size % ranks.world_size:
+        raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {ranks.world_size} processes")
+    _check_context_size(config, splits)
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     metrics = spec_of(config.model).metrics
     flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
     ema = EMA(flow, config.ema_decay)
     if resume:
         progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
-        if context.is_main:
+        if ranks.is_main:
             _drop_metrics_after(run_dir, progress.step)
-        elif context.active:
-            torch.manual_seed(config.seed + 1_000_003 * context.rank + progress.step)
+        elif ranks.active:
+            torch.manual_seed(config.seed + 1_000_003 * ranks.rank + progress.step)
     else:
-        if context.is_main:
-            _prepare_run_dir(run_dir, config, splits.dim, splits.columns, force)
+        if ranks.is_main:
+            _prepare_run_dir(run_dir, config, splits, force)
         progress = Progress()
-        torch.manual_seed(config.seed + context.rank)  # per-rank noise (e.g. trace estimators)
-    context.barrier()
+        torch.manual_seed(config.seed + ranks.rank)  # per-rank noise (e.g. trace estimators)
+    ranks.barrier()
     objective = _Objective(flow, config.objective, config.l2)
-    if context.active:  # on GPUs each rank holds its own (torch.cuda.set_device in distributed.setup)
+    if ranks.active:  # on GPUs each rank holds its own (torch.cuda.set_device in distributed.setup)
         ids = [distributed.local_rank()] if device.type == "cuda" else None
         objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
     x_train = torch.from_numpy(splits.train).to(device, dtype)
+    c_train = None if splits.context is None else torch.from_numpy(splits.context[0]).to(device, dtype)
     jitter = _jitter_scale(config, x_train)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
     good = _snapshot(flow, optimizer, ema, generator, progress)
     bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
-               disable=not (progress_bar and context.is_main), dynamic_ncols=True)
+               disable=not (progress_bar and ranks.is_main), dynamic_ncols=True)
     started = time.perf_counter() - progress.elapsed
     running, taken = torch.zeros((), device=device, dtype=torch.float64), 0  # summed on the device
 
@@ -354,9 +376,10 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         lr = learning_rate(config, progress.step) * progress.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = draw_batch(x_train, config.batch_size, generator, jitter)
-        loss, finite = train_step(objective, optimizer, parameters, context.shard(batch), config.grad_clip)
-        loss = context.mean(loss)  # the same value on every rank, so every rank decides alike
+        batch, conditions = draw_batch(x_train, config.batch_size, generator, jitter, c_train)
+        loss, finite = train_step(objective, optimizer, parameters, ranks.shard(batch), config.grad_clip,
+                                  None if conditions is None else ranks.shard(conditions))
+        loss = ranks.mean(loss)  # the same value on every rank, so every rank decides alike
         if finite:
             ema.update(progress.step)
             running, taken = running + loss, taken + 1
@@ -371,7 +394,7 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
         if progress.step % config.eval_every == 0 or progress.step == last_step:
             train_value = float(running) / max(1, taken) + offset
             running, taken = torch.zeros_like(running), 0
-            record = _evaluate_and_save(run_dir, context, flow, optimizer, ema, generator, progress, splits.val,
+            record = _evaluate_and_save(run_dir, ranks, flow, optimizer, ema, generator, progress, held_out(splits, 1),
                                         {"step": progress.step, train_key: train_value, "lr": lr}, started, metrics)
             good = _snapshot(flow, optimizer, ema, generator, progress)
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{record['val_nll']:.3f}",
@@ -381,15 +404,33 @@ def _train(config: TrainConfig, run_dir: Path, context: distributed.Context, res
                           f"{config.patience} evaluations (best {progress.best_val:.4f} at step {progress.best_step})")
                 break
     bar.close()
-    context.barrier()  # rank 0's best weights are on disk before anyone reads them
-    return finish(run_dir, flow, splits, progress, metrics, write=context.is_main)
+    ranks.barrier()  # rank 0's best weights are on disk before anyone reads them
+    return finish(run_dir, flow, splits, progress, metrics, write=ranks.is_main)
 
 
-def _evaluate_and_save(run_dir: Path, context, flow, optimizer, ema: EMA, generator, progress: Progress,
-                       val_points, record: dict[str, Any], started: float, metrics: tuple[str, ...]) -> dict[str, Any]:
-    """Validate the averaged weights, keep them if they are the best so far, log, checkpoint."""
+def held_out(splits, part: int) -> tuple[Any, Any]:
+    """(points, conditions or None) of the validation (``part`` 1) or test (2) split."""
+    points = (splits.train, splits.val, splits.test)[part]
+    return points, None if splits.context is None else splits.context[part]
+
+
+def _check_context_size(config: TrainConfig, splits) -> None:
+    """The model's context size is the data's (set by --context or --context-columns, not an option)."""
+    given = config.model_options.get("context_dim") or 0
+    carried = splits.context_info.dim if splits.context_info else 0
+    if given != carried:
+        raise FlowforgeError(f"--model-option context_dim={given} but the data carry "
+                             f"{'no context' if not carried else f'a context of {carried}'}; the context comes "
+                             "from the data: give --context label or --context-columns")
+
+
+def _evaluate_and_save(run_dir: Path, ranks, flow, optimizer, ema: EMA, generator, progress: Progress,
+                       val: tuple[Any, Any], record: dict[str, Any], started: float,
+                       metrics: tuple[str, ...]) -> dict[str, Any]:
+    """Validate the averaged weights on ``val`` (points, conditions), keep them if they are the best
+    so far, log, checkpoint."""
     with ema.applied():  # evaluate, and keep, the averaged weights
-        val = nll_summary(flow, val_points, metrics, report=False)["nll"]
+        val = nll_summary(flow, val[0], metrics, report=False, context=val[1])["nll"]
         improved = math.isfinite(val) and val < progress.best_val
         best_state = {k: v.clone() for k, v in flow.state_dict().items()} if improved else None
     progress.elapsed = time.perf_counter() - started
@@ -399,7 +440,7 @@ def _evaluate_and_save(run_dir: Path, context, flow, optimizer, ema: EMA, genera
         progress.best_val, progress.best_step, progress.stale_evals = val, progress.step, 0
     else:
         progress.stale_evals += 1
-    if context.is_main:
+    if ranks.is_main:
         # Metrics first, checkpoint last: a crash in between is undone by resume.
         _append_metrics(run_dir, record)
         if improved:
@@ -455,16 +496,20 @@ def finish(run_dir: Path, flow, splits, progress: Progress, metrics: tuple[str, 
     tensors, _ = load_tensors(run_dir / BEST_WEIGHTS)
     flow.load_state_dict(tensors)
     flow.eval()
-    test = nll_summary(flow, splits.test, metrics)  # the spec's metrics (bits/dim, nfe) beside the NLL
+    points, conditions = held_out(splits, 2)
+    test = nll_summary(flow, points, metrics, context=conditions)  # the spec's metrics (bits/dim, nfe) beside the NLL
     results = {"test_nll": test["nll"], "test_nll_data": test["nll_data"], "test_nll_stderr": test["nll_stderr"],
                "best_val_nll": progress.best_val, "best_step": progress.best_step, "steps": progress.step,
-               "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}
+               "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events,
+               "conditional": conditions is not None}
     results.update({f"test_{key}": test[key] for key in ("bits_per_dim", "nfe") if key in test})
     if len(splits.shape) == 1:
-        gaussian = gaussian_baseline_nll(splits.train, splits.test) - standardization_log_scale(flow)
+        c_train = None if splits.context is None else splits.context[0]
+        gaussian = gaussian_baseline_nll(splits.train, points, c_train, conditions) - standardization_log_scale(flow)
         results["test_gaussian_nll"] = gaussian
         if write and not test["nll"] < gaussian:
-            warn(f"the flow's test NLL {test['nll']:.4f} does not beat a full-covariance Gaussian fitted to the "
+            fitted = "whose mean is linear in the context" if conditions is not None else "fitted"
+            warn(f"the flow's test NLL {test['nll']:.4f} does not beat a full-covariance Gaussian {fitted} to the "
                  f"same rows ({gaussian:.4f}): it learned no more than a mean and a covariance")
     if write:
         write_json(run_dir / RESULTS, results)

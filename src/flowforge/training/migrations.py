@@ -3,6 +3,7 @@
 Format 1 (no ``config_version`` in config.json) was written before recipes: every trainer
 field was recorded, but only the builder options the user gave (and, for RealNVP and FFJORD,
 the trainer's own). Its runs were trained on the CPU in float32 without early stopping.
+Format 2 had no conditional runs: its runs condition on nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def _from_version_1(train: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **train, "model_options": {**unrecorded, **train.get("model_options", {})}}
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1}
+def _from_version_2(train: dict[str, Any]) -> dict[str, Any]:
+    return {**train, "context": None, "context_columns": None}
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_version_1, 2: _from_version_2}
 
 
 def migrate_train(train: dict[str, Any], version: Any, source: str) -> dict[str, Any]:

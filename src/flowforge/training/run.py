@@ -13,6 +13,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, load_tensors, l
                                            split_prefix)
 from flowforge.training.config import TrainConfig
 from flowforge.training.device import resolve_device, resolve_dtype
+from flowforge.transforms import StandardizeContext
 from flowforge.training.validate import (check_buffers, check_data_shape, check_model_size,
                                          check_weights_file_size)
 
@@ -22,9 +23,12 @@ def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
     try:
         spec = spec_of(config.model)
         standardize = {} if spec.images else {"standardize": bool(config.standardize)}  # images: dequantised
-        return spec.build(dim, **standardize, **config.model_options)
+        flow = spec.build(dim, **standardize, **config.model_options)
     except (TypeError, ValueError) as err:
         raise FlowforgeError(f"cannot build model {config.model!r}: {err}") from None
+    if config.context_columns and standardize.get("standardize"):  # a table's conditions, of any scale
+        flow.context_embedding = StandardizeContext(flow.context_dim)
+    return flow
 
 
 def data_shape(raw_config: dict[str, Any]) -> int | tuple[int, ...]:

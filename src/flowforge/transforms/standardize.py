@@ -28,11 +28,7 @@ class Standardize(Transform):
         self.register_buffer("std", torch.ones(dim))
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
-        std = torch.as_tensor(std, dtype=self.std.dtype)
-        if (std <= 0).any():
-            raise ValueError("standardisation needs a positive std for every column")
-        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
-        self.std.copy_(std)
+        _set_statistics(self, mean, std)
 
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return (-self.std.log().sum()).to(like.dtype).expand(batch)
@@ -42,6 +38,35 @@ class Standardize(Transform):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
+
+
+class StandardizeContext(torch.nn.Module):
+    """c ↦ (c − mean) / std, a conditional flow's ``context_embedding``: its networks see unit-scale
+    conditions while callers give them in data units (a table's columns of any scale).
+
+    >>> e = StandardizeContext(1); e.set_statistics(torch.tensor([10.]), torch.tensor([5.]))
+    >>> e(torch.tensor([[20.]]))
+    tensor([[2.]])
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
+        _set_statistics(self, mean, std)
+
+    def forward(self, context: Tensor) -> Tensor:
+        return (context - self.mean) / self.std
+
+
+def _set_statistics(module: torch.nn.Module, mean: Tensor, std: Tensor) -> None:
+    std = torch.as_tensor(std, dtype=module.std.dtype)
+    if (std <= 0).any():
+        raise ValueError("standardisation needs a positive std for every column")
+    module.mean.copy_(torch.as_tensor(mean, dtype=module.mean.dtype))
+    module.std.copy_(std)
 
 
 def fit_standardization(module: torch.nn.Module, train: Tensor) -> None:
