@@ -1,0 +1,191 @@
+"""Conditional runs, p(x | c): labelled sets (--context label) and a table's context columns
+(--context-columns), from the data through the trainer to sample, density, eval and plot."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cli_harness import SMALL, cli, refused
+from flowforge.data import load_splits
+from flowforge.data.context import ContextInfo, column_positions, parse_condition, points_and_conditions
+from flowforge.data.images import load_digits_images, load_digits_labelled
+from flowforge.data.toy import TOY_CLASSES, sample_toy, sample_toy_labelled
+from flowforge.errors import FlowforgeError
+from flowforge.training import load_run, train
+from flowforge.training.config import TrainConfig
+
+
+@pytest.mark.parametrize("name", sorted(TOY_CLASSES))
+def test_a_labelled_draw_holds_the_points_of_an_unlabelled_one(name):
+    x, label = sample_toy_labelled(name, 500, seed=4)
+    assert np.array_equal(x, sample_toy(name, 500, seed=4))
+    assert label.min() >= 0 and label.max() == TOY_CLASSES[name] - 1
+
+
+def test_moon_labels_name_the_upper_and_the_lower_moon():
+    x, label = sample_toy_labelled("moons", 2000, seed=0)
+    assert x[label == 0, 1].mean() > 0.4 > x[label == 1, 1].mean() + 0.4  # moon 0 arches above moon 1
+
+
+def test_digit_labels_follow_their_images_through_the_split():
+    images, digits = load_digits_labelled()
+    assert np.array_equal(images, load_digits_images())
+    splits = load_splits("digits", context="label")
+    assert splits.context_info == ContextInfo("label", [str(k) for k in range(10)])
+    test_labels = splits.context[2].argmax(1)
+    index = {image.tobytes(): digit for image, digit in zip(images, digits)}  # digits' images are distinct enough
+    agree = np.mean([index[image.tobytes()] == label for image, label in zip(splits.test, test_labels)])
+    assert agree > 0.99
+
+
+def test_context_columns_are_split_off_by_name_or_index(tmp_path):
+    table = np.arange(60, dtype=np.float64).reshape(20, 3) * [1, 10, 100]
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",", header="a,b,c", comments="")
+    splits = load_splits(str(tmp_path / "t.csv"), context=["c", "0"])
+    assert splits.columns == ["b"] and splits.context_info.names == ["c", "a"]
+    rows = np.column_stack([splits.train, splits.context[0]])  # b, c, a
+    assert set(map(tuple, rows[:, [2, 0, 1]])) <= set(map(tuple, table.astype(np.float32)))
+    with pytest.raises(FlowforgeError, match="no column 'd'"):
+        column_positions(["d"], ["a", "b", "c"], "t.csv")
+    with pytest.raises(FlowforgeError, match="leaving nothing"):
+        column_positions(["a", "b", "c"], ["a", "b", "c"], "t.csv")
+
+
+def test_a_condition_is_parsed_or_refused_in_one_line():
+    label = ContextInfo("label", ["0", "1", "2"])
+    assert parse_condition("2", label).tolist() == [[0.0, 0.0, 1.0]]
+    columns = ContextInfo("columns", ["a", "b"], [0, 2])
+    assert parse_condition("0.5, -1e3", columns).tolist() == [[0.5, -1000.0]]
+    for bad, info in (("3", label), ("x", label), ("1", columns), ("1,2,3", columns), ("1,nan", columns)):
+        with pytest.raises(FlowforgeError):
+            parse_condition(bad, info)
+
+
+def test_a_file_in_the_training_layout_gives_points_and_conditions():
+    columns = ContextInfo("columns", ["t"], [1])
+    table = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    x, c = points_and_conditions(table, None, columns, 2, "f")  # no header: the training positions
+    assert x.tolist() == [[1, 3], [4, 6]] and c.tolist() == [[2], [5]]
+    x, c = points_and_conditions(table, ["t", "a", "b"], columns, 2, "f")  # a header: by name
+    assert c.tolist() == [[1], [4]]
+
+
+def _upper_moon_fraction(flow, label: int, n: int = 2000) -> float:
+    """The fraction of draws given ``label`` that a nearest-neighbour rule puts on the upper moon."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, y = sample_toy_labelled("moons", 4000, seed=5)
+    condition = torch.zeros(n, 2)
+    condition[:, label] = 1
+    with torch.no_grad():
+        drawn = flow.sample(context=condition, generator=torch.Generator().manual_seed(0)).numpy()
+    return float((KNeighborsClassifier(15).fit(x, y).predict(drawn) == 0).mean())
+
+
+def test_moons_given_the_upper_label_samples_only_the_upper_moon(tmp_path):
+    config = TrainConfig(data="moons", context="label", n_train=2000, steps=800, eval_every=200,
+                         model_options={"num_layers": 6, "hidden": 64, "depth": 2})
+    results = train(config, tmp_path / "m", progress_bar=False)
+    flow, _, raw = load_run(tmp_path / "m")
+    assert raw["context"]["kind"] == "label" and flow.context_dim == 2
+    assert _upper_moon_fraction(flow, 0) > 0.97 and _upper_moon_fraction(flow, 1) < 0.03
+    # p(x | moon) holds half the data's spread: it beats the Gaussian whose mean moves with the label
+    assert results["conditional"] and results["test_nll"] < results["test_gaussian_nll"] - 0.5
+
+
+def _simulations(path, rows: int = 1200, seed: int = 0) -> None:
+    """A simulator's table: θ (scale 1000) and x | θ ~ N(θ/1000, 0.1²) around a curve, with a header."""
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(-2000, 2000, size=(rows, 1))
+    x = np.column_stack([np.sin(theta / 1000), theta / 1000]) + 0.1 * rng.normal(size=(rows, 2))
+    np.savetxt(path, np.column_stack([x[:, 0], theta[:, 0], x[:, 1]]), delimiter=",", header="a,theta,b",
+               comments="")
+
+
+def test_context_columns_end_to_end_train_density_sample_eval_plot(tmp_path, capsys):
+    data, run = tmp_path / "sims.csv", tmp_path / "r"
+    _simulations(data)
+    code, out, err = cli(capsys, "train", "--model", "nsf", "--data", data, "--context-columns", "theta",
+                         "--out", run, "--steps", 300, "--seed", 1, "--no-progress", "--no-plots")
+    assert code == 0, err
+    assert "a Gaussian linear in the context" in out
+    recorded = json.loads((run / "config.json").read_text())
+    assert recorded["context"] == {"kind": "columns", "names": ["theta"], "positions": [1]}
+    assert recorded["columns"] == ["a", "b"] and recorded["train"]["model_options"]["context_dim"] == 1
+    flow, _, _ = load_run(run)
+    table = np.loadtxt(data, delimiter=",", skiprows=1)
+    assert flow.context_embedding.std.item() == pytest.approx(table[:, 1].std(), rel=0.15)  # θ seen at unit scale
+
+    code, out, err = cli(capsys, "density", run, data, "-o", tmp_path / "logp.csv")  # the training layout
+    logp = np.loadtxt(tmp_path / "logp.csv", skiprows=1)
+    assert code == 0 and logp.shape == (1200,) and np.isfinite(logp).all()
+    code, _, _ = cli(capsys, "sample", run, "-n", 400, "--context", "1500", "-o", tmp_path / "one.csv", "--seed", 2)
+    drawn = np.loadtxt(tmp_path / "one.csv", delimiter=",", skiprows=1)
+    header = (tmp_path / "one.csv").read_text().splitlines()[0]
+    assert code == 0 and header == "theta,a,b" and drawn.shape == (400, 3) and (drawn[:, 0] == 1500).all()
+    assert abs(drawn[:, 2].mean() - 1.5) < 0.25  # x | θ = 1500 sits near b = 1.5, far from the data's mean 0
+    np.savetxt(tmp_path / "ctx.csv", [[-1500.0], [0.0]], delimiter=",")
+    code, _, _ = cli(capsys, "sample", run, "-n", 200, "--context-file", tmp_path / "ctx.csv", "-o", tmp_path / "two.csv")
+    drawn = np.loadtxt(tmp_path / "two.csv", delimiter=",", skiprows=1)
+    assert code == 0 and drawn.shape == (400, 3) and list(np.unique(drawn[:, 0])) == [-1500.0, 0.0]
+    assert drawn[drawn[:, 0] == -1500, 2].mean() < -1.0 < drawn[drawn[:, 0] == 0, 2].mean()
+    code, _, _ = cli(capsys, "density", run, tmp_path / "two.csv", "-o", tmp_path / "back.csv")  # by header names
+    assert code == 0 and np.isfinite(np.loadtxt(tmp_path / "back.csv", skiprows=1)).all()
+    code, out, _ = cli(capsys, "eval", run, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["n"] == 120 and np.isfinite(summary["nll"])
+    code, out, _ = cli(capsys, "plot", run)
+    assert code == 0 and (run / "plots" / "conditional_samples.png").stat().st_size > 0
+
+    # bad context input: wrong number of values, not numbers, an unknown column, none at all
+    refused(capsys, 1, ["sample", run, "--context", "1,2", "-o", tmp_path / "x.csv"], ("gives 2 values",), tmp_path)
+    refused(capsys, 1, ["sample", run, "--context", "big", "-o", tmp_path / "x.csv"], ("numbers",), tmp_path)
+    refused(capsys, 1, ["sample", run, "-o", tmp_path / "x.csv"], ("is conditional", "--context"), tmp_path)
+    refused(capsys, 1, ["density", run, tmp_path / "ctx.csv"], ("columns",), tmp_path)
+    refused(capsys, 1, ["train", "--data", data, "--context-columns", "zeta", "--out", tmp_path / "z", *SMALL],
+            ("no column 'zeta'", "a, theta, b"), tmp_path)
+
+
+def test_a_context_for_an_unconditional_run_is_refused(trained_run, tmp_path, capsys):
+    refused(capsys, 1, ["sample", trained_run, "--context", "1", "-o", tmp_path / "x.csv"], ("unconditional",), tmp_path)
+    refused(capsys, 1, ["density", trained_run, tmp_path / "p.csv", "--context", "1"], ("unconditional",), tmp_path)
+    refused(capsys, 1, ["train", "--data", "checkerboard", "--context", "label", "--out", tmp_path / "c", *SMALL],
+            ("no labels",), tmp_path)
+    refused(capsys, 1, ["train", "--data", "moons", "--model-option", "context_dim=2", "--out", tmp_path / "c",
+                        *SMALL], ("context_dim=2", "--context label"), tmp_path)
+
+
+def test_a_conditional_run_resumes_and_its_labels_travel_to_samples(tmp_path, capsys):
+    run = tmp_path / "p"
+    code, _, err = cli(capsys, "train", "--data", "pinwheel", "--context", "label", "--steps", 40, "--eval-every", 20,
+                       "--out", run, *SMALL)
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", "--resume", run, "--steps", 60, "--no-progress", "--no-plots")
+    assert code == 0, err
+    assert json.loads((run / "results.json").read_text())["steps"] == 60
+    code, _, _ = cli(capsys, "sample", run, "-n", 5, "--context", "4", "-o", tmp_path / "arm.csv")
+    lines = (tmp_path / "arm.csv").read_text().splitlines()
+    assert code == 0 and lines[0] == "label,x0,x1" and all(line.startswith("4,") for line in lines[1:])
+    code, _, _ = cli(capsys, "density", run, tmp_path / "arm.csv")  # the label column read back by name
+    assert code == 0
+    code, _, _ = cli(capsys, "plot", run)
+    assert code == 0 and (run / "plots" / "density_by_class.png").is_file()
+
+
+def test_a_class_conditional_image_run_samples_and_scores_a_class(tmp_path, capsys):
+    run = tmp_path / "g"
+    code, _, err = cli(capsys, "train", "--model", "glow", "--data", "digits", "--context", "label", "--steps", 4,
+                       "--eval-every", 2, "--model-option", "levels=1", "--layers", 2, "--hidden", 8, "--depth", 1,
+                       "--out", run, "--no-plots", "--no-progress")
+    assert code == 0, err
+    code, out, err = cli(capsys, "sample", run, "-n", 6, "--context", "3", "-o", tmp_path / "threes.png")
+    assert code == 0, err
+    assert np.load(tmp_path / "threes.npy").shape == (6, 1, 8, 8) and (tmp_path / "threes.png").is_file()
+    np.save(tmp_path / "imgs.npy", load_digits_images()[:5])
+    code, out, err = cli(capsys, "density", run, tmp_path / "imgs.npy", "--context", "3")
+    assert code == 0 and len(out.split()) == 5, err
+    refused(capsys, 1, ["density", run, tmp_path / "imgs.npy"], ("--context",), tmp_path)
+    code, _, err = cli(capsys, "plot", run)
+    assert code == 0 and (run / "plots" / "samples_by_class.png").is_file(), err
