@@ -13,7 +13,7 @@ from conftest import small_config
 from safetensors.torch import load_file
 
 from flowforge.models import SPECS, build_model
-from flowforge.models.specs import DataInfo
+from flowforge.models.specs import NATURAL_DATA, DataInfo
 from flowforge.training import TrainConfig, load_run, train
 from flowforge.training import loop
 
@@ -198,5 +198,5 @@ def test_train_help_shows_every_registered_models_recipe():
 
     text = CliRunner().invoke(command_group, ["train", "--help"], terminal_width=400).output
     for name, spec in SPECS.items():
-        natural = DataInfo("toy", 1000, (2,)) if not spec.images else DataInfo("image", 1437, (1, 8, 8), bits=4)
+        natural = NATURAL_DATA[spec.input_kind][1]
         assert f"lr={spec.recipe(natural)['lr']}" in text.split(f"  {name}, ")[1].splitlines()[0]

@@ -91,14 +91,12 @@ def config_options(command):
 
 def _recipe_epilog() -> str:
     """The models and, for each, the recipe it takes on its natural data (every spec, as registered)."""
-    from flowforge.models.specs import DataInfo
+    from flowforge.models.specs import NATURAL_DATA
 
-    natural = {"vector": ("2-D toys", DataInfo("toy", 1000, (2,))),
-               "image": ("8x8 images", DataInfo("image", 1437, (1, 8, 8), bits=4))}
     lines = ["\b", "Models:", *(f"  {name}: {spec.summary}" for name, spec in sorted(SPECS.items())),
              "Recipes (the defaults each model takes for each kind of data; see docs/recipes.md):"]
     for name, spec in sorted(SPECS.items()):
-        label, info = natural[spec.input_kind]
+        label, info = NATURAL_DATA[spec.input_kind]
         shown = ", ".join(f"{k}={v}" for k, v in spec.recipe(info).items() if k != "model_options")
         lines.append(f"  {name}, {label}: {shown}")
     lines.append("  vector models, a table: evaluation every epoch, early stopping, size by rows")

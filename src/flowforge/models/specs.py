@@ -37,6 +37,9 @@ class DataInfo:
 
 
 Recipe = Callable[[DataInfo], dict[str, Any]]
+# each input kind's natural data, as ``train --help`` shows the recipes: (label, what the recipe sees)
+NATURAL_DATA = {"vector": ("2-D toys", DataInfo("toy", 1000, (2,))),
+                "image": ("8x8 images", DataInfo("image", 1437, (1, 8, 8), bits=4))}
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ def class_density_figure(flow, data: np.ndarray, labels: np.ndarray, info: Conte
         ax.scatter(mine[:, 0], mine[:, 1], s=1.0, c="cyan", alpha=0.3, linewidths=0)
         ax.set_title(f"p(x | label {info.names[k]})")
         ax.set_aspect("equal")
+        ax.set_xlim(*xlim)
+        ax.set_ylim(*ylim)
     fig.suptitle("The learned density of each class, with its data")
     return fig
 

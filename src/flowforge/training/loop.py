@@ -486,7 +486,7 @@ def _diverged(run_dir: Path, step: int, loss: float) -> str:
     return f"training diverged at step {step} (loss {loss}); {saved}; try a lower --lr"
 
 
-def finish(run_dir: Path, flow, splits, progress: Progress, metrics: tuple[str, ...] = (),
+def finish(run_dir: Path, flow, splits, progress: Progress, metrics: tuple[str, ...],
            write: bool = True) -> dict[str, Any]:
     """Evaluate the best weights on the held-out test split and write results.json. Vector runs
     also report a full-covariance Gaussian's test NLL (fitted to the training rows), and warn

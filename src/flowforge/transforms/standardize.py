@@ -13,14 +13,8 @@ from torch import Tensor
 from flowforge.transforms.base import Transform
 
 
-class Standardize(Transform):
-    """y = (x − mean) / std with statistics stored as buffers (saved with the weights);
-    log|det J| = −Σ log std, so densities stay in data units while the layers after it see unit scale.
-
-    >>> s = Standardize(2); s.set_statistics(torch.tensor([1., 2.]), torch.tensor([2., 4.]))
-    >>> s(torch.tensor([[3., 6.]]))[0]
-    tensor([[1., 1.]])
-    """
+class Statistics(torch.nn.Module):
+    """A per-column mean and std kept as buffers (saved with the weights), set from training data."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -28,7 +22,21 @@ class Standardize(Transform):
         self.register_buffer("std", torch.ones(dim))
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
-        _set_statistics(self, mean, std)
+        std = torch.as_tensor(std, dtype=self.std.dtype)
+        if (std <= 0).any():
+            raise ValueError("standardisation needs a positive std for every column")
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(std)
+
+
+class Standardize(Statistics, Transform):
+    """y = (x − mean) / std with statistics stored as buffers (saved with the weights);
+    log|det J| = −Σ log std, so densities stay in data units while the layers after it see unit scale.
+
+    >>> s = Standardize(2); s.set_statistics(torch.tensor([1., 2.]), torch.tensor([2., 4.]))
+    >>> s(torch.tensor([[3., 6.]]))[0]
+    tensor([[1., 1.]])
+    """
 
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return (-self.std.log().sum()).to(like.dtype).expand(batch)
@@ -40,7 +48,7 @@ class Standardize(Transform):
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
 
 
-class StandardizeContext(torch.nn.Module):
+class StandardizeContext(Statistics):
     """c ↦ (c − mean) / std, a conditional flow's ``context_embedding``: its networks see unit-scale
     conditions while callers give them in data units (a table's columns of any scale).
 
@@ -49,24 +57,8 @@ class StandardizeContext(torch.nn.Module):
     tensor([[2.]])
     """
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
-        _set_statistics(self, mean, std)
-
     def forward(self, context: Tensor) -> Tensor:
         return (context - self.mean) / self.std
-
-
-def _set_statistics(module: torch.nn.Module, mean: Tensor, std: Tensor) -> None:
-    std = torch.as_tensor(std, dtype=module.std.dtype)
-    if (std <= 0).any():
-        raise ValueError("standardisation needs a positive std for every column")
-    module.mean.copy_(torch.as_tensor(mean, dtype=module.mean.dtype))
-    module.std.copy_(std)
 
 
 def fit_standardization(module: torch.nn.Module, train: Tensor) -> None:
