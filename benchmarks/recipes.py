@@ -41,6 +41,12 @@ CASES = {  # name → (model, data); a table name means the CSV written by write
     "realnvp-image/digits": ("realnvp-image", "digits"),
     "ffjord/pinwheel": ("ffjord", "pinwheel"),
     "glow/mnist": ("glow", "mnist"),
+    "nsf/moons": ("nsf", "moons"),
+    "maf/moons": ("maf", "moons"),
+    "nsf/wine": ("nsf", "wine"),
+    "maf/wine": ("maf", "wine"),
+    "nsf/miniboone": ("nsf", "miniboone"),
+    "maf/miniboone": ("maf", "miniboone"),
 }
 
 

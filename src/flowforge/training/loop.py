@@ -121,14 +121,14 @@ def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Pro
     return progress
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, splits, force: bool) -> None:
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool,
+                     context: dict | None = None) -> None:
     """Start the run's files (the caller holds the lock and has checked the directory): on ``force``
     the previous run's own files go first, and nothing else in the directory is touched."""
     if force:
         clear_run(run_dir)
-    context = splits.context_info.to_dict() if splits.context_info else None
     write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "config_version": CONFIG_VERSION, "train": config.to_dict(),
-                                  "dim": splits.dim, "columns": splits.columns, "context": context,
+                                  "dim": dim, "columns": columns, "context": context,
                                   "versions": versions()})  # first: now it is a run
     record_files(run_dir, [run_dir / name for name in RUN_FILES])
     (run_dir / METRICS).write_text("")
@@ -351,7 +351,8 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
             torch.manual_seed(config.seed + 1_000_003 * ranks.rank + progress.step)
     else:
         if ranks.is_main:
-            _prepare_run_dir(run_dir, config, splits, force)
+            _prepare_run_dir(run_dir, config, splits.dim, splits.columns, force,
+                             splits.context_info.to_dict() if splits.context_info else None)
         progress = Progress()
         torch.manual_seed(config.seed + ranks.rank)  # per-rank noise (e.g. trace estimators)
     ranks.barrier()
