@@ -83,9 +83,8 @@ def config_options(command):
     """One ``--name`` option per TrainConfig field marked for the command line: a field that is
     None by default says it is the recipe's (``flowforge train --help`` lists each model's)."""
     for name, default, text in reversed(cli_fields()):
-        given = default is not None
         command = click.option(f"--{name.replace('_', '-')}", name, type=_option_type(name), default=None,
-                               help=f"{text} [default: {default if given else 'the recipe'}]")(command)
+                               help=f"{text} [default: {default}]")(command)
     return command
 
 

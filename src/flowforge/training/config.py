@@ -20,8 +20,9 @@ GENERIC_RECIPE = {"steps": 3000, "batch_size": 256, "lr": 7e-4, "warmup_steps": 
                   "ema_decay": 0.995, "eval_every": 200, "patience": 0}  # under every model's own recipe
 
 
-def _help(text: str, cli: bool = True) -> dict[str, Any]:
-    return {"help": text, "cli": cli}
+def _help(text: str, cli: bool = True, unset: str = "the recipe") -> dict[str, Any]:
+    """A field's help; ``unset`` says what None means (most fields: the model's recipe fills it in)."""
+    return {"help": text, "cli": cli, "unset": unset}
 
 
 @dataclass
@@ -57,7 +58,8 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_help("auto (CUDA when available), cpu, cuda or cuda:N"))
     dtype: str = field(default="float32", metadata=_help("the model's and the data's floating-point type"))
     context: str | None = field(default=None, metadata=_help(
-        "condition on the data's labels (label: which moon, mode, arm or digit), learning p(x | label)"))
+        "condition on the data's labels (label: which moon, mode, arm or digit), learning p(x | label)",
+        unset="none"))
     context_columns: list[str] | None = field(default=None, metadata=_help(
         "a table's columns to condition on (names or 0-based indices), learning p(other columns | these)", cli=False))
     recipe: str | None = field(default=None, metadata=_help("the recipe the defaults came from", cli=False))
@@ -141,8 +143,10 @@ def option_label(field_name: str) -> str:
 
 
 def cli_fields() -> list[tuple[str, Any, str]]:
-    """(name, default, help) of every field the command line offers as ``--name``."""
-    return [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
+    """(name, default, help) of every field the command line offers as ``--name``; a None default
+    is shown as what it means (the recipe's value, or none)."""
+    return [(f.name, f.metadata["unset"] if f.default is None else f.default, f.metadata["help"])
+            for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
 
 
 def versions() -> dict[str, str]:
