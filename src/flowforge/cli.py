@@ -55,6 +55,7 @@ def DEVICE_OPTION(command):
     return click.option("--device", default="auto", show_default=True,
                         help="auto (CUDA when available), cpu, cuda or cuda:N")(command)
 
+
 def CONTEXT_OPTIONS(command):
     """``--context`` and ``--context-file`` of the commands that use a conditional run."""
     command = click.option("--context-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
