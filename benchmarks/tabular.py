@@ -416,12 +416,12 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.tabular_contenders import CONTENDERS, EXTRA
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=15.0,
+    parser.add_argument("--budget", type=float, default=10.0,
                         help="seconds of training per SLCP/MINIBOONE run (the 2-D sets get half)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated names")
-    parser.add_argument("--evals", type=int, default=10, help="validation points per run")
+    parser.add_argument("--evals", type=int, default=5, help="validation points per run")
     parser.add_argument("--throughput-repeats", type=int, default=3)
     parser.add_argument("--throughput-steps", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="a smoke run: seed 0, 2 s budgets, 1 throughput repeat")
