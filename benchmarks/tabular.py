@@ -419,7 +419,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=10.0,
                         help="seconds of training per SLCP/MINIBOONE run (the 2-D sets get half)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help="comma-separated; empty: throughput only, keeping the accuracy runs in --out's tabular.json")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated names")
     parser.add_argument("--evals", type=int, default=5, help="validation points per run")
     parser.add_argument("--throughput-repeats", type=int, default=3)
@@ -437,7 +438,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown contender or target {unknown[0]!r}")
     started, load_start = time.perf_counter(), load_average()
     log = lambda row: print(_line(row), file=sys.stderr, flush=True)  # noqa: E731
-    runs = run_accuracy(args, contenders, log)
+    previous = args.out / "tabular.json"
+    if not args.targets and previous.exists():  # a throughput-only run keeps the last accuracy runs
+        runs = json.loads(previous.read_text())["runs"]
+        args.targets = list(dict.fromkeys(r["target"] for r in runs))
+    else:
+        runs = run_accuracy(args, contenders, log)
     nsf_pair = [n for n in ("flowforge NSF", "zuko NSF", "zuko NSF-coupling", "flowforge NSF-AR")]
     throughput = run_throughput(args, list(dict.fromkeys(nsf_pair + contenders)), log) if args.throughput_repeats else []
     command = "python -m benchmarks.tabular" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))

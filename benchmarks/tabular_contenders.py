@@ -70,10 +70,15 @@ def _flowforge(flow, model: str, dim: int, context_dim: int, data_kind: str, row
     def sample(n: int, context: torch.Tensor | None = None):
         return flow.sample((1,), context=context)[0] if context_dim else flow.sample(n)
 
+    warmup = {"steps": config.warmup_steps}
+
     def learning_rate(step: int, fraction: float) -> float:
-        # the trainer's schedule with the budget's fraction as the run's: warm-up, then cosine decay
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / config.warmup_steps
+        # the trainer's schedule (flowforge.training.loop.learning_rate) with the budget's fraction as
+        # the run's: a linear warm-up capped, as there, at a tenth of the run, then cosine decay
+        if fraction >= 0.1:
+            warmup["steps"] = min(warmup["steps"], step)
+        if step < warmup["steps"]:
+            return config.lr * (step + 1) / warmup["steps"]
         return cosine_decay(config.lr, fraction, config.min_lr_ratio)
 
     def optimizer(parameters, lr):
