@@ -1,7 +1,7 @@
 """Neural spline flows and MAFs: flowforge against zuko and nflows on densities with a known truth
 (SLCP's likelihood, checkerboard, 8gaussians), on MINIBOONE, and in throughput (issue 14).
 
-    python -m benchmarks.tabular                    # everything (about 40 minutes on 2 cores); writes docs/tabular.md
+    python -m benchmarks.tabular                    # everything (about 45 minutes on 2 cores); writes docs/tabular.md
     python -m benchmarks.tabular --budget 60        # longer training (seconds per SLCP/MINIBOONE run)
     python -m benchmarks.tabular --quick            # a smoke run: one seed, 2-second budgets
 
