@@ -21,20 +21,15 @@ from torch import Tensor
 from flowforge.transforms.elementwise import ElementwiseMap
 
 
-def _knots(raw: Tensor, bound: float, minimum: float) -> tuple[Tensor, Tensor]:
-    """Knot positions (…, K+1) from −B to B and bin sizes (…, K) from raw bin sizes along dim 1,
-    each bin at least ``minimum``·2B. (A softmax written out: torch's is slow for a handful of bins.)"""
-    bins = raw.shape[1]
-    exp = (raw - raw.amax(dim=1, keepdim=True)).exp()
-    fractions = minimum + (1 - minimum * bins) * exp / exp.sum(dim=1, keepdim=True)
-    cumulative = torch.cumsum(fractions, dim=1)
-    cumulative = cumulative / cumulative[:, -1:]  # exactly 1 at the end, whatever the rounding
-    knots = F.pad((2 * bound * cumulative - bound).movedim(1, -1), (1, 0), value=-bound)
-    return knots, knots[..., 1:] - knots[..., :-1]
-
-
-def _gather(values: Tensor, index: Tensor) -> Tensor:
-    return values.gather(-1, index).squeeze(-1)
+def _knots(raw: Tensor, bound: float, minimum: float, dim: int = 1) -> Tensor:
+    """Knot positions (…, K+1) from −B to B from raw bin sizes along ``dim`` (moved last), each bin
+    at least ``minimum``·2B. (A softmax written out: torch's is slow for a handful of bins.)"""
+    bins = raw.shape[dim]
+    exp = (raw - raw.amax(dim=dim, keepdim=True)).exp()
+    fractions = minimum + (1 - minimum * bins) * exp / exp.sum(dim=dim, keepdim=True)
+    cumulative = torch.cumsum(fractions, dim=dim).movedim(dim, -1)
+    cumulative = cumulative / cumulative[..., -1:]  # exactly 1 at the end, whatever the rounding
+    return F.pad(2 * bound * cumulative - bound, (1, 0), value=-bound)
 
 
 class RationalQuadraticSpline(ElementwiseMap):
@@ -64,33 +59,43 @@ class RationalQuadraticSpline(ElementwiseMap):
         # softplus(raw + shift) + ε = 1 at raw = 0: the identity start
         self._derivative_shift = math.log(math.expm1(1 - min_derivative))
 
+    def _knots_and_derivatives(self, params: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """x and y knots, (*like.shape, 2, K + 1), and the derivatives at the K + 1 knots, (*like.shape, K + 1).
+        Widths and heights go through one softmax together (half the small operations of two)."""
+        raw = params.view(params.shape[0], self.params_per_element, *like.shape[1:])
+        sizes_raw, derivatives_raw = raw.split([2 * self.bins, self.bins - 1], dim=1)
+        knots = _knots(sizes_raw.unflatten(1, (2, self.bins)), self.bound, self.min_bin, dim=2).movedim(1, -2)
+        interior = self.min_derivative + F.softplus(derivatives_raw.movedim(1, -1) + self._derivative_shift)
+        return knots, F.pad(interior, (1, 1), value=1.0)
+
     def _spline(self, params: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(x knots, widths, y knots, heights, derivatives at the K + 1 knots), shaped (*like.shape, ·)."""
-        raw = params.view(params.shape[0], self.params_per_element, *like.shape[1:])
-        widths_raw, heights_raw, derivatives_raw = raw.split([self.bins, self.bins, self.bins - 1], dim=1)
-        xs, widths = _knots(widths_raw, self.bound, self.min_bin)
-        ys, heights = _knots(heights_raw, self.bound, self.min_bin)
-        interior = self.min_derivative + F.softplus(derivatives_raw.contiguous() + self._derivative_shift)
-        derivatives = F.pad(interior.movedim(1, -1), (1, 1), value=1.0)
-        return xs, widths, ys, heights, derivatives
+        knots, derivatives = self._knots_and_derivatives(params, like)
+        sizes = knots[..., 1:] - knots[..., :-1]
+        return knots[..., 0, :], sizes[..., 0, :], knots[..., 1, :], sizes[..., 1, :], derivatives
 
     def _bin(self, params: Tensor, value: Tensor, by_output: bool) -> tuple[Tensor, Tensor, "_Bin"]:
         """Whether each value lies in [−B, B], the value clamped there, and its bin's quantities,
-        the bin found among the input knots (forward) or the output knots (inverse)."""
-        xs, widths, ys, heights, derivatives = self._spline(params, value)
+        the bin found among the input knots (forward) or the output knots (inverse); the bin's two
+        knots are read in one gather, their derivatives in another."""
+        knots, derivatives = self._knots_and_derivatives(params, value)
         inside = (value >= -self.bound) & (value <= self.bound)
         clamped = value.clamp(-self.bound, self.bound)
-        knots = (ys if by_output else xs).contiguous()
-        k = (torch.searchsorted(knots, clamped.unsqueeze(-1).contiguous(), right=True) - 1).clamp(0, self.bins - 1)
-        found = _Bin(_gather(xs, k), _gather(widths, k), _gather(ys, k), _gather(heights, k),
-                     _gather(derivatives, k), _gather(derivatives, k + 1))
-        return inside, clamped, found
+        searched = knots[..., 1 if by_output else 0, :].contiguous()
+        k = (torch.searchsorted(searched, clamped.unsqueeze(-1).contiguous(), right=True) - 1).clamp(0, self.bins - 1)
+        index = torch.cat([k, k + 1], dim=-1)  # (…, 2): the bin's two knots
+        ends = knots.gather(-1, index.unsqueeze(-2).expand(*k.shape[:-1], 2, 2))  # (…, 2, 2): x and y
+        x, x_next, y, y_next = ends.flatten(-2).unbind(-1)
+        d, d_next = derivatives.gather(-1, index).unbind(-1)
+        return inside, clamped, _Bin.of(x, x_next - x, y, y_next - y, d, d_next)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         inside, u, b = self._bin(params, x, by_output=False)
         xi = ((u - b.x) / b.width).clamp(0, 1)
-        y = b.y + b.height * (b.slope * xi * xi + b.d * xi * (1 - xi)) / b.denominator(xi)
-        return torch.where(inside, y, x), torch.where(inside, b.log_derivative(xi), 0.0)
+        xi_1mxi = xi * (1 - xi)
+        denominator = b.denominator(xi_1mxi)
+        y = b.y + b.height * (b.slope * xi * xi + b.d * xi_1mxi) / denominator
+        return torch.where(inside, y, x), torch.where(inside, b.log_derivative(xi, xi_1mxi, denominator), 0.0)
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         inside, v, b = self._bin(params, y, by_output=True)
@@ -100,27 +105,32 @@ class RationalQuadraticSpline(ElementwiseMap):
         c = -b.slope * offset
         root = torch.sqrt((q * q - 4 * a * c).clamp_min(0))  # clamped against rounding, never NaN
         xi = (2 * c / (-q - root)).clamp(0, 1)  # the stable root: -q - √disc < 0 since q > 0 at ξ = 0
-        return torch.where(inside, b.x + xi * b.width, y), torch.where(inside, -b.log_derivative(xi), 0.0)
+        xi_1mxi = xi * (1 - xi)
+        log_derivative = b.log_derivative(xi, xi_1mxi, b.denominator(xi_1mxi))
+        return torch.where(inside, b.x + xi * b.width, y), torch.where(inside, -log_derivative, 0.0)
 
 
 class _Bin(NamedTuple):
-    """One bin of each element's spline: its left knot (x, y), size (width, height), knot derivatives."""
+    """One bin of each element's spline: its left knot (x, y), size (width, height), knot
+    derivatives, and slope s = height / width (computed once)."""
     x: Tensor
     width: Tensor
     y: Tensor
     height: Tensor
     d: Tensor
     d_next: Tensor
+    slope: Tensor
 
-    @property
-    def slope(self) -> Tensor:
-        return self.height / self.width
+    @classmethod
+    def of(cls, x: Tensor, width: Tensor, y: Tensor, height: Tensor, d: Tensor, d_next: Tensor) -> "_Bin":
+        return cls(x, width, y, height, d, d_next, height / width)
 
-    def denominator(self, xi: Tensor) -> Tensor:
-        return self.slope + (self.d_next + self.d - 2 * self.slope) * xi * (1 - xi)
+    def denominator(self, xi_1mxi: Tensor) -> Tensor:
+        """s + (d_{k+1} + d_k − 2s) ξ(1−ξ), given ξ(1−ξ)."""
+        return self.slope + (self.d_next + self.d - 2 * self.slope) * xi_1mxi
 
-    def log_derivative(self, xi: Tensor) -> Tensor:
+    def log_derivative(self, xi: Tensor, xi_1mxi: Tensor, denominator: Tensor) -> Tensor:
         """log dy/dx at ξ: log of s² (d_{k+1} ξ² + 2 s ξ(1−ξ) + d_k (1−ξ)²) / denominator²."""
         s = self.slope
-        numerator = s * s * (self.d_next * xi * xi + 2 * s * xi * (1 - xi) + self.d * (1 - xi) ** 2)
-        return torch.log(numerator) - 2 * torch.log(self.denominator(xi))
+        numerator = s * s * (self.d_next * xi * xi + 2 * s * xi_1mxi + self.d * (1 - xi) ** 2)
+        return torch.log(numerator) - 2 * torch.log(denominator)
