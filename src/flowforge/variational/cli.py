@@ -30,7 +30,8 @@ Examples:
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue this run")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--steps", type=click.IntRange(1, 10_000_000), default=None, help="optimisation steps [default: 2000]")
-@click.option("--objective", type=click.Choice(["forward-then-stl", "stl", "reverse-kl", "forward-kl"]),
+@click.option("--objective", type=click.Choice(["forward-then-stl", "forward-then-jeffreys", "stl", "reverse-kl", "forward-kl",
+                                                 "jeffreys"]),
               default="forward-then-stl",
               show_default=True, help="forward KL by importance weights for the first quarter, then the sticking-the-landing ELBO; "
               "or either alone, or the plain ELBO")
