@@ -149,10 +149,11 @@ class _RunDirRecord(_MemoryRecord):
         return load_tensors(self.run_dir / BEST_WEIGHTS)[0] if (self.run_dir / BEST_WEIGHTS).is_file() else None
 
 
-def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, fraction: float
+def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, step: int, fraction: float
                ) -> Callable[[Any], torch.Tensor]:
-    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws at ``fraction`` of the run."""
-    loss_of = objective_function(config.objective, fraction=fraction)
+    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws at ``step``,
+    ``fraction`` of the run."""
+    loss_of = objective_function(config.objective, step, config.steps, fraction)
 
     def loss(_):
         context = None if context_sampler is None else context_sampler(config.batch_size, generator)
@@ -193,7 +194,7 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
         lr = scheduled_lr(config, progress.step, fraction) * progress.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_fn = _step_loss(flow, target, config, generator, context_sampler, fraction)
+        loss_fn = _step_loss(flow, target, config, generator, context_sampler, progress.step, fraction)
         loss, finite = train_step(loss_fn, optimizer, parameters, None, config.grad_clip)
         if finite:
             ema.update(progress.step)
