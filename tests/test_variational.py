@@ -17,8 +17,10 @@ from flowforge.transforms import Standardize
 from flowforge.variational import fit, importance_summary, load_target
 from flowforge.variational.fitting import set_target_scale
 from flowforge.variational.diagnostics import diagnose, generalized_pareto_shape, mode_coverage, pareto_k
-from flowforge.variational.objectives import (WARM_FRACTION, forward_kl, objective_function, reverse_kl,
-                                              sticking_the_landing)
+from flowforge.variational.base import StudentTBase
+from flowforge.variational.fitting import student_t_base
+from flowforge.variational.objectives import (JEFFREYS_WARM_FRACTION, WARM_FRACTION, forward_kl, jeffreys,
+                                              objective_function, reverse_kl, sticking_the_landing)
 from flowforge.variational.targets import BUILT_IN, Target, built_in_target
 
 FAST = ["--steps", "30", "--layers", "2", "--hidden", "16", "--no-progress", "--no-plots"]
@@ -133,6 +135,58 @@ def test_the_recipe_objective_is_forward_kl_for_its_first_quarter_then_the_path_
     chosen = [objective_function("forward-then-stl", step, steps) for step in range(steps)]
     assert chosen.count(forward_kl) == int(WARM_FRACTION * steps) and chosen[-1] is sticking_the_landing
     assert chosen == sorted(chosen, key=lambda f: f is sticking_the_landing)
+
+
+def test_forward_then_jeffreys_warms_up_by_forward_kl_then_alternates_reverse_and_forward_steps():
+    steps = 1000
+    chosen = [objective_function("forward-then-jeffreys", step, steps) for step in range(steps)]
+    warm = int(JEFFREYS_WARM_FRACTION * steps)
+    assert set(chosen[:warm]) == {forward_kl}
+    assert chosen[warm:] == [forward_kl if step % 2 == 0 else reverse_kl for step in range(warm, steps)]
+    # with a time budget the phase follows the clock's fraction, not the step count
+    assert objective_function("forward-then-jeffreys", 3, 10**7, fraction=0.5) is reverse_kl
+    assert objective_function("forward-then-jeffreys", 3, 10**7, fraction=0.05) is forward_kl
+
+
+def test_jeffreys_gradient_is_the_sum_of_the_reverse_and_forward_kl_gradients_on_the_same_draws():
+    torch.manual_seed(0)
+    flow = NSF(2, num_layers=2, hidden=8)
+    target = load_target("banana")
+
+    def gradient(objective):
+        flow.zero_grad()
+        objective(flow, target, 64, None, torch.Generator().manual_seed(3)).backward()
+        return torch.cat([p.grad.flatten() for p in flow.parameters()])
+    both = gradient(jeffreys)
+    assert both.abs().max() > 0
+    torch.testing.assert_close(both, gradient(reverse_kl) + gradient(forward_kl), rtol=1e-4, atol=1e-5)
+
+
+def test_the_student_t_base_has_its_density_and_its_spread_and_leaves_the_flow_size_alone():
+    base = StudentTBase(3, df=5)
+    z = base.rsample(200_000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(base.log_prob(z[:100]), base.distribution().log_prob(z[:100]))
+    assert abs(float(z.var(0).mean()) - 5 / 3) < 0.05  # Var t_ν = ν / (ν − 2)
+    assert float((z.abs() > 6).double().mean()) > 1e-3  # tails far beyond a normal's (P(|N| > 6) ≈ 2e-9)
+    same = base.rsample(5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(same, base.rsample(5, generator=torch.Generator().manual_seed(1)))
+    flow = NSF(2, num_layers=2, hidden=8)
+    size = sum(p.numel() for p in flow.parameters())
+    student_t_base(flow, df=4)
+    x, log_q = flow.sample_and_log_prob(8, generator=torch.Generator().manual_seed(2))
+    assert sum(p.numel() for p in flow.parameters()) == size
+    torch.testing.assert_close(log_q, flow.log_prob(x), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError):
+        StudentTBase(2, df=2.5)
+
+
+def test_fit_with_a_time_budget_stops_on_the_clock_and_evaluates_at_the_end():
+    torch.manual_seed(0)
+    out = fit(NSF(2, num_layers=2, hidden=8), load_target("banana"), steps=10**7, seconds=1.0, eval_every=10**6)
+    assert 0 < out["steps"] < 10**7 and 1.0 <= out["seconds"] < 10
+    assert [h["step"] for h in out["history"]] == [out["steps"]]
+    # the schedule follows the clock: by step count (of 10**7) the rate would still be at its peak, 3e-3
+    assert out["history"][-1]["lr"] < 0.5 * 3e-3
 
 
 @pytest.mark.parametrize("shape", [-0.3, 0.2, 0.5, 0.9, 1.4])

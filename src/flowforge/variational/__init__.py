@@ -10,9 +10,11 @@ weights (Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows",
 from flowforge.lazy import lazy_names
 
 __all__ = ["fit", "fit_run", "fit_config", "load_target", "built_in_target", "Target", "diagnose",
-           "importance_summary", "pareto_k", "resample", "reverse_kl", "sticking_the_landing", "forward_kl"]
+           "importance_summary", "pareto_k", "resample", "reverse_kl", "sticking_the_landing", "forward_kl", "jeffreys",
+           "student_t_base"]
 __getattr__, __dir__ = lazy_names(__name__, {
     "fit": ".fitting", "fit_run": ".fitting", "fit_config": ".fitting", "load_target": ".targets",
     "built_in_target": ".targets", "Target": ".targets", "diagnose": ".diagnostics",
     "importance_summary": ".diagnostics", "pareto_k": ".diagnostics", "resample": ".diagnostics",
-    "reverse_kl": ".objectives", "sticking_the_landing": ".objectives", "forward_kl": ".objectives"})
+    "reverse_kl": ".objectives", "sticking_the_landing": ".objectives", "forward_kl": ".objectives",
+    "jeffreys": ".objectives", "student_t_base": ".fitting"})

@@ -30,10 +30,12 @@ Examples:
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue this run")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--steps", type=click.IntRange(1, 10_000_000), default=None, help="optimisation steps [default: 2000]")
-@click.option("--objective", type=click.Choice(["forward-then-stl", "stl", "reverse-kl", "forward-kl"]),
+@click.option("--objective", type=click.Choice(["forward-then-stl", "forward-then-jeffreys", "stl", "reverse-kl", "forward-kl",
+                                                 "jeffreys"]),
               default="forward-then-stl",
               show_default=True, help="forward KL by importance weights for the first quarter, then the sticking-the-landing ELBO; "
-              "or either alone, or the plain ELBO")
+              "forward-then-jeffreys: forward KL for a tenth, then reverse- and forward-KL steps alternately; "
+              "or each alone (jeffreys: both on every step), or the plain ELBO")
 @click.option("--draws", type=click.IntRange(2, 1_000_000), default=None, help="draws per step [default: 256]")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), default=None, help="peak learning rate [default: 1e-3]")
 @click.option("--layers", type=click.IntRange(1, 256), default=None, help="layers of the flow")

@@ -27,7 +27,7 @@ from flowforge.training.config import TrainConfig
 from flowforge.training.ema import EMA
 from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, _append_metrics, _diverged, _drop_metrics_after,
                                      _load_checkpoint, _prepare_run_dir, _restore, _save_checkpoint, _snapshot,
-                                     learning_rate, make_optimizer, train_step)
+                                     cosine_decay, make_optimizer, train_step)
 from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, PARETO_K_WARNING, diagnose
 from flowforge.variational.objectives import OBJECTIVES, objective_function
@@ -61,13 +61,18 @@ def set_target_scale(flow, scale: float) -> None:
             layer.set_statistics(torch.zeros_like(layer.mean), torch.full_like(layer.std, scale))
 
 
-def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-stl", draws: int = 256, lr: float = 1e-3,
-        warmup_steps: int = 100, grad_clip: float = 10.0, ema_decay: float = 0.99, eval_every: int = 200,
-        seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
-        progress_bar: bool = False) -> dict[str, Any]:
+def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-jeffreys", draws: int = 256,
+        lr: float = 3e-3, warmup_steps: int = 100, grad_clip: float = 10.0, ema_decay: float = 0.99,
+        eval_every: int = 200, seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
+        progress_bar: bool = False, seconds: float | None = None) -> dict[str, Any]:
     """Fit ``flow`` (in place) to ``target``, a callable log p̃(x) → (batch,) (or log p̃(x, c) with a
     ``context_sampler(n, generator) -> (n, C)`` for an amortised q(x | c)); returns the final
     diagnostics (see :func:`flowforge.variational.diagnostics.diagnose`) and the history.
+
+    With ``seconds`` the run ends after that much wall-clock (evaluations included) or ``steps``
+    steps, whichever comes first; the learning-rate schedule and the objective's phases follow
+    whichever is further along. For importance sampling give the flow a heavy-tailed base first
+    (:func:`student_t_base`).
 
     >>> from flowforge.models import RealNVP
     >>> from flowforge.variational.targets import banana
@@ -77,6 +82,8 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
     """
     if objective not in OBJECTIVES:
         raise FlowforgeError(f"objective {objective!r}: choose from {', '.join(OBJECTIVES)}")
+    if seconds is not None and not seconds > 0:
+        raise FlowforgeError(f"seconds={seconds!r}: a time budget must be positive")
     config = TrainConfig(model="custom", data=getattr(target, "name", "target"), steps=steps, batch_size=draws,
                          lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay,
                          eval_every=eval_every, seed=seed, on_nan=on_nan, objective=objective)
@@ -85,9 +92,22 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
     generator = torch.Generator(device).manual_seed(seed)
     record = _MemoryRecord([])
     progress = _optimise(flow, target, config, optimizer, EMA(flow, ema_decay), generator, Progress(),
-                         context_sampler, record, progress_bar)
+                         context_sampler, record, progress_bar, seconds=seconds)
     return {**_final_diagnostics(flow, target, config, context_sampler, record), "history": record.history,
-            "best_step": progress.best_step, "steps": progress.step}
+            "best_step": progress.best_step, "steps": progress.step, "seconds": round(progress.elapsed, 2)}
+
+
+def student_t_base(flow, df: int = 5):
+    """Give ``flow`` (in place, and returned) a base of independent Student-t coordinates with ``df``
+    degrees of freedom instead of its Gaussian one: q's tails become polynomial, so the importance
+    weights p̃/q stay bounded where a Gaussian-based q would thin out (see
+    :mod:`flowforge.variational.base`). The flow's parameters are unchanged."""
+    from flowforge.variational.base import StudentTBase
+
+    shape = flow.base.event_shape
+    device, dtype = flow.base._zero.device, flow.base._zero.dtype
+    flow.base = StudentTBase(tuple(shape), df).to(device, dtype)
+    return flow
 
 
 class _MemoryRecord:
@@ -129,10 +149,11 @@ class _RunDirRecord(_MemoryRecord):
         return load_tensors(self.run_dir / BEST_WEIGHTS)[0] if (self.run_dir / BEST_WEIGHTS).is_file() else None
 
 
-def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, step: int
+def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, step: int, fraction: float
                ) -> Callable[[Any], torch.Tensor]:
-    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws at ``step``."""
-    loss_of = objective_function(config.objective, step, config.steps)
+    """The objective as ``train_step`` calls it: the loss of one batch of fresh draws at ``step``,
+    ``fraction`` of the run."""
+    loss_of = objective_function(config.objective, step, config.steps, fraction)
 
     def loss(_):
         context = None if context_sampler is None else context_sampler(config.batch_size, generator)
@@ -141,19 +162,39 @@ def _step_loss(flow, target, config: TrainConfig, generator, context_sampler, st
     return loss
 
 
+def run_fraction(config: TrainConfig, step: int, elapsed: float, seconds: float | None = None) -> float:
+    """How far a run is, in [0, 1]: ``step / config.steps``, or with a wall-clock budget of
+    ``seconds`` the larger of that and ``elapsed / seconds`` (the schedule then follows the clock)."""
+    fraction = step / max(1, config.steps)
+    return fraction if seconds is None else max(fraction, elapsed / seconds)
+
+
+def scheduled_lr(config: TrainConfig, step: int, fraction: float) -> float:
+    """The trainer's schedule (linear warm-up over ``warmup_steps``, capped at a tenth of the run,
+    then cosine decay to ``lr × min_lr_ratio``) at ``fraction`` of the run."""
+    warmup = min(config.warmup_steps, config.steps // 10)
+    if step < warmup and fraction < 0.1:
+        return config.lr * (step + 1) / warmup
+    start = warmup / max(1, config.steps)
+    return cosine_decay(config.lr, (fraction - start) / max(1e-9, 1 - start), config.min_lr_ratio)
+
+
 def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator, progress: Progress,
-              context_sampler, record: _MemoryRecord, progress_bar: bool, where: Path | None = None) -> Progress:
-    """Steps until ``config.steps``, evaluating and checkpointing every ``eval_every`` steps."""
+              context_sampler, record: _MemoryRecord, progress_bar: bool, where: Path | None = None,
+              seconds: float | None = None) -> Progress:
+    """Steps until ``config.steps`` (or until ``seconds`` of wall-clock are spent), evaluating and
+    checkpointing every ``eval_every`` steps and at the end."""
     parameters = list(flow.parameters())
     good = _snapshot(flow, optimizer, ema, generator, progress)
     started, running, taken = time.perf_counter() - progress.elapsed, 0.0, 0
     bar = tqdm(total=config.steps, initial=progress.step, desc="fit", unit="step", disable=not progress_bar,
                dynamic_ncols=True)
-    while progress.step < config.steps:
-        lr = learning_rate(config, progress.step) * progress.lr_scale
+    fraction = run_fraction(config, progress.step, progress.elapsed, seconds)
+    while fraction < 1:
+        lr = scheduled_lr(config, progress.step, fraction) * progress.lr_scale
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_fn = _step_loss(flow, target, config, generator, context_sampler, progress.step)
+        loss_fn = _step_loss(flow, target, config, generator, context_sampler, progress.step, fraction)
         loss, finite = train_step(loss_fn, optimizer, parameters, None, config.grad_clip)
         if finite:
             ema.update(progress.step)
@@ -170,8 +211,9 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
             progress.nan_events += 1
         progress.step += 1
         bar.update(1)
-        if progress.step % config.eval_every == 0 or progress.step == config.steps:
-            progress.elapsed = time.perf_counter() - started
+        progress.elapsed = time.perf_counter() - started
+        fraction = run_fraction(config, progress.step, progress.elapsed, seconds)
+        if progress.step % config.eval_every == 0 or fraction >= 1:
             entry = _evaluate(flow, target, config, ema, progress, context_sampler, record,
                               {"step": progress.step, "loss": running / max(1, taken), "lr": lr})
             record.checkpoint(flow, optimizer, ema, generator, progress)
