@@ -67,10 +67,25 @@ def test_a_condition_is_parsed_or_refused_in_one_line():
 def test_a_file_in_the_training_layout_gives_points_and_conditions():
     columns = ContextInfo("columns", ["t"], [1])
     table = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
-    x, c = points_and_conditions(table, None, columns, 2, "f")  # no header: the training positions
+    x, c = points_and_conditions(table, None, columns, ["a", "b"], "f")  # no header: the training positions
     assert x.tolist() == [[1, 3], [4, 6]] and c.tolist() == [[2], [5]]
-    x, c = points_and_conditions(table, ["t", "a", "b"], columns, 2, "f")  # a header: by name
-    assert c.tolist() == [[1], [4]]
+    x, c = points_and_conditions(table, ["t", "b", "a"], columns, ["a", "b"], "f")  # a header: every column by name
+    assert c.tolist() == [[1], [4]] and x.tolist() == [[3, 2], [6, 5]]
+    with pytest.raises(FlowforgeError, match="not t"):
+        points_and_conditions(table, ["a", "b", "z"], columns, ["a", "b"], "f")
+    with pytest.raises(FlowforgeError, match="finite"):
+        points_and_conditions(np.array([[1.0, 1e39, 2.0]]), None, columns, ["a", "b"], "f")
+
+
+def test_a_context_file_is_read_by_its_header_names():
+    from flowforge.data.context import conditions_from_table
+
+    info = ContextInfo("columns", ["a", "b"], [0, 1])
+    table = np.array([[1.0, 0.5]])
+    assert conditions_from_table(table, info, "f", ["b", "a"]).tolist() == [[0.5, 1.0]]
+    assert conditions_from_table(table, info, "f", None).tolist() == [[1.0, 0.5]]
+    label = ContextInfo("label", ["0", "1"])
+    assert parse_condition("1.0", label).tolist() == [[0.0, 1.0]]
 
 
 def _upper_moon_fraction(flow, label: int, n: int = 2000) -> float:
@@ -156,6 +171,14 @@ def test_a_context_for_an_unconditional_run_is_refused(trained_run, tmp_path, ca
             ("no labels",), tmp_path)
     refused(capsys, 1, ["train", "--data", "moons", "--model-option", "context_dim=2", "--out", tmp_path / "c",
                         *SMALL], ("context_dim=2", "--context label"), tmp_path)
+
+
+def test_eval_on_a_labelled_set_of_other_classes_is_refused(tmp_path, capsys):
+    run = tmp_path / "m"
+    code, _, err = cli(capsys, "train", "--data", "moons", "--context", "label", "--steps", 4, "--eval-every", 2,
+                       "--out", run, *SMALL)
+    assert code == 0, err
+    refused(capsys, 1, ["eval", run, "--data", "8gaussians"], ("8 values", "conditions on 2"), tmp_path)
 
 
 def test_a_conditional_run_resumes_and_its_labels_travel_to_samples(tmp_path, capsys):

@@ -389,9 +389,11 @@ def _run_conditions(run: Path, raw: dict, text: str | None, file: Path | None):
                              f"({what}) or --context-file, one of them")
     if text is not None:
         return info, parse_condition(text, info)
-    from flowforge.data import read_table
+    from flowforge.data import read_table, table_columns
 
-    return info, conditions_from_table(read_table(file), info, str(file))
+    table = read_table(file)
+    names = table_columns(file, table.shape[1]) if file.suffix.lower() == ".csv" else None
+    return info, conditions_from_table(table, info, str(file), names)
 
 
 def _condition_names(info) -> list[str]:
@@ -477,6 +479,10 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     conditions = None
     if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
         splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
+        recorded = raw.get("context") or {}
+        if splits.context_info.dim != len(recorded.get("names", [])):
+            raise FlowforgeError(f"{source} carries a context of {splits.context_info.dim} values but the run in {run} "
+                                 f"conditions on {len(recorded.get('names', []))}")
         points, conditions = splits.test, splits.context[2]
     elif data is None:  # the run's own held-out split
         points = load_splits(config.data, config.seed, config.n_train, data_dir=data_dir).test
@@ -503,7 +509,10 @@ def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):
     table = read_table(path, dtype=dtype or np.float32)
     names = table_columns(path, table.shape[1]) if path.suffix.lower() == ".csv" else None
     info = ContextInfo.from_dict(raw.get("context"), str(run / "config.json"))
-    return points_and_conditions(table, names, info, dim, str(path))
+    recorded = raw.get("columns")
+    x_names = [str(c) for c in recorded] if isinstance(recorded, list) and len(recorded) == dim else \
+        [f"x{i}" for i in range(dim)]
+    return points_and_conditions(table, names, info, x_names, str(path))
 
 
 @cli.command("eval", epilog="""\b

@@ -99,6 +99,9 @@ def _labelled_splits(source: str, seed: int, n_train: int, data_dir: str | None)
     else:
         raise FlowforgeError(f"{source}: --context label needs a labelled set ({', '.join(TOY_CLASSES)}, "
                              f"{', '.join(IMAGE_CLASSES)}); for a table give --context-columns")
+    if any(len(p) != len(l) for p, l in zip(points, labels)):
+        raise FlowforgeError(f"{source}: the label files hold {[len(l) for l in labels]} labels for "
+                             f"{[len(p) for p in points]} images (train, validation, test); they must match")
     columns = [f"x{i}" for i in range(points[0].shape[1])] if points[0].ndim == 2 else None
     return Splits(*points, columns, tuple(one_hot(part, classes) for part in labels),
                   ContextInfo(LABEL, [str(k) for k in range(classes)]))

@@ -10,6 +10,7 @@ A flow trained so models p(x | c): x is the rest of the table, or the points or 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from typing import Any
 
 import numpy as np
@@ -102,9 +103,16 @@ def parse_condition(text: str, info: ContextInfo) -> np.ndarray:
     except ValueError:
         raise FlowforgeError(f"--context {text!r}: give {info.dim} numbers separated by commas "
                              f"({', '.join(info.names)})") from None
-    if not np.isfinite(values).all():
-        raise FlowforgeError(f"--context {text!r}: the values must be finite numbers")
-    return values[None].astype(np.float32)
+    return finite_conditions(values[None], f"--context {text!r}")
+
+
+def finite_conditions(values: np.ndarray, source: str) -> np.ndarray:
+    """Conditions as float32, refusing any that are not finite there (beyond ±3.4e38, say)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        narrow = np.asarray(values, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(narrow).all():
+        raise FlowforgeError(f"{source}: the context values must be finite float32 numbers (within ±3.4e38)")
+    return narrow
 
 
 def class_index(value: Any, info: ContextInfo) -> int:
@@ -112,31 +120,50 @@ def class_index(value: Any, info: ContextInfo) -> int:
     text = str(value).strip()
     if text in info.names:
         return info.names.index(text)
-    if text.isdigit() and int(text) < info.dim:
-        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if number.is_integer() and 0 <= number < info.dim:
+        return int(number)
     raise FlowforgeError(f"unknown class {text!r}: the run's classes are {', '.join(info.names)}")
 
 
-def conditions_from_table(table: np.ndarray, info: ContextInfo, source: str) -> np.ndarray:
-    """Conditions given one per row (``--context-file``): K columns of values, or one column of
-    classes, as the flow's (N, K) context."""
+def conditions_from_table(table: np.ndarray, info: ContextInfo, source: str,
+                          names: list[str] | None = None) -> np.ndarray:
+    """Conditions given one per row (``--context-file``): K columns of values (in the run's order, or
+    by the file's header ``names``), or one column of classes, as the flow's (N, K) context."""
     width = 1 if info.kind == LABEL else info.dim
     if table.shape[1] != width:
         what = "one column of classes" if info.kind == LABEL else f"{width} columns ({', '.join(info.names)})"
         raise FlowforgeError(f"{source} has {table.shape[1]} columns; a condition per row needs {what}")
     if info.kind == LABEL:
         return one_hot(np.array([class_index(_number(v), info) for v in table[:, 0]]), info.dim)
-    return table.astype(np.float32)
+    order = _by_name(names, info.names, source)
+    return finite_conditions(table if order is None else table[:, order], source)
+
+
+def _by_name(names: list[str] | None, wanted: list[str], source: str) -> list[int] | None:
+    """Where ``wanted`` stand among a file's header ``names``: all by name, or None when the header
+    names none of them (the file is then read by position); a header naming only some is refused."""
+    found = [name for name in wanted if names and name in names]
+    if not found:
+        return None
+    if len(found) < len(wanted):
+        missing = [name for name in wanted if name not in found]
+        raise FlowforgeError(f"{source}: its header names some of the run's columns but not {', '.join(missing)}")
+    return [names.index(name) for name in wanted]
 
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def points_and_conditions(table: np.ndarray, names: list[str] | None, info: ContextInfo, x_dim: int,
+def points_and_conditions(table: np.ndarray, names: list[str] | None, info: ContextInfo, x_names: list[str],
                           source: str) -> tuple[np.ndarray, np.ndarray]:
-    """A file laid out as the run's training table (its context columns by header name, else at the
+    """A file laid out as the run's training table (every column by header name, else by the
     training positions), or for a label run x's columns and a ``label`` column: (x, context)."""
+    x_dim = len(x_names)
     if info.kind == LABEL:
         if not names or LABEL not in names or table.shape[1] != x_dim + 1:
             raise FlowforgeError(f"{source}: a label run reads {x_dim} columns and a column named 'label' "
@@ -147,7 +174,9 @@ def points_and_conditions(table: np.ndarray, names: list[str] | None, info: Cont
     if table.shape[1] != x_dim + info.dim:
         raise FlowforgeError(f"{source} has {table.shape[1]} columns but the run reads {x_dim + info.dim} "
                              f"({x_dim} modelled and the context {', '.join(info.names)}), or give --context")
-    named = names is not None and all(n in names for n in info.names)
-    positions = [names.index(n) for n in info.names] if named else info.positions
-    x, context = split_columns(table, positions)
-    return x, context.astype(np.float32)
+    order = _by_name(names, list(x_names) + list(info.names), source)
+    if order is not None:
+        x, context = table[:, order[:x_dim]], table[:, order[x_dim:]]
+    else:
+        x, context = split_columns(table, info.positions)
+    return x, finite_conditions(context, source)

@@ -509,9 +509,9 @@ def finish(run_dir: Path, flow, splits, progress: Progress, metrics: tuple[str, 
         gaussian = gaussian_baseline_nll(splits.train, points, c_train, conditions) - standardization_log_scale(flow)
         results["test_gaussian_nll"] = gaussian
         if write and not test["nll"] < gaussian:
-            fitted = "whose mean is linear in the context" if conditions is not None else "fitted"
-            warn(f"the flow's test NLL {test['nll']:.4f} does not beat a full-covariance Gaussian {fitted} to the "
-                 f"same rows ({gaussian:.4f}): it learned no more than a mean and a covariance")
+            linear = ", its mean linear in the context," if conditions is not None else ""
+            warn(f"the flow's test NLL {test['nll']:.4f} does not beat a full-covariance Gaussian{linear} fitted to "
+                 f"the same rows ({gaussian:.4f}): it learned no more than a mean and a covariance")
     if write:
         write_json(run_dir / RESULTS, results)
     return results
