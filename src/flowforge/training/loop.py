@@ -186,12 +186,12 @@ def _fit_context_standardization(flow, splits, source: str) -> None:
     networks see unit-scale conditions; a constant one is refused by name."""
     if flow.context_embedding is None:
         return
-    conditions = splits.context[0]
-    for fatal, message in column_problems(conditions, splits.context_info.names, source):
-        if fatal:
-            raise FlowforgeError(message.replace("drop it, a density of a constant is not finite",
-                                                 "a constant condition tells the flow nothing; drop it"))
-    c_train = torch.from_numpy(conditions).double()
+    c_train = torch.from_numpy(splits.context[0]).double()
+    constant = (c_train == c_train[0]).all(0).tolist()
+    for name, value, flat in zip(splits.context_info.names, c_train[0].tolist(), constant):
+        if flat:
+            raise FlowforgeError(f"{source}: column {name!r} is constant ({value:g}); a constant condition tells "
+                                 "the flow nothing; drop it")
     flow.context_embedding.set_statistics(c_train.mean(0), c_train.std(0, unbiased=False))
 
 
