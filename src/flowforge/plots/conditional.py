@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from flowforge.data.context import ContextInfo, one_hot
 from flowforge.plots.common import new_figure, padded_limits, save_figure
 from flowforge.plots.images import _show
-from flowforge.training.evaluate import log_prob
+from flowforge.plots.two_d import density_grid
 
 
 def class_density_figure(flow, data: np.ndarray, labels: np.ndarray, info: ContextInfo,
@@ -27,14 +27,10 @@ def class_density_figure(flow, data: np.ndarray, labels: np.ndarray, info: Conte
     2
     """
     xlim, ylim = padded_limits(data[:, 0]), padded_limits(data[:, 1])
-    xs = np.linspace(*xlim, resolution, dtype=np.float32)
-    ys = np.linspace(*ylim, resolution, dtype=np.float32)
-    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     fig, axes = new_figure(1, info.dim, figsize=(3.6 * info.dim, 3.8))
     for k, ax in enumerate(np.atleast_1d(axes)):
-        conditions = np.repeat(one_hot(np.array([k]), info.dim), len(grid), axis=0)
-        density = np.exp(log_prob(flow, grid, context=conditions).numpy().reshape(resolution, resolution))
-        ax.pcolormesh(xs, ys, density, cmap="magma", shading="auto")
+        xs, ys, logp = density_grid(flow, xlim, ylim, resolution, one_hot(np.array([k]), info.dim))
+        ax.pcolormesh(xs, ys, np.exp(logp), cmap="magma", shading="auto")
         mine = data[labels == k]
         ax.scatter(mine[:, 0], mine[:, 1], s=1.0, c="cyan", alpha=0.3, linewidths=0)
         ax.set_title(f"p(x | label {info.names[k]})")
