@@ -58,10 +58,8 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
         raise FlowforgeError(f"{source}: --context-columns applies to a table (.csv/.npy); for a labelled set "
                              "give --context label")
     if is_toy(source):
-        train_seed, val_seed, test_seed = np.random.SeedSequence(seed).generate_state(3)
-        train = sample_toy(source, n_train, int(train_seed))
-        return Splits(train, sample_toy(source, VAL_SIZE, int(val_seed)), sample_toy(source, TEST_SIZE, int(test_seed)),
-                      [f"x{i}" for i in range(train.shape[1])])
+        train, val, test = (sample_toy(source, n, s) for n, s in _toy_draws(seed, n_train))
+        return Splits(train, val, test, [f"x{i}" for i in range(train.shape[1])])
     if is_image_source(source):
         return Splits(*image_splits(source, seed, data_dir))
     if not source.lower().endswith((".csv", ".npy")):
@@ -83,13 +81,18 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
                   ContextInfo(COLUMNS, [columns[j] for j in positions], positions))
 
 
+def _toy_draws(seed: int, n_train: int) -> list[tuple[int, int]]:
+    """(points, seed) of a toy set's training, validation and test draws: each its own seed from ``seed``."""
+    seeds = np.random.SeedSequence(seed).generate_state(3)
+    return [(n, int(s)) for n, s in zip((n_train, VAL_SIZE, TEST_SIZE), seeds)]
+
+
 def _labelled_splits(source: str, seed: int, n_train: int, data_dir: str | None) -> Splits:
     """A labelled set's splits with each point's or image's label, one-hot, as the context."""
     if is_toy(source):
         if source not in TOY_CLASSES:
             raise FlowforgeError(f"{source} has no labels; the labelled toy sets are {', '.join(TOY_CLASSES)}")
-        seeds = np.random.SeedSequence(seed).generate_state(3)
-        parts = [sample_toy_labelled(source, n, int(s)) for n, s in zip((n_train, VAL_SIZE, TEST_SIZE), seeds)]
+        parts = [sample_toy_labelled(source, n, s) for n, s in _toy_draws(seed, n_train)]
         points, labels = [p[0] for p in parts], [p[1] for p in parts]
         classes = TOY_CLASSES[source]
     elif is_image_source(source):
