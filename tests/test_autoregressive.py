@@ -16,7 +16,7 @@ class TestMaskedAutoregressiveAffine(TransformTests):
     context_dims = (0, 3)
 
     def make(self, context_dim=0):
-        return MaskedAutoregressive(4, Affine(), hidden=16, depth=2, context_dim=context_dim, order=[2, 0, 3, 1])
+        return MaskedAutoregressive(4, Affine(bound=3.0), hidden=16, depth=2, context_dim=context_dim, order=[2, 0, 3, 1])
 
 
 class TestMaskedAutoregressiveSpline(TransformTests):
@@ -93,3 +93,13 @@ def test_models_are_registered_and_conditional(name):
     context = torch.randn(4, 2)
     x = flow.sample((6,), context=context)
     assert x.shape == (6, 4, 3) and flow.log_prob(x, context).shape == (6, 4)
+
+
+def test_affine_bound_widens_the_tanh_scale_and_refuses_nonsense():
+    raw = torch.tensor([[-50.0, 0.0, 50.0, 0.0, 0.0, 0.0]])  # (raw, shift) of 3 elements
+    _, log_der = Affine(bound=3.0)(torch.ones(1, 3), raw)
+    assert torch.allclose(log_der, torch.tensor([[-3.0, 0.0, 3.0]]))
+    assert torch.allclose(Affine()(torch.ones(1, 3), raw)[1], torch.tensor([[-1.0, 0.0, 1.0]]))
+    for bad in (dict(bound=0.0), dict(bound=-1.0), dict(scale="sigmoid", bound=3.0)):
+        with pytest.raises(ValueError, match="bound"):
+            Affine(**bad)

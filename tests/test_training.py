@@ -153,6 +153,25 @@ def test_format_1_configs_migrate_to_what_they_were_trained_with(tmp_path):
         load_run(tmp_path / "old")
 
 
+def test_format_3_maf_runs_keep_the_scale_bound_they_were_built_with(tmp_path):
+    """Format 3 recorded every MAF option of its day, before scale_bound (then fixed at 1): such a run
+    loads with bound 1; a new run records today's default."""
+    from flowforge.transforms import Affine
+
+    train(small_config(model="maf", steps=2, eval_every=1, model_options=dict(num_layers=2, hidden=8, depth=1)),
+          tmp_path / "maf", progress_bar=False)
+    config = json.loads((tmp_path / "maf" / "config.json").read_text())
+    assert config["train"]["model_options"]["scale_bound"] == 3.0
+    _, fresh, _ = load_run(tmp_path / "maf")
+    assert fresh.model_options["scale_bound"] == 3.0
+    config["config_version"] = 3
+    del config["train"]["model_options"]["scale_bound"]
+    (tmp_path / "maf" / "config.json").write_text(json.dumps(config))
+    old, loaded, _ = load_run(tmp_path / "maf")
+    assert loaded.model_options["scale_bound"] == 1.0
+    assert {m.bound for m in old.modules() if isinstance(m, Affine)} == {1.0}
+
+
 def test_train_noise_defaults_and_bad_values(tmp_path):
     from flowforge.models.specs import DataInfo
 

@@ -67,9 +67,14 @@ def NSF(dim: int, num_layers: int = 5, bins: int = 8, bound: float = 4.0, hidden
 
 
 def MAF(dim: int, num_layers: int = 5, hidden: int = 128, depth: int = 2, context_dim: int = 0,
-        lu: bool = False, activation: str = "relu", standardize: bool = False) -> Flow:
+        lu: bool = False, activation: str = "relu", standardize: bool = False, scale_bound: float = 3.0) -> Flow:
     """A masked autoregressive flow: ``num_layers`` MADE layers with an affine map whose log-scale
-    is tanh-bounded (the book's coupling bound, for stable training), orders alternating.
+    is bounded, log s = scale_bound · tanh(raw / scale_bound), orders alternating.
+
+    The bound keeps training stable; at 3 (a factor up to e³ ≈ 20 per layer) a MAF fits peaked
+    conditionals such as SLCP's (standard deviations down to ~10⁻³ of the data's): on SLCP with
+    10,000 simulations the book's bound of 1 left a gap to the true likelihood of 2.79 nats, 3 gave
+    2.13 (30 s, seed 0, benchmarks/tabular.py).
 
     >>> flow = MAF(3, num_layers=2, hidden=16)
     >>> flow.sample(4).shape
@@ -77,6 +82,7 @@ def MAF(dim: int, num_layers: int = 5, hidden: int = 128, depth: int = 2, contex
     """
     if num_layers < 1:
         raise ValueError("MAF needs at least one layer")
-    layers = _autoregressive(dim, Affine, num_layers, hidden, depth, context_dim, activation)
+    layers = _autoregressive(dim, lambda: Affine(bound=scale_bound), num_layers, hidden, depth, context_dim,
+                             activation)
     return Flow(_stack(dim, layers, standardize, lu), StandardNormal(dim))
 

@@ -57,6 +57,8 @@ class ModelSpec:
         metrics: what evaluation reports beside the NLL (``bits_per_dim``, ``nfe``).
         figures: ``"module:function"`` drawing the family's own figures, ``f(flow, data, out) -> [Path]``.
         unrecorded_options: the options a config saved before they were recorded was trained with.
+        added_options: builder options added since config format 3 (which recorded every option),
+            with the value a run saved without them was built with.
     """
     name: str
     builder: str
@@ -68,6 +70,7 @@ class ModelSpec:
     metrics: tuple[str, ...] = ()
     figures: str | None = None
     unrecorded_options: Mapping[str, Any] = field(default_factory=dict)
+    added_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def images(self) -> bool:
@@ -180,7 +183,7 @@ SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               "neural spline flow: rational-quadratic spline couplings (or autoregressive=true)",
               _vector_recipe(SPLINE_TOY, _spline_table), _SIZES),
     ModelSpec("maf", "flowforge.models.nsf:MAF", VECTOR, "masked autoregressive flow (MADE layers)",
-              _vector_recipe(SPLINE_TOY, _spline_table), _SIZES),
+              _vector_recipe(SPLINE_TOY, _spline_table), _SIZES, added_options={"scale_bound": 1.0}),
     ModelSpec("ffjord", "flowforge.models.ffjord:FFJORD", VECTOR,
               "FFJORD: a continuous-time flow (an ODE), trained by flow matching or likelihood",
               _vector_recipe(FFJORD_TOY, lambda tier: {"hidden": 64, "depth": 3}), _SIZES, objectives=("mle", "flow-matching"), metrics=("nfe",),
