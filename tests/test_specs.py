@@ -105,6 +105,16 @@ def test_a_constant_or_integer_column_is_named_in_a_warning(capsys, tmp_path):
     assert code == 0 and "'count' holds only 3 integer values" in err
 
 
+def test_table_recipes_follow_the_rows_and_the_family():
+    """Noise by the rows (none from 5,000 rows on), MAF's own learning rate on large tables."""
+    def resolved(model, rows):
+        return TrainConfig(data="t.csv", model=model).resolved(DataInfo("table", rows, (8,)))
+
+    assert [resolved("nsf", n).train_noise for n in (142, 1_000, 2_955, 9_000)] == [0.3, 0.1, 0.03, 0.0]
+    assert resolved("maf", 9_000).lr == 2e-3 and resolved("nsf", 9_000).lr == 7e-4
+    assert resolved("maf", 142).lr == resolved("nsf", 142).lr == 3e-3
+
+
 def test_the_gaussian_baseline_is_the_exact_nll_of_a_fitted_gaussian():
     from flowforge.training.evaluate import gaussian_baseline_nll
 
