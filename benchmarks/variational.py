@@ -33,7 +33,7 @@ import torch
 from flowforge.models import RealNVP
 from flowforge.variational import fit, load_target
 from flowforge.variational.diagnostics import EVAL_DRAWS, importance_summary
-from flowforge.variational.fitting import set_target_scale, student_t_base
+from flowforge.variational.fitting import MODEL_RECIPES, set_target_scale, student_t_base
 from flowforge.variational.targets import ring_mixture, two_moons
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -82,7 +82,9 @@ def fit_normflows(target, layers: int, hidden: int, budget: float, seed: int):
 
 def _flowforge_flow(layers: int, hidden: int, seed: int):
     torch.manual_seed(seed)
-    flow = RealNVP(2, num_layers=layers, hidden=hidden, depth=2, standardize=True, mixed_precision=False)  # float32, as normflows
+    # float32, as normflows; the variational recipe's log-scale bound of 3 (normflows' scale is unbounded)
+    flow = RealNVP(2, num_layers=layers, hidden=hidden, depth=2, standardize=True, mixed_precision=False,
+                   scale_bound=MODEL_RECIPES["realnvp"]["scale_bound"])
     set_target_scale(flow, 1.5)  # every target here lies within radius ~3
     return student_t_base(flow)  # heavy tails for importance sampling (no parameters: the flow's size is unchanged)
 

@@ -34,6 +34,14 @@ class TestCouplingOddDimScatteredMask(TransformTests):
         return AffineCoupling([0, 1, 0, 0, 1], hidden=8, depth=1, activation="tanh", context_dim=context_dim)
 
 
+class TestCouplingWideScaleBound(TransformTests):
+    shape = (3,)
+    context_dims = (0, 2)
+
+    def make(self, context_dim=0):  # the variational recipe's RealNVP: log s = 3 tanh(raw / 3)
+        return AffineCoupling([1, 0, 1], hidden=8, depth=2, context_dim=context_dim, scale_bound=3.0)
+
+
 class TestAdditiveCoupling(TransformTests):
     shape = (3,)
     context_dims = (0, 3)

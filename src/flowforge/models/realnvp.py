@@ -17,7 +17,7 @@ def alternating_mask(dim: int) -> torch.Tensor:
 def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
             mask: torch.Tensor | list[int] | None = None, activation: str = "relu",
             standardize: bool = False, mixed_precision: bool | str = "auto", context_dim: int = 0,
-            separate_networks: bool = False) -> Flow:
+            separate_networks: bool = False, scale_bound: float = 1.0) -> Flow:
     """The book's RealNVP: ``num_layers`` affine couplings whose masks alternate b, 1-b, b, …
 
         log p(x | c) = log N(f(x; c); 0, I) + Σ_layers Σ s(x_b, c)
@@ -35,6 +35,8 @@ def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
             multiplies bf16 natively); the flow stays exactly invertible and normalised.
         context_dim: the size of a context c every coupling network sees (0: unconditional).
         separate_networks: s and t from two MLPs per coupling (the book's notebook) instead of one.
+        scale_bound: each coupling's log-scale is scale_bound · tanh(raw / scale_bound); the book's 1
+            lets a layer stretch by at most e.
 
     >>> flow = RealNVP(3, mask=[1, 1, 0], hidden=16, depth=2)   # D=3, d=2
     >>> flow.log_prob(torch.randn(4, 3)).shape
@@ -51,5 +53,6 @@ def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
     layers: list[Transform] = [Standardize(dim)] if standardize else []
     for i in range(num_layers):
         layers.append(AffineCoupling(first if i % 2 == 0 else 1 - first, hidden, depth, activation, bf16,
-                                     context_dim=context_dim, separate_networks=separate_networks))
+                                     context_dim=context_dim, separate_networks=separate_networks,
+                                     scale_bound=scale_bound))
     return Flow(Compose(layers), StandardNormal(dim))

@@ -186,6 +186,7 @@ class AffineCoupling(Coupling):
     while the affine update and log|det J| = Σ s stay in float32, so the layer remains exactly
     invertible and normalised. With ``separate_networks`` s and t come from two MLPs of that size
     (the book's coupling: an ``s`` tower ending in tanh and a ``t`` tower) instead of one with two heads.
+    ``scale_bound`` widens the tanh bound: s = scale_bound · tanh(raw / scale_bound).
 
     >>> layer = AffineCoupling([1, 1, 0], hidden=16, depth=2)  # D=3, d=2: x1, x2 scale and shift x3
     >>> book = AffineCoupling([1, 0], hidden=16, depth=2, separate_networks=True)
@@ -197,9 +198,9 @@ class AffineCoupling(Coupling):
 
     def __init__(self, mask: Tensor | list[int], hidden: int = 256, depth: int = 4, activation: str = "relu",
                  mixed_precision: bool = False, context_dim: int = 0, scale: str = "tanh",
-                 separate_networks: bool = False):
+                 separate_networks: bool = False, scale_bound: float = 1.0):
         partition = FeatureMask(mask)
-        elementwise = affine_or_additive(scale)
+        elementwise = affine_or_additive(scale, scale_bound)
         given, free = partition.sizes
         if separate_networks and elementwise.params_per_element != 2:
             raise ValueError("separate s and t networks need an affine scale (tanh or sigmoid), not additive")

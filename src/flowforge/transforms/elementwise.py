@@ -102,8 +102,9 @@ class Additive(ElementwiseMap):
         return y - params, torch.zeros_like(y)
 
 
-def affine_or_additive(scale: str) -> ElementwiseMap:
-    """The map a coupling's ``scale`` names: :class:`Additive` for "additive", else :class:`Affine`."""
+def affine_or_additive(scale: str, bound: float = 1.0) -> ElementwiseMap:
+    """The map a coupling's ``scale`` names: :class:`Additive` for "additive", else :class:`Affine`
+    (with ``bound`` on a tanh scale)."""
     if scale not in SCALES:
         raise ValueError(f"unknown coupling scale {scale!r}; choose from {', '.join(SCALES)}")
-    return Additive() if scale == "additive" else Affine(scale)
+    return Additive() if scale == "additive" else Affine(scale, bound)

@@ -38,7 +38,8 @@ TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the fin
 RECIPE = {"steps": 2000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.0,
           "ema_decay": 0.99, "eval_every": 200, "patience": 0, "train_noise": 0.0}
 MODEL_RECIPES = {"nsf": {"num_layers": 4, "hidden": 64, "depth": 2, "bins": 8},
-                 "realnvp": {"num_layers": 8, "hidden": 64, "depth": 2},
+                 # a coupling may stretch by e³, not the book's e: ring mixture, 45 s, ELBO 1.72 / ESS 0.92 (bound 1: 1.63 / 0.34)
+                 "realnvp": {"num_layers": 8, "hidden": 64, "depth": 2, "scale_bound": 3.0},
                  "maf": {"num_layers": 5, "hidden": 64, "depth": 2}}
 
 
