@@ -106,13 +106,13 @@ def test_a_constant_or_integer_column_is_named_in_a_warning(capsys, tmp_path):
 
 
 def test_table_recipes_follow_the_rows_and_the_family():
-    """Noise by the rows (none from 5,000 rows on), MAF's own learning rate on large tables and its
+    """Noise by the rows (none from 5,000 rows on), MAF's own learning rate from 5,000 rows on and its
     book scale bound on the 2-D sets."""
     def resolved(model, rows):
         return TrainConfig(data="t.csv", model=model).resolved(DataInfo("table", rows, (8,)))
 
     assert [resolved("nsf", n).train_noise for n in (142, 1_000, 2_955, 9_000)] == [0.3, 0.1, 0.03, 0.0]
-    assert resolved("maf", 9_000).lr == 2e-3 and resolved("nsf", 9_000).lr == 7e-4
+    assert resolved("maf", 9_000).lr == 2e-3 and resolved("nsf", 9_000).lr == resolved("maf", 2_955).lr == 7e-4
     assert resolved("maf", 142).lr == resolved("nsf", 142).lr == 3e-3
     assert resolved("maf", 142).model_options["scale_bound"] == 3.0  # the builder's default on tables
     toy = TrainConfig(data="moons", model="maf").resolved(DataInfo("toy", 3000, (2,)))
