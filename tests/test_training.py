@@ -155,11 +155,11 @@ def test_format_1_configs_migrate_to_what_they_were_trained_with(tmp_path):
 
 def test_format_3_maf_runs_keep_the_scale_bound_they_were_built_with(tmp_path):
     """Format 3 recorded every MAF option of its day, before scale_bound (then fixed at 1): such a run
-    loads with bound 1; a new run records today's default."""
+    loads with bound 1; a new run records its bound."""
     from flowforge.transforms import Affine
 
-    train(small_config(model="maf", steps=2, eval_every=1, model_options=dict(num_layers=2, hidden=8, depth=1)),
-          tmp_path / "maf", progress_bar=False)
+    options = dict(num_layers=2, hidden=8, depth=1, scale_bound=3.0)
+    train(small_config(model="maf", steps=2, eval_every=1, model_options=options), tmp_path / "maf", progress_bar=False)
     config = json.loads((tmp_path / "maf" / "config.json").read_text())
     assert config["train"]["model_options"]["scale_bound"] == 3.0
     _, fresh, _ = load_run(tmp_path / "maf")
