@@ -123,8 +123,8 @@ def _wait_for_lock(run_dir, proc, timeout=60):
     raise AssertionError("the first writer never took the lock")
 
 
-SLOW_WRITER = ("import sys, time\nfrom flowforge.training import loop\nappend = loop._append_metrics\n"
-               "loop._append_metrics = lambda *args: (time.sleep(0.5), append(*args))\n"
+SLOW_WRITER = ("import sys, time\nfrom flowforge.training import loop\nappend = loop.append_metrics\n"
+               "loop.append_metrics = lambda *args: (time.sleep(0.5), append(*args))\n"
                "from flowforge.cli import main\nsys.exit(main(sys.argv[1:]))")  # a real run, paced: ≥ 10 s
 
 

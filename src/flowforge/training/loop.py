@@ -76,12 +76,12 @@ def training_loss(flow, batch: torch.Tensor, objective: str, context: torch.Tens
     return flow.training_loss(batch, objective, context)
 
 
-def _snapshot(flow, optimizer, ema: EMA, generator, progress: Progress) -> dict[str, Any]:
+def snapshot_state(flow, optimizer, ema: EMA, generator, progress: Progress) -> dict[str, Any]:
     return {"model": copy.deepcopy(flow.state_dict()), "optim": copy.deepcopy(optimizer.state_dict()),
             "ema": ema.state_dict(), "rng": generator.get_state(), "progress": copy.copy(progress)}
 
 
-def _restore(snapshot, flow, optimizer, ema: EMA, generator) -> Progress:
+def restore_state(snapshot, flow, optimizer, ema: EMA, generator) -> Progress:
     flow.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optim"])
     ema.load_state_dict(snapshot["ema"])
@@ -89,7 +89,7 @@ def _restore(snapshot, flow, optimizer, ema: EMA, generator) -> Progress:
     return copy.copy(snapshot["progress"])
 
 
-def _save_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, progress: Progress) -> None:
+def save_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, progress: Progress) -> None:
     optim_tensors, param_groups = optimizer_to_tensors(optimizer)
     tensors = {**{f"model.{k}": v for k, v in flow.state_dict().items()},
                **{f"optim.{k}": v for k, v in optim_tensors.items()},
@@ -99,7 +99,7 @@ def _save_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, progre
                  {"progress": asdict(progress), "param_groups": param_groups})
 
 
-def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Progress:
+def load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Progress:
     path = run_dir / LAST_CHECKPOINT
     check_weights_file_size(path, flow.state_dict())
     tensors, meta = load_tensors(path)
@@ -121,7 +121,7 @@ def _load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Pro
     return progress
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool,
+def prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool,
                      context: dict | None = None) -> None:
     """Start the run's files (the caller holds the lock and has checked the directory): on ``force``
     the previous run's own files go first, and nothing else in the directory is touched."""
@@ -134,12 +134,12 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str]
     (run_dir / METRICS).write_text("")
 
 
-def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     with open(run_dir / METRICS, "a") as fh:
         fh.write(json.dumps(record) + "\n")
 
 
-def _drop_metrics_after(run_dir: Path, step: int) -> None:
+def drop_metrics_after(run_dir: Path, step: int) -> None:
     """On resume, forget records written after the checkpoint (a crash can leave some)."""
     path = run_dir / METRICS
     if path.exists():
@@ -344,14 +344,14 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
     flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
     ema = EMA(flow, config.ema_decay)
     if resume:
-        progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
+        progress = load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
         if ranks.is_main:
-            _drop_metrics_after(run_dir, progress.step)
+            drop_metrics_after(run_dir, progress.step)
         elif ranks.active:
             torch.manual_seed(config.seed + 1_000_003 * ranks.rank + progress.step)
     else:
         if ranks.is_main:
-            _prepare_run_dir(run_dir, config, splits.dim, splits.columns, force,
+            prepare_run_dir(run_dir, config, splits.dim, splits.columns, force,
                              splits.context_info.to_dict() if splits.context_info else None)
         progress = Progress()
         torch.manual_seed(config.seed + ranks.rank)  # per-rank noise (e.g. trace estimators)
@@ -365,7 +365,7 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
     jitter = _jitter_scale(config, x_train)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
-    good = _snapshot(flow, optimizer, ema, generator, progress)
+    good = snapshot_state(flow, optimizer, ema, generator, progress)
     bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
                disable=not (progress_bar and ranks.is_main), dynamic_ncols=True)
     started = time.perf_counter() - progress.elapsed
@@ -397,7 +397,7 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
             running, taken = torch.zeros_like(running), 0
             record = _evaluate_and_save(run_dir, ranks, flow, optimizer, ema, generator, progress, held_out(splits, 1),
                                         {"step": progress.step, train_key: train_value, "lr": lr}, started, metrics)
-            good = _snapshot(flow, optimizer, ema, generator, progress)
+            good = snapshot_state(flow, optimizer, ema, generator, progress)
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{record['val_nll']:.3f}",
                             best=f"{progress.best_val:.3f}")
             if config.patience and progress.stale_evals >= config.patience:
@@ -443,10 +443,10 @@ def _evaluate_and_save(run_dir: Path, ranks, flow, optimizer, ema: EMA, generato
         progress.stale_evals += 1
     if ranks.is_main:
         # Metrics first, checkpoint last: a crash in between is undone by resume.
-        _append_metrics(run_dir, record)
+        append_metrics(run_dir, record)
         if improved:
             save_tensors(run_dir / BEST_WEIGHTS, best_state, {"step": progress.step, "val_nll": val})
-        _save_checkpoint(run_dir, flow, optimizer, ema, generator, progress)
+        save_checkpoint(run_dir, flow, optimizer, ema, generator, progress)
     return record
 
 
@@ -468,10 +468,10 @@ def _after_nonfinite(config: TrainConfig, run_dir: Path, progress: Progress, los
     :data:`MAX_NAN_EVENTS`), roll back to the last good state with half the learning rate, or
     skip the step. Returns the progress and whether it rolled back."""
     if config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
-        raise FlowforgeError(_diverged(run_dir, progress.step + 1, loss))
+        raise FlowforgeError(diverged_message(run_dir, progress.step + 1, loss))
     if config.on_nan == "rollback":
         events = progress.nan_events + 1
-        progress = _restore(good, *state)
+        progress = restore_state(good, *state)
         progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
         say(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
         return progress, True
@@ -480,7 +480,7 @@ def _after_nonfinite(config: TrainConfig, run_dir: Path, progress: Progress, los
     return progress, False
 
 
-def _diverged(run_dir: Path, step: int, loss: float) -> str:
+def diverged_message(run_dir: Path, step: int, loss: float) -> str:
     """The message for a run that stopped on a non-finite loss: it names a checkpoint only if one exists."""
     saved = (f"the last good checkpoint is in {run_dir}" if (run_dir / LAST_CHECKPOINT).is_file()
              else "no checkpoint was written (it diverged before the first evaluation)")

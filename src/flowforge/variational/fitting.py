@@ -25,9 +25,9 @@ from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import BEST_WEIGHTS, CONFIG, RESULTS, load_tensors, read_json, save_tensors, write_json
 from flowforge.training.config import TrainConfig
 from flowforge.training.ema import EMA
-from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, _append_metrics, _diverged, _drop_metrics_after,
-                                     _load_checkpoint, _prepare_run_dir, _restore, _save_checkpoint, _snapshot,
-                                     cosine_decay, make_optimizer, train_step)
+from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, append_metrics, cosine_decay, diverged_message,
+                                     drop_metrics_after, load_checkpoint, make_optimizer, prepare_run_dir,
+                                     restore_state, save_checkpoint, snapshot_state, train_step)
 from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, PARETO_K_WARNING, diagnose
 from flowforge.variational.objectives import OBJECTIVES, objective_function
@@ -138,13 +138,13 @@ class _RunDirRecord(_MemoryRecord):
         self.run_dir = run_dir
 
     def log(self, record: dict) -> None:
-        _append_metrics(self.run_dir, record)
+        append_metrics(self.run_dir, record)
 
     def keep_best(self, state: dict, meta: dict) -> None:
         save_tensors(self.run_dir / BEST_WEIGHTS, state, meta)
 
     def checkpoint(self, *state) -> None:
-        _save_checkpoint(self.run_dir, *state)
+        save_checkpoint(self.run_dir, *state)
 
     def best_weights(self) -> dict | None:
         return load_tensors(self.run_dir / BEST_WEIGHTS)[0] if (self.run_dir / BEST_WEIGHTS).is_file() else None
@@ -186,7 +186,7 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
     """Steps until ``config.steps`` (or until ``seconds`` of wall-clock are spent), evaluating and
     checkpointing every ``eval_every`` steps and at the end."""
     parameters = list(flow.parameters())
-    good = _snapshot(flow, optimizer, ema, generator, progress)
+    good = snapshot_state(flow, optimizer, ema, generator, progress)
     started, running, taken = time.perf_counter() - progress.elapsed, 0.0, 0
     bar = tqdm(total=config.steps, initial=progress.step, desc="fit", unit="step", disable=not progress_bar,
                dynamic_ncols=True)
@@ -201,10 +201,10 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
             ema.update(progress.step)
             running, taken = running + float(loss), taken + 1
         elif config.on_nan == "stop" or progress.nan_events >= MAX_NAN_EVENTS:
-            raise FlowforgeError(_diverged(where or Path("(memory)"), progress.step + 1, float(loss)))
+            raise FlowforgeError(diverged_message(where or Path("(memory)"), progress.step + 1, float(loss)))
         elif config.on_nan == "rollback":
             events = progress.nan_events + 1
-            progress = _restore(good, flow, optimizer, ema, generator)
+            progress = restore_state(good, flow, optimizer, ema, generator)
             progress.nan_events, progress.lr_scale = events, progress.lr_scale * 0.5
             bar.write(f"non-finite loss at step {progress.step + 1}: rolled back, learning rate halved")
             continue
@@ -218,7 +218,7 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
             entry = _evaluate(flow, target, config, ema, progress, context_sampler, record,
                               {"step": progress.step, "loss": running / max(1, taken), "lr": lr})
             record.checkpoint(flow, optimizer, ema, generator, progress)
-            good, running, taken = _snapshot(flow, optimizer, ema, generator, progress), 0.0, 0
+            good, running, taken = snapshot_state(flow, optimizer, ema, generator, progress), 0.0, 0
             bar.set_postfix(elbo=f"{entry['elbo']:.3f}", ess=f"{entry['ess_per_draw']:.2f}")
     bar.close()
     return progress
@@ -308,12 +308,12 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
            force: bool) -> Progress:
     """A fresh run's files (config.json gains the variational section), or a resumed run's state."""
     if resume:
-        progress = _load_checkpoint(run_dir, flow, optimizer, ema, generator)
-        _drop_metrics_after(run_dir, progress.step)
+        progress = load_checkpoint(run_dir, flow, optimizer, ema, generator)
+        drop_metrics_after(run_dir, progress.step)
         return progress
     with torch.no_grad():  # a target that raises, returns NaN or the wrong shape is refused before any file is written
         checked_log_prob(target, flow.sample(64, generator=torch.Generator(generator.device).manual_seed(config.seed)))
-    _prepare_run_dir(run_dir, config, target.dim, None, force)
+    prepare_run_dir(run_dir, config, target.dim, None, force)
     raw = read_json(run_dir / CONFIG)
     write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,
                                                    "log_z": target.log_z}})
