@@ -131,7 +131,7 @@ def table_recipe(info: DataInfo) -> dict[str, Any]:
     The 300-row threshold lies between the two small tables measured; it is not a law.
     From 5,000 rows on, no noise: it blurs peaked conditionals more than it guards against
     memorising (MAF, 30 s: MINIBOONE's 2,955 rows 16.84 nats with noise 0.03, 17.33 without;
-    SLCP's 9,000 rows a gap to the truth of 2.67 nats without, 2.97 with; docs/tabular.md).
+    SLCP's 9,000 rows a gap to the truth of 2.97 nats without, 3.60 with; docs/tabular.md).
     """
     batch = int(min(256, max(32, info.rows // 4)))
     epoch = max(1, -(-info.rows // batch))  # steps per epoch
