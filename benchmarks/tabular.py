@@ -285,11 +285,11 @@ def accuracy_tables(rows: list[dict], contenders: list[str], targets: list[str])
             at = " / ".join(f"{r['best_at_s']:.0f}" for r in sorted(ok, key=lambda r: r["seed"]))
             params = f"{ok[0]['params']:,}" if ok else ""
             lines.append(f"| {name} | {_cell(mine, key)} | {steps} | {at} | {params} |")
-        truth = [r["truth_nll"] for r in chosen if "truth_nll" in r]
+        truth = {r["seed"]: r["truth_nll"] for r in chosen if "truth_nll" in r}
         if truth:
             lines.append("")
-            lines.append(f"The truth's test NLL: {' / '.join(f'{v:.3f}' for v in sorted(set(truth)))} "
-                         "(per seed's test set).")
+            lines.append(f"The truth's test NLL: {' / '.join(f'{truth[seed]:.3f}' for seed in sorted(truth))} "
+                         "(each seed's test set, in seed order).")
         lines.append("")
     return lines
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -193,7 +194,11 @@ def main() -> None:
     print("\n| objective | modes covered | ESS per draw | KL(q‖p) | log Z | Pareto k̂ |\n|---|---|---|---|---|---|")
     coverage = mode_coverage_table(args.coverage_steps, args.seed, args.figure) if args.coverage_steps else []
     if args.out is not None:
-        args.out.write_text(json.dumps({"budget": args.budget, "rows": rows, "coverage": coverage}, indent=2) + "\n")
+        record = {"command": "python -m benchmarks.variational " + " ".join(sys.argv[1:]),
+                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed,
+                  "realnvp_scale_bound": MODEL_RECIPES["realnvp"]["scale_bound"], "budget": args.budget,
+                  "rows": rows, "coverage": coverage}
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

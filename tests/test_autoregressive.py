@@ -1,6 +1,8 @@
 """MADE, masked autoregressive transforms (affine and spline), their inverse (IAF), and the NSF and
 MAF models: the shared base, the autoregressive property, densities that integrate to 1."""
 
+import math
+
 import pytest
 import torch
 
@@ -100,6 +102,7 @@ def test_affine_bound_widens_the_tanh_scale_and_refuses_nonsense():
     _, log_der = Affine(bound=3.0)(torch.ones(1, 3), raw)
     assert torch.allclose(log_der, torch.tensor([[-3.0, 0.0, 3.0]]))
     assert torch.allclose(Affine()(torch.ones(1, 3), raw)[1], torch.tensor([[-1.0, 0.0, 1.0]]))
-    for bad in (dict(bound=0.0), dict(bound=-1.0), dict(scale="sigmoid", bound=3.0)):
+    for bad in (dict(bound=0.0), dict(bound=-1.0), dict(bound=math.inf), dict(bound=math.nan), dict(bound="3"),
+                dict(bound=True), dict(scale="sigmoid", bound=3.0)):
         with pytest.raises(ValueError, match="bound"):
             Affine(**bad)

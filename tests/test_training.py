@@ -144,7 +144,7 @@ def test_format_1_configs_migrate_to_what_they_were_trained_with(tmp_path):
     config["train"]["model_options"] = {"hidden": 8, "depth": 1}
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     flow, loaded, _ = load_run(tmp_path / "old")
-    assert loaded.model_options == {"num_layers": 6, "hidden": 8, "depth": 1}
+    assert loaded.model_options == {"num_layers": 6, "hidden": 8, "depth": 1, "scale_bound": 1.0}
     assert (loaded.device, loaded.patience, loaded.recipe) == ("cpu", 0, "format-1")
     assert sum(1 for m in flow.modules() if type(m).__name__ == "AffineCoupling") == 6
     config["config_version"] = 99

@@ -271,6 +271,28 @@ def test_fit_run_eval_sample_and_plot_through_the_command_line(tmp_path, capsys)
     assert json.loads((run / "results.json").read_text())["steps"] == 40
 
 
+def test_a_fit_records_every_builder_option_and_a_format_3_maf_fit_resumes_with_its_old_bound(tmp_path, capsys):
+    """A format-3 `fit --model maf` run recorded no scale_bound (then fixed at 1): its resume, eval and
+    sample rebuild that bound, not the builder's default of today."""
+    from flowforge.training import load_run
+    from flowforge.transforms import Affine
+    from flowforge.variational.cli import _resumed_config
+
+    run = tmp_path / "maf"
+    assert cli(capsys, "fit", "--target", "banana", "--model", "maf", "--out", run, *FAST)[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    assert {"scale_bound", "activation", "lu"} <= config["train"]["model_options"].keys()
+    config["config_version"] = 3
+    del config["train"]["model_options"]["scale_bound"]
+    config["train"]["model_options"].pop("lu")  # format 3 wrote only the recipe's sizes
+    (run / "config.json").write_text(json.dumps(config))
+    assert _resumed_config(run, 40).model_options["scale_bound"] == 1.0  # what `fit --resume` trains on
+    assert cli(capsys, "fit", "--resume", run, "--steps", "40", "--no-progress", "--no-plots")[0] == 0
+    flow, loaded, _ = load_run(run)
+    assert loaded.model_options["scale_bound"] == 1.0
+    assert {m.bound for m in flow.modules() if isinstance(m, Affine)} == {1.0}
+
+
 def test_fit_repeats_with_the_same_seed(tmp_path, capsys):
     for name in ("a", "b"):
         assert cli(capsys, "fit", "--target", "ring", "--out", tmp_path / name, "--seed", "3", *FAST)[0] == 0

@@ -129,8 +129,8 @@ def table_recipe(info: DataInfo) -> dict[str, Any]:
     under 300 rows a small model with strong noise beat the fitted Gaussian on wine at 5 of 5
     seeds; 300–2,000 rows (breast cancer, 455 × 30) and above (MINIBOONE, 2,627 × 43) at 3 of 3.
     The 300-row threshold lies between the two small tables measured; it is not a law.
-    From 5,000 rows on, no noise: it blurs peaked conditionals more than it guards against
-    memorising (MAF, 30 s: MINIBOONE's 2,955 rows 16.84 nats with noise 0.03, 17.33 without;
+    From 5,000 rows on, no noise, for every family: it blurs peaked conditionals more than it guards
+    against memorising (measured with MAF only, 30 s: MINIBOONE's 2,955 rows 16.84 nats with noise 0.03, 17.33 without;
     SLCP's 9,000 rows a gap to the truth of 2.97 nats without, 3.60 with; docs/tabular.md).
     """
     batch = int(min(256, max(32, info.rows // 4)))
@@ -190,7 +190,7 @@ SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("realnvp", "flowforge.models.realnvp:RealNVP", VECTOR,
               "RealNVP: affine couplings with alternating masks (the book's model)",
               _vector_recipe(REALNVP_TOY, REALNVP_TABLE.__getitem__), _SIZES,
-              unrecorded_options={"num_layers": 6, "hidden": 256, "depth": 4}),
+              unrecorded_options={"num_layers": 6, "hidden": 256, "depth": 4}, added_options={"scale_bound": 1.0}),
     ModelSpec("nsf", "flowforge.models.nsf:NSF", VECTOR,
               "neural spline flow: rational-quadratic spline couplings (or autoregressive=true)",
               _vector_recipe(SPLINE_TOY, _spline_table), _SIZES),

@@ -10,6 +10,8 @@ in the shared transform test.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -67,8 +69,10 @@ class Affine(ElementwiseMap):
         super().__init__()
         if scale not in ("tanh", "sigmoid"):
             raise ValueError(f"unknown affine scale {scale!r}; choose tanh or sigmoid (or the Additive map)")
-        if not bound > 0 or (bound != 1.0 and scale != "tanh"):
-            raise ValueError(f"an affine scale bound must be positive and only widens the tanh scale, got {bound!r}")
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound < math.inf:
+            raise ValueError(f"the affine scale bound (scale_bound) must be a positive finite number, got {bound!r}")
+        if bound != 1.0 and scale != "tanh":
+            raise ValueError(f"the affine scale bound (scale_bound) only widens the tanh scale, not {scale!r}")
         self.scale, self.bound = scale, float(bound)
 
     def _log_s_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:

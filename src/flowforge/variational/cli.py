@@ -87,7 +87,7 @@ def _resumed_config(run_dir: Path, steps: int | None):
     raw = read_json(run_dir / CONFIG)
     if variational_section(raw) is None:
         raise FlowforgeError(f"{run_dir} was trained on data, not fitted to a target; resume it with flowforge train")
-    config = TrainConfig.from_dict(raw.get("train"), source=str(run_dir / CONFIG))
+    config = TrainConfig.from_dict(raw.get("train"), source=str(run_dir / CONFIG), version=raw.get("config_version", 1))
     if steps is not None:
         config.steps = steps
     return config

@@ -38,15 +38,21 @@ TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the fin
 RECIPE = {"steps": 2000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "weight_decay": 0.0,
           "ema_decay": 0.99, "eval_every": 200, "patience": 0, "train_noise": 0.0}
 MODEL_RECIPES = {"nsf": {"num_layers": 4, "hidden": 64, "depth": 2, "bins": 8},
-                 # a coupling may stretch by e³, not the book's e: ring mixture, 45 s, ELBO 1.72 / ESS 0.92 (bound 1: 1.63 / 0.34)
+                 # a coupling may stretch by e³, not the book's e: ring mixture, 45 s, ELBO / ESS at seeds 1 and 2
+                 # 1.51 / 0.55 and 1.72 / 0.84 (bound 1: 1.24 / 0.39, 1.41 / 0.60); docs/variational.md
                  "realnvp": {"num_layers": 8, "hidden": 64, "depth": 2, "scale_bound": 3.0},
-                 "maf": {"num_layers": 5, "hidden": 64, "depth": 2}}
+                 "maf": {"num_layers": 5, "hidden": 64, "depth": 2, "scale_bound": 1.0}}  # as before MAF's bound 3
 
 
 def fit_config(model: str = "nsf", target: str = "gmm", **overrides: Any) -> TrainConfig:
     """The variational recipe as a :class:`TrainConfig` (``batch_size`` is the draws per step);
-    ``overrides`` replace fields, ``model_options`` is merged into the model's own."""
-    options = {**MODEL_RECIPES.get(model, {}), **overrides.pop("model_options", {})}
+    ``overrides`` replace fields, ``model_options`` is merged into the model's own. Every builder
+    option is recorded, so a run rebuilds the same flow whatever the builder's defaults become."""
+    from flowforge.models.specs import SPECS
+
+    spec = SPECS.get(model)
+    recorded = {k: v for k, v in spec.builder_options().items() if k != "standardize"} if spec else {}
+    options = {**recorded, **MODEL_RECIPES.get(model, {}), **overrides.pop("model_options", {})}
     values = {**RECIPE, "objective": None, "standardize": True, "recipe": f"{model}/variational",
               **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(model=model, data=target, model_options=options, **values)
