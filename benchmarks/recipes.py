@@ -45,6 +45,7 @@ CASES = {  # name → (model, data); a table name means the CSV written by write
     "maf/moons": ("maf", "moons"),
     "nsf/wine": ("nsf", "wine"),
     "maf/wine": ("maf", "wine"),
+    "maf/breast_cancer": ("maf", "breast_cancer"),
     "nsf/miniboone": ("nsf", "miniboone"),
     "maf/miniboone": ("maf", "miniboone"),
 }
