@@ -87,9 +87,11 @@ class ModelSpec:
         return self.builder_function()(tuple(dim) if isinstance(dim, list) else dim, **options)
 
     def builder_options(self) -> dict[str, Any]:
-        """Every keyword the builder takes, with its default (recorded in config.json)."""
+        """Every keyword the builder takes, with its default (recorded in config.json), but
+        ``standardize``: a config holds that as a trainer field of its own."""
         parameters = list(inspect.signature(self.builder_function()).parameters.values())[1:]
-        return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+        return {p.name: p.default for p in parameters
+                if p.default is not inspect.Parameter.empty and p.name != "standardize"}
 
     def figure_function(self) -> Callable[..., Any] | None:
         return _resolve(self.figures) if self.figures else None

@@ -109,7 +109,7 @@ class TrainConfig:
         values = {name: defaults[name] if getattr(self, name) is None and name in defaults else getattr(self, name)
                   for name in self.field_names() if name != "model_options"}
         values["recipe"] = self.recipe or f"{self.model}/{info.kind}"
-        recorded = {k: v for k, v in spec.builder_options().items() if k != "standardize"}
+        recorded = spec.builder_options()
         conditional = {"context_dim": info.context_dim} if info.context_dim else {}  # the data's, not an option
         return TrainConfig(**values, model_options={**recorded, **options, **self.model_options, **conditional})
 

@@ -50,8 +50,7 @@ def fit_config(model: str = "nsf", target: str = "gmm", **overrides: Any) -> Tra
     option is recorded, so a run rebuilds the same flow whatever the builder's defaults become."""
     from flowforge.models.specs import SPECS
 
-    spec = SPECS.get(model)
-    recorded = {k: v for k, v in spec.builder_options().items() if k != "standardize"} if spec else {}
+    recorded = SPECS[model].builder_options() if model in SPECS else {}
     options = {**recorded, **MODEL_RECIPES.get(model, {}), **overrides.pop("model_options", {})}
     values = {**RECIPE, "objective": None, "standardize": True, "recipe": f"{model}/variational",
               **{k: v for k, v in overrides.items() if v is not None}}
