@@ -8,6 +8,7 @@ import torch
 
 from flowforge.models import MAF, NSF, build_model
 from flowforge.nets import MADE
+from flowforge.transforms.elementwise import affine_or_additive
 from flowforge.transforms import Affine, Inverse, MaskedAutoregressive, RationalQuadraticSpline
 from test_flow import grid_integral, perturbed
 from transform_base import TransformTests
@@ -106,3 +107,5 @@ def test_affine_bound_widens_the_tanh_scale_and_refuses_nonsense():
                 dict(bound=True), dict(scale="sigmoid", bound=3.0)):
         with pytest.raises(ValueError, match="bound"):
             Affine(**bad)
+    with pytest.raises(ValueError, match="bound"):
+        affine_or_additive("additive", 3.0)

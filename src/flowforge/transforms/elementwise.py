@@ -19,17 +19,18 @@ from torch import Tensor, nn
 SCALES = ("tanh", "sigmoid", "additive")
 
 
-def log_scale(raw: Tensor, kind: str) -> Tensor:
+def log_scale(raw: Tensor, kind: str, bound: float = 1.0) -> Tensor:
     """log s from the network's raw output.
 
-    "tanh": s = exp(tanh(raw)) ∈ (1/e, e), the book's bounded scale; "sigmoid": s = sigmoid(raw + 2)
-    ∈ (0, 1), Glow's choice (starts at 0.88, never expands); "additive": s = 1 (NICE).
+    "tanh": log s = bound · tanh(raw / bound), s ∈ (e^−bound, e^bound) with slope 1 at 0 (bound 1:
+    the book's scale in (1/e, e)); "sigmoid": s = sigmoid(raw + 2) ∈ (0, 1), Glow's choice (starts at
+    0.88, never expands); "additive": s = 1 (NICE).
 
     >>> log_scale(torch.tensor([0.0]), "tanh"), log_scale(torch.tensor([0.0]), "additive")
     (tensor([0.]), tensor([0.]))
     """
     if kind == "tanh":
-        return torch.tanh(raw)
+        return torch.tanh(raw) if bound == 1.0 else bound * torch.tanh(raw / bound)
     if kind == "sigmoid":
         return F.logsigmoid(raw + 2.0)
     if kind == "additive":
@@ -77,9 +78,7 @@ class Affine(ElementwiseMap):
 
     def _log_s_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
         raw, shift = params.chunk(2, dim=1)
-        if self.bound != 1.0:
-            return self.bound * torch.tanh(raw / self.bound), shift
-        return log_scale(raw, self.scale), shift
+        return log_scale(raw, self.scale, self.bound), shift
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_s, shift = self._log_s_shift(params)
@@ -111,4 +110,6 @@ def affine_or_additive(scale: str, bound: float = 1.0) -> ElementwiseMap:
     (with ``bound`` on a tanh scale)."""
     if scale not in SCALES:
         raise ValueError(f"unknown coupling scale {scale!r}; choose from {', '.join(SCALES)}")
+    if scale == "additive" and bound != 1.0:
+        raise ValueError("the affine scale bound (scale_bound) only widens the tanh scale, not 'additive'")
     return Additive() if scale == "additive" else Affine(scale, bound)
