@@ -1,5 +1,7 @@
 """Every model trained a few hundred steps with its default recipe on CUDA and on the CPU, side by
-side: steps/s and samples/s, and a loud failure on any tensor left on the wrong device.
+side: steps/s and samples/s, and a loud failure on any tensor left on the wrong device. Then each
+variational recipe (``flowforge fit``) fitted to a built-in target on both, and the Python ``fit()``
+on a Student-t base as the variational benchmark runs it: steps/s, the ELBO and the ESS per draw.
 
     python -m benchmarks.gpu_check              # under 5 minutes on one GPU
     python -m benchmarks.gpu_check --steps 50   # a smoke run
@@ -21,6 +23,7 @@ from flowforge.training import TrainConfig, load_run, train
 
 RUNS = [("realnvp", "moons"), ("nsf", "moons"), ("maf", "moons"), ("ffjord", "pinwheel"),
         ("glow", "digits"), ("realnvp-image", "digits")]
+FITS = [("nsf", "gmm"), ("realnvp", "moons"), ("maf", "ring"), ("realnvp", "funnel")]  # flowforge fit's recipes
 
 
 def misplaced(module: torch.nn.Module, device: torch.device) -> list[str]:
@@ -56,9 +59,57 @@ def measure(model: str, data: str, device: str, steps: int, root: Path) -> dict:
             "test": results.get("test_bits_per_dim", results["test_nll"])}
 
 
+def measure_fit(model: str, target: str, device: str, steps: int, root: Path) -> dict:
+    """``flowforge fit``'s recipe for ``steps`` steps on ``device``, then the run reloaded there."""
+    from flowforge.variational.fitting import fit_config, fit_run
+
+    run = root / f"fit-{model}-{target}-{device}"
+    config = fit_config(model, target, steps=steps, objective="forward-then-stl", eval_every=max(1, steps // 2),
+                        device=device, seed=0)
+    results = fit_run(config, run, progress_bar=False)
+    flow, _, _ = load_run(run, device=device)
+    wrong = misplaced(flow, torch.device(device))
+    if wrong:
+        raise SystemExit(f"DEVICE MISMATCH: fit {model}/{target} on {device}: {', '.join(wrong[:5])} elsewhere")
+    return {"steps_per_s": results["steps"] / results["train_seconds"], "elbo": results["elbo"],
+            "ess": results["ess_per_draw"]}
+
+
+def measure_python_fit(device: str, steps: int) -> dict:
+    """``fit()`` of the variational benchmark's RealNVP on a Student-t base, on ``device``."""
+    from flowforge.models import RealNVP
+    from flowforge.variational import fit, load_target
+    from flowforge.variational.fitting import set_target_scale, student_t_base
+
+    torch.manual_seed(0)
+    flow = RealNVP(2, num_layers=8, hidden=64, depth=2, standardize=True, scale_bound=3.0)
+    set_target_scale(flow, 1.5)
+    flow = student_t_base(flow.to(device))
+    started = time.perf_counter()
+    result = fit(flow, load_target("moons"), steps=steps, draws=512, eval_every=max(1, steps // 2))
+    wrong = misplaced(flow, torch.device(device))
+    if wrong:
+        raise SystemExit(f"DEVICE MISMATCH: fit() on {device}: {', '.join(wrong[:5])} elsewhere")
+    return {"steps_per_s": steps / (time.perf_counter() - started), "elbo": result["elbo"],
+            "ess": result["ess_per_draw"]}
+
+
+def fit_table(steps: int, root: Path) -> None:
+    print(f"\n{'variational fit':<24}{'cpu steps/s':>12}{'cuda steps/s':>13}{'ratio':>7}"
+          f"{'cpu ELBO':>10}{'cuda ELBO':>10}{'cpu ESS':>9}{'cuda ESS':>9}")
+    rows = [(f"{m}/{t}", lambda d, m=m, t=t: measure_fit(m, t, d, steps, root)) for m, t in FITS]
+    rows.append(("fit() t-base/moons", lambda d: measure_python_fit(d, steps)))
+    for name, measure_on in rows:
+        cpu, gpu = measure_on("cpu"), measure_on("cuda")
+        print(f"{name:<24}{cpu['steps_per_s']:>12.1f}{gpu['steps_per_s']:>13.1f}"
+              f"{gpu['steps_per_s'] / cpu['steps_per_s']:>6.1f}x{cpu['elbo']:>10.3f}{gpu['elbo']:>10.3f}"
+              f"{cpu['ess']:>9.3f}{gpu['ess']:>9.3f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--fit-steps", type=int, default=400, help="steps of each variational fit")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device on this machine; nothing to check", file=sys.stderr)
@@ -72,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model + '/' + data:<24}{cpu['steps_per_s']:>12.1f}{gpu['steps_per_s']:>13.1f}"
                   f"{gpu['steps_per_s'] / cpu['steps_per_s']:>6.1f}x{cpu['samples_per_s']:>15.0f}"
                   f"{gpu['samples_per_s']:>16.0f}{gpu['samples_per_s'] / cpu['samples_per_s']:>6.1f}x", flush=True)
+        fit_table(args.fit_steps, Path(tmp))
     return 0
 
 

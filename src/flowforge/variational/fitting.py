@@ -103,16 +103,20 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
             "best_step": progress.best_step, "steps": progress.step, "seconds": round(progress.elapsed, 2)}
 
 
-def student_t_base(flow, df: int = 5):
-    """Give ``flow`` (in place, and returned) a base of independent Student-t coordinates with ``df``
-    degrees of freedom instead of its Gaussian one: q's tails become polynomial, so the importance
-    weights p̃/q stay bounded where a Gaussian-based q would thin out (see
-    :mod:`flowforge.variational.base`). The flow's parameters are unchanged."""
-    from flowforge.variational.base import StudentTBase
+def student_t_base(flow, df: int = 5, components: int = 1):
+    """Give ``flow`` (in place, and returned) a base of Student-t coordinates with ``df`` degrees of
+    freedom instead of its Gaussian one: q's tails become polynomial, so the importance weights p̃/q
+    stay bounded where a Gaussian-based q would thin out. With ``components`` = 1 the base is the
+    standard Student-t and the flow's parameters are unchanged; with K > 1 it is an equal-weight
+    mixture of K Student-t components with learned locations and scales (2·K·D parameters), so
+    separated modes or rings of the target need no thin bridges or seams of q between them
+    (:mod:`flowforge.variational.base`)."""
+    from flowforge.variational.base import StudentTBase, StudentTMixtureBase
 
-    shape = flow.base.event_shape
+    shape = tuple(flow.base.event_shape)
     device, dtype = flow.base._zero.device, flow.base._zero.dtype
-    flow.base = StudentTBase(tuple(shape), df).to(device, dtype)
+    base = StudentTBase(shape, df) if components == 1 else StudentTMixtureBase(shape, components, df)
+    flow.base = base.to(device, dtype)
     return flow
 
 
