@@ -1,10 +1,11 @@
 """Every model trained a few hundred steps with its default recipe on CUDA and on the CPU, side by
 side: steps/s and samples/s, and a loud failure on any tensor left on the wrong device. Then each
 variational recipe (``flowforge fit``) fitted to a built-in target on both, and the Python ``fit()``
-on a Student-t base as the variational benchmark runs it: steps/s, the ELBO and the ESS per draw.
+on the variational benchmark's own flow (its mixture base included): steps/s (the optimisation
+loop's, evaluations during it included), the ELBO and the ESS per draw.
 
-    python -m benchmarks.gpu_check              # under 5 minutes on one GPU
-    python -m benchmarks.gpu_check --steps 50   # a smoke run
+    python -m benchmarks.gpu_check              # a few minutes on one GPU (the training table alone: under 5)
+    python -m benchmarks.gpu_check --steps 50 --fit-steps 50   # a smoke run
 
 Without a CUDA device it says so and exits with status 2 (the CPU column alone proves nothing).
 """
@@ -66,31 +67,26 @@ def measure_fit(model: str, target: str, device: str, steps: int, root: Path) ->
     run = root / f"fit-{model}-{target}-{device}"
     config = fit_config(model, target, steps=steps, objective="forward-then-stl", eval_every=max(1, steps // 2),
                         device=device, seed=0)
-    results = fit_run(config, run, progress_bar=False)
+    results = fit_run(config, run, progress_bar=False, force=True)
     flow, _, _ = load_run(run, device=device)
     wrong = misplaced(flow, torch.device(device))
     if wrong:
         raise SystemExit(f"DEVICE MISMATCH: fit {model}/{target} on {device}: {', '.join(wrong[:5])} elsewhere")
-    return {"steps_per_s": results["steps"] / results["train_seconds"], "elbo": results["elbo"],
+    return {"steps_per_s": results["steps"] / max(results["train_seconds"], 0.01), "elbo": results["elbo"],
             "ess": results["ess_per_draw"]}
 
 
 def measure_python_fit(device: str, steps: int) -> dict:
-    """``fit()`` of the variational benchmark's RealNVP on a Student-t base, on ``device``."""
-    from flowforge.models import RealNVP
+    """``fit()`` of the variational benchmark's own flow (RealNVP, mixture base, float32) on ``device``."""
+    from benchmarks.variational import flowforge_flow
     from flowforge.variational import fit, load_target
-    from flowforge.variational.fitting import set_target_scale, student_t_base
 
-    torch.manual_seed(0)
-    flow = RealNVP(2, num_layers=8, hidden=64, depth=2, standardize=True, scale_bound=3.0)
-    set_target_scale(flow, 1.5)
-    flow = student_t_base(flow.to(device))
-    started = time.perf_counter()
+    flow = flowforge_flow(8, 64, seed=0).to(device)
     result = fit(flow, load_target("moons"), steps=steps, draws=512, eval_every=max(1, steps // 2))
     wrong = misplaced(flow, torch.device(device))
     if wrong:
         raise SystemExit(f"DEVICE MISMATCH: fit() on {device}: {', '.join(wrong[:5])} elsewhere")
-    return {"steps_per_s": steps / (time.perf_counter() - started), "elbo": result["elbo"],
+    return {"steps_per_s": result["steps"] / max(result["seconds"], 0.01), "elbo": result["elbo"],
             "ess": result["ess_per_draw"]}
 
 

@@ -83,7 +83,8 @@ def fit_normflows(target, layers: int, hidden: int, budget: float, seed: int):
     return model, steps, time.perf_counter() - started
 
 
-def _flowforge_flow(layers: int, hidden: int, seed: int):
+def flowforge_flow(layers: int, hidden: int, seed: int):
+    """flowforge's side of the comparison: the RealNVP, its target scale and its mixture base."""
     torch.manual_seed(seed)
     # float32, as normflows; the variational recipe's log-scale bound of 3 (normflows' scale is unbounded)
     flow = RealNVP(2, num_layers=layers, hidden=hidden, depth=2, standardize=True, mixed_precision=False,
@@ -96,7 +97,7 @@ def _flowforge_flow(layers: int, hidden: int, seed: int):
 def fit_flowforge(target, layers: int, hidden: int, budget: float, seed: int, objective: str | None):
     """fit() at its defaults (``objective`` None: the default objective) on the same draws per step,
     its schedule following the clock: it stops after ``budget`` seconds, its own evaluations included."""
-    flow = _flowforge_flow(layers, hidden, seed)
+    flow = flowforge_flow(layers, hidden, seed)
     options = {} if objective is None else {"objective": objective}
     result = fit(flow, target, steps=10_000_000, seconds=budget, draws=DRAWS, eval_every=400, seed=seed, **options)
     return flow, result["steps"], result["seconds"]  # the optimisation loop's wall-clock, as normflows' below

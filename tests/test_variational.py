@@ -180,25 +180,35 @@ def test_the_student_t_base_has_its_density_and_its_spread_and_leaves_the_flow_s
         StudentTBase(2, df=2.5)
 
 
-def test_the_student_t_mixture_base_integrates_to_one_and_learns_its_components_by_path_gradients():
+def test_the_student_t_mixture_base_draws_its_density_which_integrates_to_one_and_passes_path_gradients():
     torch.manual_seed(0)
     base = StudentTMixtureBase(2, components=3, df=5).double()
+    with torch.no_grad():
+        base.log_scale.copy_(torch.tensor([[-0.5, 0.0], [0.3, -0.2], [0.1, 0.4]]))
     z = base.rsample(64, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(base.log_prob(z), base.distribution().log_prob(z))
+    assert torch.equal(z, base.rsample(64, generator=torch.Generator().manual_seed(0)))
+    many = base.sample(400_000, generator=torch.Generator().manual_seed(3))
+    loc, scale = base.loc.detach(), base.log_scale.detach().exp()
+    torch.testing.assert_close(many.mean(0), loc.mean(0), atol=0.02, rtol=0)
+    variance = (scale ** 2 * 5 / 3).mean(0) + loc.var(0, unbiased=False)  # Var t_5 = 5/3, plus the spread of the means
+    torch.testing.assert_close(many.var(0), variance, rtol=0.03, atol=0)
     grid = torch.linspace(-40, 40, 1601, dtype=torch.float64)
     cells = torch.cartesian_prod(grid, grid)
     with torch.no_grad():
         mass = base.log_prob(cells).exp().sum() * (grid[1] - grid[0]) ** 2
     assert abs(float(mass) - 1) < 2e-3
-    base.rsample(256, generator=torch.Generator().manual_seed(1)).square().sum().backward()
-    assert base.loc.grad.abs().min() > 0 and base.log_scale.grad.abs().min() > 0  # every component, every coordinate
+    base.rsample(20_000, generator=torch.Generator().manual_seed(1)).mean(0).sum().backward()
+    torch.testing.assert_close(base.loc.grad, torch.full((3, 2), 1 / 3, dtype=torch.float64), atol=0.02, rtol=0)
+    assert base.log_scale.grad.abs().min() > 0  # every component, every coordinate
     flow = NSF(2, num_layers=2, hidden=8)
     size = sum(p.numel() for p in flow.parameters())
     student_t_base(flow, df=5, components=4)
     assert sum(p.numel() for p in flow.parameters()) == size + 2 * 4 * 2
     x, log_q = flow.sample_and_log_prob(8, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(log_q, flow.log_prob(x), rtol=1e-4, atol=1e-4)
-    for bad in ({"shape": (1, 2)}, {"shape": 2, "components": 0}, {"shape": 2, "df": 0.5}):
+    for bad in ({"shape": (1, 2)}, {"shape": 2, "components": 0}, {"shape": 2, "components": "3"},
+                {"shape": 2, "df": 0.5}, {"shape": 2, "scale": 0.0}, {"shape": 2, "spread": float("nan")}):
         with pytest.raises(ValueError):
             StudentTMixtureBase(**bad)
     with pytest.raises(ValueError, match="temperature"):

@@ -64,7 +64,8 @@ class StudentTMixtureBase(Base):
     The weights stay equal because a draw's component is discrete: with fixed weights every draw's
     gradient is still a path derivative through μ and σ (the flow moves mass between components).
     The locations start as draws of N(0, ``spread``²) (torch's global generator, like any layer's
-    initial weights), the scales at ``scale``.
+    initial weights), the scales at ``scale``. ``distribution()`` is torch's ``MixtureSameFamily``,
+    which draws without gradients; the base's own ``rsample`` is reparameterised.
 
     >>> base = StudentTMixtureBase(2, components=4)
     >>> z = base.rsample(5, generator=torch.Generator().manual_seed(0))
@@ -75,29 +76,31 @@ class StudentTMixtureBase(Base):
     def __init__(self, shape: int | tuple[int], components: int = 8, df: int = 5, spread: float = 1.0,
                  scale: float = 0.6):
         super().__init__()
-        if int(components) != components or components < 1:
-            raise ValueError(f"a mixture base needs a whole number of components of at least 1, got {components}")
-        self.event_shape, self.df = event_shape_of(shape), whole_df(df)
+        if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+            raise ValueError(f"a mixture base needs a whole number of components, at least 1, not {components!r}")
+        if not (math.isfinite(spread) and spread >= 0 and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"a mixture base needs a finite spread ≥ 0 and scale > 0, not {spread!r} and {scale!r}")
+        self.event_shape, self.df, self.components = event_shape_of(shape), whole_df(df), components
         if len(self.event_shape) != 1:
             raise ValueError(f"a mixture base is for flows of vectors, not of shape {tuple(self.event_shape)}")
-        self.loc = nn.Parameter(spread * torch.randn(int(components), self.event_dim))
-        self.log_scale = nn.Parameter(torch.full((int(components), self.event_dim), math.log(scale)))
+        self.loc = nn.Parameter(spread * torch.randn(components, self.event_dim))
+        self.log_scale = nn.Parameter(torch.full((components, self.event_dim), math.log(scale)))
         self.register_buffer("_zero", torch.zeros(()))
 
     def log_prob(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         u = (z.reshape(z.shape[0], 1, self.event_dim) - self.loc) * (-self.log_scale).exp()
         per_component = (student_t_log_density(u, self.df) - self.log_scale).sum(2)
-        return torch.logsumexp(per_component, 1) - math.log(len(self.loc))
+        return torch.logsumexp(per_component, 1) - math.log(self.components)
 
     def rsample(self, n: int, context: Tensor | None = None, temperature: float = 1.0,
                 generator: torch.Generator | None = None) -> Tensor:
         refuse_temperature(temperature)
-        k = torch.randint(len(self.loc), (n,), generator=generator, device=self._zero.device)
+        k = torch.randint(self.components, (n,), generator=generator, device=self._zero.device)
         noise = student_t_noise((n, self.event_dim), self.df, generator, self._zero)
         return (self.loc[k] + self.log_scale[k].exp() * noise).reshape(n, *self.event_shape)
 
     def distribution(self, context: Tensor | None = None) -> Distribution:
-        weights = Categorical(logits=torch.zeros(len(self.loc), device=self.loc.device, dtype=self.loc.dtype))
+        weights = Categorical(logits=torch.zeros(self.components, device=self.loc.device, dtype=self.loc.dtype))
         components = Independent(StudentT(float(self.df), self.loc, self.log_scale.exp()), 1)
         return MixtureSameFamily(weights, components)
 
