@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -320,8 +320,10 @@ def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generato
     return batch, None if c_train is None else c_train[rows]
 
 
-def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resume: bool, force: bool,
-           progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
+def _checked_setup(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resume: bool
+                   ) -> tuple[TrainConfig, Any]:
+    """The run's config and data splits, checked against each other (and against the recorded run
+    when resuming) before anything is built."""
     # a resumed run continues its own recorded config (only the caller's steps and device may
     # differ), so it stays the model it was; a new run takes the recipe for its data
     config, recorded_dim = _recorded_config(run_dir, config) if resume else (config, None)
@@ -339,27 +341,54 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
     if config.batch_size % ranks.world_size:
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {ranks.world_size} processes")
     _check_context_size(config, splits)
-    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
-    metrics = spec_of(config.model).metrics
-    flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
-    ema = EMA(flow, config.ema_decay)
+    return config, splits
+
+
+def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Context, splits, resume: bool,
+                     force: bool, flow, optimizer, ema: EMA, generator) -> Progress:
+    """A resumed run's state from its checkpoint, or a new run's directory and a fresh start."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
         if ranks.is_main:
             drop_metrics_after(run_dir, progress.step)
         elif ranks.active:
             torch.manual_seed(config.seed + 1_000_003 * ranks.rank + progress.step)
-    else:
-        if ranks.is_main:
-            prepare_run_dir(run_dir, config, splits.dim, splits.columns, force,
-                             splits.context_info.to_dict() if splits.context_info else None)
-        progress = Progress()
-        torch.manual_seed(config.seed + ranks.rank)  # per-rank noise (e.g. trace estimators)
-    ranks.barrier()
+        return progress
+    if ranks.is_main:
+        prepare_run_dir(run_dir, config, splits.dim, splits.columns, force,
+                        splits.context_info.to_dict() if splits.context_info else None)
+    torch.manual_seed(config.seed + ranks.rank)  # per-rank noise (e.g. trace estimators)
+    return Progress()
+
+
+def _parallel_objective(flow, config: TrainConfig, ranks: distributed.Context, device: torch.device):
+    """The training objective as a module, wrapped for data parallelism when several ranks run."""
     objective = _Objective(flow, config.objective, config.l2)
     if ranks.active:  # on GPUs each rank holds its own (torch.cuda.set_device in distributed.setup)
         ids = [distributed.local_rank()] if device.type == "cuda" else None
         objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+    return objective
+
+
+def _stops_early(config: TrainConfig, progress: Progress, write: Callable[[str], Any]) -> bool:
+    """Whether ``config.patience`` evaluations without a better validation NLL have passed (said)."""
+    if not config.patience or progress.stale_evals < config.patience:
+        return False
+    write(f"stopped early at step {progress.step}: no better validation NLL in "
+          f"{config.patience} evaluations (best {progress.best_val:.4f} at step {progress.best_step})")
+    return True
+
+
+def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resume: bool, force: bool,
+           progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
+    config, splits = _checked_setup(config, run_dir, ranks, resume)
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    metrics = spec_of(config.model).metrics
+    flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
+    ema = EMA(flow, config.ema_decay)
+    progress = _start_or_resume(config, run_dir, ranks, splits, resume, force, flow, optimizer, ema, generator)
+    ranks.barrier()
+    objective = _parallel_objective(flow, config, ranks, device)
     x_train = torch.from_numpy(splits.train).to(device, dtype)
     c_train = None if splits.context is None else torch.from_numpy(splits.context[0]).to(device, dtype)
     jitter = _jitter_scale(config, x_train)
@@ -400,9 +429,7 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
             good = snapshot_state(flow, optimizer, ema, generator, progress)
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{record['val_nll']:.3f}",
                             best=f"{progress.best_val:.3f}")
-            if config.patience and progress.stale_evals >= config.patience:
-                bar.write(f"stopped early at step {progress.step}: no better validation NLL in "
-                          f"{config.patience} evaluations (best {progress.best_val:.4f} at step {progress.best_step})")
+            if _stops_early(config, progress, bar.write):
                 break
     bar.close()
     ranks.barrier()  # rank 0's best weights are on disk before anyone reads them
