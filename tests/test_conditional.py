@@ -145,7 +145,7 @@ def test_context_columns_end_to_end_train_density_sample_eval_plot(tmp_path, cap
     np.savetxt(tmp_path / "ctx.csv", [[-1500.0], [0.0]], delimiter=",")
     code, _, _ = cli(capsys, "sample", run, "-n", 200, "--context-file", tmp_path / "ctx.csv", "-o", tmp_path / "two.csv")
     drawn = np.loadtxt(tmp_path / "two.csv", delimiter=",", skiprows=1)
-    assert code == 0 and drawn.shape == (400, 3) and list(np.unique(drawn[:, 0])) == [-1500.0, 0.0]
+    assert code == 0 and drawn.shape == (400, 3) and (drawn[:200, 0] == -1500).all() and (drawn[200:, 0] == 0).all()
     assert drawn[drawn[:, 0] == -1500, 2].mean() < -1.0 < drawn[drawn[:, 0] == 0, 2].mean()
     code, _, _ = cli(capsys, "density", run, tmp_path / "two.csv", "-o", tmp_path / "back.csv")  # by header names
     assert code == 0 and np.isfinite(np.loadtxt(tmp_path / "back.csv", skiprows=1)).all()
@@ -247,3 +247,29 @@ def test_the_context_embedding_sees_standardised_conditions_and_each_conditional
         with torch.no_grad():
             density = flow.log_prob(points, torch.full((len(points), 1), condition, dtype=torch.float64)).exp()
         assert float(density.sum() * (grid[1] - grid[0]) ** 2) == pytest.approx(1.0, abs=0.02)
+
+
+class _EchoFlow(torch.nn.Module):
+    """Draws that repeat their condition: x = (c, draw number within the call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def sample(self, shape, context, temperature=1.0, generator=None):
+        count, k = shape[0], len(context)
+        within = torch.arange(count, dtype=context.dtype)[:, None, None].expand(count, k, 1)
+        return torch.cat([context[None].expand(count, k, context.shape[1]), within], 2)
+
+
+@pytest.mark.parametrize("batch", [3, 7, 1000])
+def test_sample_batches_keep_each_conditions_draws_together_and_in_order(monkeypatch, batch):
+    from flowforge import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "SAMPLE_BATCH", batch)
+    conditions = np.array([[10.0], [20.0], [30.0], [40.0], [50.0]], dtype=np.float32)
+    drawn = torch.cat(list(cli_module._sample_batches(_EchoFlow(), 5, 1.0, 0, conditions)))
+    assert drawn.shape == (25, 2)
+    assert drawn[:, 0].tolist() == [c for c in (10.0, 20.0, 30.0, 40.0, 50.0) for _ in range(5)]
+    batches = [len(b) for b in cli_module._sample_batches(_EchoFlow(), 5, 1.0, 0, conditions)]
+    assert max(batches) <= max(batch, 5) and sum(batches) == 25

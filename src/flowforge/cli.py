@@ -406,9 +406,8 @@ def _with_conditions(batches, info, conditions, num: int):
 
     shown = conditions.argmax(1)[:, None].astype(np.float32) if info.kind == "label" else conditions
     drawn = 0
-    for batch in batches:
-        row = shown[drawn // num]
-        yield np.column_stack([np.broadcast_to(row, (len(batch), len(row))), batch])
+    for batch in batches:  # a batch may hold the draws of several conditions, -n rows each
+        yield np.column_stack([shown[(drawn + np.arange(len(batch))) // num], batch])
         drawn += len(batch)
 
 
@@ -418,21 +417,25 @@ def _csv_name(name: str) -> str:
 
 
 def _sample_batches(flow, num: int, temperature: float, seed: int, conditions=None):
-    """``num`` samples (for each condition, one after the other) from one seeded generator,
-    :data:`SAMPLE_BATCH` at a time."""
+    """``num`` samples (for each condition, one after the other) from one seeded generator, about
+    :data:`SAMPLE_BATCH` at a time: several conditions share a batch when ``num`` is small."""
     import torch
 
     from flowforge.training.device import flow_device
 
     device, dtype = flow_device(flow)
     generator = torch.Generator(device).manual_seed(seed)
-    for row in ([None] if conditions is None else torch.as_tensor(conditions).to(device, dtype)):
+    if conditions is None:
         for start in range(0, num, SAMPLE_BATCH):
-            count = min(SAMPLE_BATCH, num - start)
-            if row is None:
-                yield flow.sample(count, temperature=temperature, generator=generator)
-            else:
-                yield flow.sample((count,), row[None], temperature=temperature, generator=generator)[:, 0]
+            yield flow.sample(min(SAMPLE_BATCH, num - start), temperature=temperature, generator=generator)
+        return
+    rows = torch.as_tensor(conditions).to(device, dtype)
+    together = max(1, SAMPLE_BATCH // max(1, num))
+    for first in range(0, len(rows), together):
+        chunk = rows[first:first + together]
+        for start in range(0, num, SAMPLE_BATCH):
+            x = flow.sample((min(SAMPLE_BATCH, num - start),), chunk, temperature=temperature, generator=generator)
+            yield x.transpose(0, 1).flatten(0, 1)  # (draws, conditions, ...) → condition after condition
 
 
 def _finite_samples(x, temperature: float):
