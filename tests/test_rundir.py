@@ -107,7 +107,7 @@ def test_stale_lock_of_a_killed_run_is_detected_and_taken_over(run, capsys):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (run / LOCK).write_text(f"{dead.pid}\n")
-    code, _, err = cli(capsys, "train", "--resume", run, "--no-progress", "--no-plots")
+    code, _, err = cli(capsys, "train", "--resume", run, "--steps", "305", "--no-progress", "--no-plots")
     assert code == 0
     assert_one_line(err, "warning", f"PID {dead.pid}", "no longer running")
 

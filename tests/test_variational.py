@@ -345,6 +345,10 @@ def test_fit_repeats_with_the_same_seed(tmp_path, capsys):
 
 BAD_TARGETS = {
     "nan.py": ("def log_prob(x):\n    return x[:, 0] * float('nan')\n", "NaN"),
+    "posinf.py": ("def log_prob(x):\n    return x[:, 0] * 0 + float('inf')\n", "+inf"),
+    "neginf.py": ("import torch\ndef log_prob(x):\n    return torch.where(x[:, 0] > 0, -x[:, 1] ** 2, -torch.inf)\n",
+                  "-inf at"),
+    "detached.py": ("def log_prob(x):\n    return -(x ** 2).sum(-1).detach()\n", "without a gradient"),
     "shape.py": ("def log_prob(x):\n    return x.sum(-1, keepdim=True)\n", "one log-density per row"),
     "raises.py": ("def log_prob(x):\n    raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
     "broken.py": ("def log_prob(x:\n", "importing"),
@@ -382,3 +386,94 @@ def test_a_users_target_fits_and_its_run_evaluates_without_importing_it(tmp_path
     assert code == 0 and json.loads(out)["stored"] is True, err
     code, _, err = cli(capsys, "sample", run, "-n", "5", "-o", tmp_path / "x.csv", "--resample")
     assert code == 1 and "--resample needs the run's target" in err
+
+
+def test_forward_kl_fits_a_gradient_free_target_that_the_reverse_kl_refuses_and_neither_takes_minus_inf(
+        tmp_path, capsys):
+    """The forward KL needs only the target's values (NumPy will do); any objective refuses −inf at a
+    draw (a flow has mass everywhere), before anything is written."""
+    (tmp_path / "numpy_target.py").write_text("import torch\ndef log_prob(x):\n"
+                                              "    return torch.from_numpy(-0.5 * (x.detach().numpy() ** 2).sum(-1))\n")
+    spec = f"{tmp_path / 'numpy_target.py'}:log_prob"
+    code, _, err = cli(capsys, "fit", "--target", spec, "--dim", "2", "--objective", "forward-kl",
+                       "--out", tmp_path / "fkl", *FAST)
+    assert code == 0, err
+    assert 0.5 < json.loads((tmp_path / "fkl" / "results.json").read_text())["ess_per_draw"] <= 1
+    source, words = BAD_TARGETS["neginf.py"]
+    (tmp_path / "neginf.py").write_text(source)
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'neginf.py'}:log_prob", "--dim", "2",
+                       "--objective", "forward-kl", "--out", tmp_path / "run", *FAST)
+    assert code == 1 and words in err and not (tmp_path / "run").exists()
+
+
+def test_a_fit_that_fails_before_its_first_checkpoint_leaves_no_run_directory(tmp_path, capsys):
+    """The target passes the check before the run is written, then raises on the first step: the
+    half-made run (config, manifest, metrics) is removed, since there is nothing to resume."""
+    (tmp_path / "gives_out.py").write_text("calls = 0\ndef log_prob(x):\n    global calls\n    calls += 1\n"
+                                           "    if calls > 1:\n        raise RuntimeError('gave out')\n"
+                                           "    return -(x ** 2).sum(-1)\n")
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'gives_out.py'}:log_prob", "--dim", "2",
+                       "--out", tmp_path / "run", *FAST)
+    assert code == 1
+    assert_one_line(err, "error", "raised RuntimeError: gave out")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    """A short banana fit, shared by the tests of what commands may do with it."""
+    run = tmp_path_factory.mktemp("fitted") / "banana"
+    from flowforge.cli import main
+
+    assert main(["fit", "--target", "banana", "--out", str(run), *FAST]) == 0
+    return run
+
+
+@pytest.mark.parametrize("option", [["--lr", "0.01"], ["--target", "gmm"], ["--objective", "stl"], ["--seed", "4"],
+                                    ["--layers", "3"], ["--force"]])
+def test_fit_resume_refuses_an_option_it_would_ignore(fitted_run, capsys, option):
+    before = (fitted_run / "config.json").read_bytes()
+    code, _, err = cli(capsys, "fit", "--resume", fitted_run, "--steps", "60", *option, "--no-progress")
+    assert code == 2
+    assert_one_line(err, "error", f"{option[0]} cannot change on --resume", "--steps")
+    assert (fitted_run / "config.json").read_bytes() == before
+
+
+def test_a_resume_to_fewer_steps_than_taken_says_nothing_is_left(fitted_run, capsys):
+    code, _, err = cli(capsys, "fit", "--resume", fitted_run, "--steps", "10", "--no-progress", "--no-plots")
+    assert code == 0 and "has already taken 30 steps (--steps 10): nothing to continue" in err
+
+
+def test_eval_and_sample_refuse_options_a_fitted_run_cannot_use(fitted_run, tmp_path, capsys):
+    code, _, err = cli(capsys, "eval", fitted_run, "--data", "moons")
+    assert code == 2 and "evaluated against that target, not data" in err
+    code, _, err = cli(capsys, "sample", fitted_run, "-n", "5", "-o", tmp_path / "x.csv", "--resample",
+                       "--temperature", "0.5")
+    assert code == 2 and "--temperature cannot be given with --resample" in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_resample_is_refused_for_a_run_trained_on_data(tmp_path, capsys):
+    run = tmp_path / "moons"
+    assert cli(capsys, "train", "--data", "moons", "--model", "realnvp", "--steps", "5", "--out", run,
+               "--no-plots", "--no-progress")[0] == 0
+    code, _, err = cli(capsys, "sample", run, "-n", "5", "-o", tmp_path / "x.csv", "--resample")
+    assert code == 2 and "only a run of `flowforge fit`" in err
+
+
+@pytest.mark.parametrize("threshold, warned", [(0.0, True), (10.0, False)])
+def test_eval_warns_when_the_importance_weights_are_unreliable(fitted_run, capsys, monkeypatch, threshold, warned):
+    """eval warns, as fit does, when k̂ reaches the threshold (every k̂ ≥ 0; none reaches 10)."""
+    monkeypatch.setattr("flowforge.variational.diagnostics.PARETO_K_WARNING", threshold)
+    code, out, err = cli(capsys, "eval", fitted_run, "--json")
+    assert code == 0 and json.loads(out)["pareto_k"] >= 0
+    assert ("warning: Pareto k-hat of the importance weights" in err) == warned
+
+
+def test_an_amortised_diagnosis_counts_its_draws_as_a_whole_number():
+    def target(x, c):
+        return torch.distributions.Normal(c, 1.0).log_prob(x).sum(-1)
+
+    flow = NSF(2, num_layers=1, hidden=8, context_dim=2)
+    summary = diagnose(flow, target, 100, context=torch.zeros(4, 2))
+    assert summary["draws"] == 100 and isinstance(summary["draws"], int)

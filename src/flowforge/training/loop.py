@@ -99,7 +99,9 @@ def save_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, progres
                  {"progress": asdict(progress), "param_groups": param_groups})
 
 
-def load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Progress:
+def load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, steps: int | None = None) -> Progress:
+    """Restore a run's last checkpoint into the given objects; with ``steps`` (the run's new length),
+    warn when the run has already taken that many steps, so nothing is left to continue."""
     path = run_dir / LAST_CHECKPOINT
     check_weights_file_size(path, flow.state_dict())
     tensors, meta = load_tensors(path)
@@ -118,6 +120,9 @@ def load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator) -> Prog
         warn(f"{path}: the batch generator's state was saved on another kind of device; the batches "
              "continue from a fresh seed (the run is not bit-identical to an uninterrupted one)")
         generator.manual_seed(int(generator.initial_seed()) + progress.step)
+    if steps is not None and progress.step >= steps:
+        warn(f"{run_dir} has already taken {progress.step} steps (--steps {steps}): nothing to continue; "
+             "give a larger --steps to go on")
     return progress
 
 
@@ -348,7 +353,7 @@ def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Cont
                      force: bool, flow, optimizer, ema: EMA, generator) -> Progress:
     """A resumed run's state from its checkpoint, or a new run's directory and a fresh start."""
     if resume:
-        progress = load_checkpoint(run_dir, flow, optimizer, ema, generator)  # restores rank 0's RNG
+        progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)  # rank 0's RNG too
         if ranks.is_main:
             drop_metrics_after(run_dir, progress.step)
         elif ranks.active:

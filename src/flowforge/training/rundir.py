@@ -168,7 +168,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
     """Check ``run_dir`` may be written, create it, lock it and check again under the lock (another
     writer may have got there first); the lock is held for the ``with`` block. A directory this call
-    created is removed again if the block fails before writing anything into it."""
+    created is removed again if the block fails before its first checkpoint (nothing to resume)."""
     check_run_target(run_dir, resume=resume, force=force)
     created = not run_dir.exists()
     try:
@@ -183,6 +183,8 @@ def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]
                 remove_leftover_temporaries(run_dir / "plots")
             yield
     except BaseException:
+        if created and run_dir.is_dir() and not (run_dir / LAST_CHECKPOINT).is_file():
+            clear_run(run_dir)  # a new run that stopped before its first checkpoint: nothing to resume
         if created and run_dir.is_dir() and not _user_entries(run_dir):
             (run_dir / LOCK).unlink(missing_ok=True)
             with suppress(OSError):

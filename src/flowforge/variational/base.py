@@ -31,6 +31,8 @@ from flowforge.distributions.base import Base, event_shape_of
 class StudentTBase(Base):
     """Independent standard Student-t coordinates with ``df`` (a whole number) degrees of freedom.
 
+    >>> import torch
+    >>> from flowforge.variational.base import StudentTBase
     >>> base = StudentTBase(2, df=5)
     >>> z = base.rsample(4, generator=torch.Generator().manual_seed(0))
     >>> torch.allclose(base.log_prob(z), base.distribution().log_prob(z))
@@ -67,6 +69,8 @@ class StudentTMixtureBase(Base):
     initial weights), the scales at ``scale``. ``distribution()`` is torch's ``MixtureSameFamily``,
     which draws without gradients; the base's own ``rsample`` is reparameterised.
 
+    >>> import torch
+    >>> from flowforge.variational.base import StudentTMixtureBase
     >>> base = StudentTMixtureBase(2, components=4)
     >>> z = base.rsample(5, generator=torch.Generator().manual_seed(0))
     >>> torch.allclose(base.log_prob(z), base.distribution().log_prob(z))

@@ -44,11 +44,16 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N")
 @click.option("--no-plots", is_flag=True, help="skip the figures")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
-def fit(target, dim, model, out, resume, force, steps, objective, draws, lr, layers, hidden, seed, device,
+@click.pass_context
+def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr, layers, hidden, seed, device,
         no_plots, no_progress) -> None:
-    """Fit a flow q to an unnormalised log-density log p̃(x) (reverse KL by default, with the
-    sticking-the-landing gradient) and report the ELBO, log Z ± its standard error, the ESS per
-    draw and the Pareto k̂ of the importance weights. Then `sample`, `eval` and `plot` the run."""
+    """Fit a flow q to an unnormalised log-density log p̃(x) and report the ELBO, log Z ± its
+    standard error, the ESS per draw and the Pareto k̂ of the importance weights. By default a
+    quarter of the steps descend the forward KL by importance weights (q spreads over every mode),
+    the rest the reverse KL with the sticking-the-landing gradient (q sharpens). The target must be
+    written in torch operations (the reverse KL differentiates it). Then `sample`, `eval` and `plot`
+    the run; `--resume RUN --steps N` continues one (on another --device if given)."""
+    from flowforge.cli_resume import refuse_changes_on_resume
     from flowforge.errors import FlowforgeError
     from flowforge.variational.fitting import fit_config, fit_run
     from flowforge.variational.report import eval_line
@@ -56,7 +61,9 @@ def fit(target, dim, model, out, resume, force, steps, objective, draws, lr, lay
     if (out is None) == (resume is None):
         raise click.UsageError("give --out for a new fit or --resume for an existing one")
     if resume is not None:
-        config, run_dir = _resumed_config(resume, steps), resume
+        refuse_changes_on_resume(ctx, ("steps", "device", "no_plots", "no_progress"))
+        given = ctx.get_parameter_source("device") == click.core.ParameterSource.COMMANDLINE
+        config, run_dir = _resumed_config(resume, steps, device if given else None), resume
     else:
         if target is None:
             raise click.UsageError("--target is required for a new fit")
@@ -75,10 +82,10 @@ def fit(target, dim, model, out, resume, force, steps, objective, draws, lr, lay
 
         for path in plot_variational_run(run_dir):
             click.echo(f"wrote {path}")
-    click.echo(eval_line({**results, "draws": results["draws"]}) + f" · run: {run_dir}")
+    click.echo(eval_line(results) + f" · run: {run_dir}")
 
 
-def _resumed_config(run_dir: Path, steps: int | None):
+def _resumed_config(run_dir: Path, steps: int | None, device: str | None = None):
     from flowforge.errors import FlowforgeError
     from flowforge.training.checkpoint import CONFIG, read_json
     from flowforge.training.config import TrainConfig
@@ -90,4 +97,6 @@ def _resumed_config(run_dir: Path, steps: int | None):
     config = TrainConfig.from_dict(raw.get("train"), source=str(run_dir / CONFIG), version=raw.get("config_version", 1))
     if steps is not None:
         config.steps = steps
+    if device is not None:
+        config.device = device
     return config

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from flowforge.errors import warn
 from flowforge.variational.targets import checked_log_prob
 
 PARETO_K_WARNING = 0.7  # above this the importance-sampling estimates are unreliable (PSIS, §3)
@@ -112,12 +113,21 @@ def diagnose(flow, target, n: int = EVAL_DRAWS, generator: torch.Generator | Non
     if context is not None:
         _, log_w = log_weights(flow, target, max(2, n // len(context)), context=context, generator=generator)
         rows = [importance_summary(log_w[:, k]) for k in range(len(context))]
-        return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]}
+        return {**{key: sum(r[key] for r in rows) / len(rows) for key in rows[0]},
+                "draws": sum(r["draws"] for r in rows)}
     x, log_w = log_weights(flow, target, n, generator=generator)
     summary = importance_summary(log_w, getattr(target, "log_z", None))
     if getattr(target, "modes", None) is not None:
         summary["modes_covered"] = mode_coverage(x, target.modes)
     return summary
+
+
+def warn_if_unreliable(summary: dict) -> None:
+    """Warn when the Pareto k̂ of the importance weights says they cannot be trusted
+    (k̂ ≥ :data:`PARETO_K_WARNING`: their variance is effectively infinite)."""
+    if summary["pareto_k"] >= PARETO_K_WARNING:
+        warn(f"Pareto k-hat of the importance weights is {summary['pareto_k']:.2f} (≥ {PARETO_K_WARNING}): "
+             "q misses mass of the target, so log Z and resampled draws are unreliable")
 
 
 def mode_coverage(x: Tensor, modes: Tensor, share: float = 0.2) -> float:

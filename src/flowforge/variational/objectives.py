@@ -38,12 +38,14 @@ class _LogProb(nn.Module):
         return self.flow.log_prob(x, context)
 
 
-def _target_rows(target: Callable, x: Tensor, context: Tensor | None) -> Tensor:
-    """log p̃ of draws x of shape (n, *B, D) for contexts (*B, C), flattened and reshaped back."""
+def _target_rows(target: Callable, x: Tensor, context: Tensor | None, differentiable: bool = True) -> Tensor:
+    """log p̃ of draws x of shape (n, *B, D) for contexts (*B, C), flattened and reshaped back, finite
+    at every draw; ``differentiable``: the loss differentiates it at x (it must carry a gradient)."""
     flat = x.reshape(-1, x.shape[-1])
     rows = None if context is None else context.expand(*x.shape[:-1], context.shape[-1]).reshape(
         -1, context.shape[-1])
-    return checked_log_prob(target, flat, rows).reshape(x.shape[:-1])
+    return checked_log_prob(target, flat, rows, fitting=True, differentiable=differentiable).reshape(
+        x.shape[:-1])
 
 
 def reverse_kl(flow, target: Callable, n: int, context: Tensor | None = None,
@@ -76,7 +78,7 @@ def forward_kl(flow, target: Callable, n: int, context: Tensor | None = None,
     w̄ ∝ p̃/q: a consistent estimate of KL(p‖q) − H(p) as n grows, mode-covering."""
     with torch.no_grad():
         x, log_q = flow.rsample_and_log_prob(n, context=context, generator=generator)
-        weights = torch.softmax(_target_rows(target, x, context) - log_q, dim=0)
+        weights = torch.softmax(_target_rows(target, x, context, differentiable=False) - log_q, dim=0)
     return -(weights * flow.log_prob(x, context)).sum(0).mean()
 
 

@@ -1,8 +1,9 @@
 """What ``flowforge eval`` and ``flowforge sample --resample`` do with a variational run.
 
-A run's built-in target is rebuilt from its name. A user's ``path.py:function`` target is never
-imported again when a run is loaded (loading never executes code, and a run directory may come
-from elsewhere): ``eval`` then reports the diagnostics stored when the run was fitted.
+A run's built-in target is rebuilt from its name. A user's ``path.py:function`` target is not
+imported when ``eval``, ``sample`` or ``plot`` load a run (loading never executes code, and a run
+directory may come from elsewhere): ``eval`` then reports the diagnostics stored when the run was
+fitted. Only ``fit --resume``, which must evaluate the target to go on, imports the file again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from flowforge.errors import FlowforgeError
 from flowforge.training.checkpoint import RESULTS, read_json
-from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, log_weights, resample
+from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, log_weights, resample, warn_if_unreliable
 from flowforge.variational.fitting import variational_section
 from flowforge.variational.targets import Target, built_in_target, is_file_target
 
@@ -40,6 +41,7 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
         return {**{k: stored[k] for k in REPORTED if k in stored}, "target": name, "stored": True}
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
+    warn_if_unreliable(summary)
     return {**{k: summary[k] for k in REPORTED if k in summary}, "draws": draws, "target": name}
 
 

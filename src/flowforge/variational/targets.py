@@ -232,9 +232,13 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     return Target(spec, dim, function)
 
 
-def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None, name: str | None = None) -> Tensor:
+def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None, name: str | None = None,
+                     *, fitting: bool = False, differentiable: bool = False) -> Tensor:
     """``target``'s log p̃(x) (or log p̃(x | context)), refused in one line naming the target when it
-    raises, is not a (batch,) tensor or holds NaN (−inf is allowed: no mass there).
+    raises, is not a (batch,) tensor or holds NaN or +inf. −inf (no mass there) is allowed when
+    diagnosing, refused when ``fitting`` (a flow has mass everywhere: its fit needs a finite value at
+    every draw); ``differentiable``: the loss differentiates log p̃ at the draws, so it must carry a
+    gradient with respect to x (:func:`check_fittable`).
 
     >>> checked_log_prob(banana(), torch.zeros(4, 2)).shape
     torch.Size([4])
@@ -250,6 +254,27 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
         shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
         raise FlowforgeError(f"target {name} returned {shape} for a batch of shape {tuple(x.shape)}; "
                              f"it must return one log-density per row, shape ({x.shape[0]},)")
-    if torch.isnan(values).any():
-        raise FlowforgeError(f"target {name} returned NaN for {int(torch.isnan(values).sum())} of {len(x)} points")
+    for bad, what in ((torch.isnan(values), "NaN"), (torch.isposinf(values), "+inf")):
+        if bad.any():
+            raise FlowforgeError(f"target {name} returned {what} for {int(bad.sum())} of {len(x)} points")
+    if fitting:
+        check_fittable(values, x, name, differentiable)
     return values.to(x.dtype)
+
+
+def check_fittable(values: Tensor, x: Tensor, name: str, differentiable: bool) -> None:
+    """Refuse, in one line, log-densities a flow cannot be fitted to: −inf at some of its draws (a
+    flow has mass everywhere, so KL(q‖p) would be infinite and no ELBO finite) or, when the loss is
+    ``differentiable`` in them, values carrying no gradient with respect to the draws (computed
+    outside torch's autograd), which would fit q to nothing."""
+    outside = torch.isneginf(values)
+    if outside.any():
+        raise FlowforgeError(
+            f"target {name} returned -inf at {int(outside.sum())} of {len(x)} draws of the flow: a flow has mass "
+            "everywhere, so it can be fitted only to a log-density finite at every point; give such points a "
+            "finite low value, or fit the target in unbounded coordinates (e.g. the log of a positive parameter)")
+    if differentiable and x.requires_grad and torch.is_grad_enabled() and not values.requires_grad:
+        raise FlowforgeError(
+            f"target {name} returned log-densities without a gradient with respect to x (computed outside "
+            "torch's autograd: detached, through NumPy or .item()); write it in torch operations, or fit with "
+            "--objective forward-kl, which needs only its values")

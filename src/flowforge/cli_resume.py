@@ -1,0 +1,19 @@
+"""What a command may change when it continues a run (``--resume``): the run keeps the options it
+was started with, so an option given for something else is refused rather than silently ignored."""
+
+from __future__ import annotations
+
+import click
+
+
+def refuse_changes_on_resume(ctx: click.Context, allowed: tuple[str, ...]) -> None:
+    """Refuse (a usage error, exit 2) any option given on the command line besides ``resume`` and
+    ``allowed``: it would be ignored, since a resumed run rebuilds itself from its config.json."""
+    source = click.core.ParameterSource.COMMANDLINE
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    changed = [flags[name] for name in ctx.params if name not in (*allowed, "resume")
+               and ctx.get_parameter_source(name) == source]
+    if changed:
+        kept = ", ".join(flags[name] for name in allowed)
+        raise click.UsageError(f"{', '.join(changed)} cannot change on --resume (the run keeps its recorded "
+                               f"options; only {kept} may be given)")
