@@ -477,3 +477,12 @@ def test_an_amortised_diagnosis_counts_its_draws_as_a_whole_number():
     flow = NSF(2, num_layers=1, hidden=8, context_dim=2)
     summary = diagnose(flow, target, 100, context=torch.zeros(4, 2))
     assert summary["draws"] == 100 and isinstance(summary["draws"], int)
+
+
+def test_a_short_fit_is_still_evaluated_ten_times_and_the_recipe_keeps_its_cadence():
+    from flowforge.variational.fitting import fit_config
+
+    assert fit_config("nsf", "gmm").eval_every == 200
+    assert fit_config("nsf", "gmm", steps=300).eval_every == 30
+    assert fit_config("nsf", "gmm", steps=5).eval_every == 1
+    assert fit_config("nsf", "gmm", steps=300, eval_every=100).eval_every == 100

@@ -36,7 +36,7 @@ def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0)
         log_q = flow.log_prob(points.to(next(flow.parameters()))).cpu().reshape(GRID, GRID)
         draws = flow.sample(n, generator=torch.Generator(next(flow.parameters()).device).manual_seed(seed)).cpu()
     panels = 3 if target is not None else 2
-    fig, axes = new_figure(1, panels, figsize=(4.2 * panels, 4.2))
+    fig, axes = new_figure(1, panels, figsize=(4.2 * panels, 4.6))  # room for the titles above square panels
     column = 0
     if target is not None:
         with torch.no_grad():
@@ -67,16 +67,18 @@ def curves(records: list[dict], log_z: float | None = None) -> Figure:
     """
     steps = [r["step"] for r in records]
     fig, (left, right) = new_figure(1, 2, figsize=(10, 4))
-    left.plot(steps, [r["elbo"] for r in records], label="ELBO", color="C0")
+    dots = {"marker": "o", "ms": 3} if len(records) <= 30 else {}  # few evaluations: show where they are
+    left.plot(steps, [r["elbo"] for r in records], label="ELBO", color="C0", **dots)
     if records and "log_z" in records[0]:
-        left.plot(steps, [r["log_z"] for r in records], label="log Ẑ (importance sampling)", color="C2", ls="--")
+        left.plot(steps, [r["log_z"] for r in records], label="log Ẑ (importance sampling)", color="C2", ls="--",
+                  **dots)
     if log_z is not None:
         left.axhline(log_z, color="0.3", lw=0.8, ls=":", label="true log Z")
     left.set_xlabel("step")
     left.set_ylabel("nats")
     left.legend()
     left.set_title("ELBO ≤ log Z")
-    right.plot(steps, [r["ess_per_draw"] for r in records], color="C3")
+    right.plot(steps, [r["ess_per_draw"] for r in records], color="C3", **dots)
     right.set_ylim(0, 1.02)
     right.set_xlabel("step")
     right.set_title("Kish ESS per draw")

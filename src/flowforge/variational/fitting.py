@@ -54,6 +54,8 @@ def fit_config(model: str = "nsf", target: str = "gmm", **overrides: Any) -> Tra
     options = {**recorded, **MODEL_RECIPES.get(model, {}), **overrides.pop("model_options", {})}
     values = {**RECIPE, "objective": None, "standardize": True, "recipe": f"{model}/variational",
               **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("eval_every") is None:  # a short fit is still evaluated ten times (curves, best weights)
+        values["eval_every"] = max(1, min(RECIPE["eval_every"], values["steps"] // 10))
     return TrainConfig(model=model, data=target, model_options=options, **values)
 
 
