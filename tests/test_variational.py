@@ -486,3 +486,11 @@ def test_a_short_fit_is_still_evaluated_ten_times_and_the_recipe_keeps_its_caden
     assert fit_config("nsf", "gmm", steps=300).eval_every == 30
     assert fit_config("nsf", "gmm", steps=5).eval_every == 1
     assert fit_config("nsf", "gmm", steps=300, eval_every=100).eval_every == 100
+
+
+@pytest.mark.parametrize("command", ["fit", "train"])
+def test_resuming_a_directory_that_does_not_exist_says_so(tmp_path, capsys, command):
+    code, _, err = cli(capsys, command, "--resume", tmp_path / "absent", "--steps", "5", "--no-progress")
+    assert code == 1
+    assert_one_line(err, "error", "absent: no such run directory to resume")
+    assert not (tmp_path / "absent").exists()

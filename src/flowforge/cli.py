@@ -22,7 +22,7 @@ from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
 from flowforge.training.config import TrainConfig, cli_fields
 from flowforge.training.fields import DEFAULT_MAX_PARAMS, MAX_PARAMS, TRAIN_FIELDS
-from flowforge.cli_resume import refuse_changes_on_resume
+from flowforge.cli_resume import recorded_config, refuse_changes_on_resume
 from flowforge.variational.cli import fit as fit_command
 
 # torch and the rest are imported inside the commands: `flowforge --help` answers without them.
@@ -254,14 +254,13 @@ def _absolute_paths(given: dict) -> dict:
 
 
 def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainConfig:
-    from flowforge.training.checkpoint import CONFIG, read_json
+    from flowforge.training.checkpoint import CONFIG
+    from flowforge.training.run import data_shape
     from flowforge.training.rundir import run_lock
 
     refuse_changes_on_resume(ctx, ("steps", "device", "nproc", "progress", "plots", "max_params"))
-    from flowforge.training.run import data_shape
-
     with run_lock(resume) if resume.is_dir() else contextlib.nullcontext():  # a writer at work: refused
-        raw = read_json(resume / CONFIG)
+        raw = recorded_config(resume)
     data_shape(raw)  # a corrupt 'dim' is refused before anything runs
     config = TrainConfig.from_dict(raw.get("train", {}), source=str(resume / CONFIG),
                                    version=raw.get("config_version", 1))

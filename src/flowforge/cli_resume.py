@@ -3,6 +3,8 @@ was started with, so an option given for something else is refused rather than s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -17,3 +19,13 @@ def refuse_changes_on_resume(ctx: click.Context, allowed: tuple[str, ...]) -> No
         kept = ", ".join(flags[name] for name in allowed)
         raise click.UsageError(f"{', '.join(changed)} cannot change on --resume (the run keeps its recorded "
                                f"options; only {kept} may be given)")
+
+
+def recorded_config(run_dir: Path) -> dict:
+    """The config.json of the run to resume, refused in one line when there is no such directory."""
+    from flowforge.errors import FlowforgeError
+    from flowforge.training.checkpoint import CONFIG, read_json
+
+    if not run_dir.is_dir():
+        raise FlowforgeError(f"{run_dir}: no such run directory to resume")
+    return read_json(run_dir / CONFIG)

@@ -87,11 +87,12 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
 
 def _resumed_config(run_dir: Path, steps: int | None, device: str | None = None):
     from flowforge.errors import FlowforgeError
-    from flowforge.training.checkpoint import CONFIG, read_json
+    from flowforge.cli_resume import recorded_config
+    from flowforge.training.checkpoint import CONFIG
     from flowforge.training.config import TrainConfig
     from flowforge.variational.fitting import variational_section
 
-    raw = read_json(run_dir / CONFIG)
+    raw = recorded_config(run_dir)
     if variational_section(raw) is None:
         raise FlowforgeError(f"{run_dir} was trained on data, not fitted to a target; resume it with flowforge train")
     config = TrainConfig.from_dict(raw.get("train"), source=str(run_dir / CONFIG), version=raw.get("config_version", 1))
