@@ -393,12 +393,15 @@ def test_forward_kl_fits_a_gradient_free_target_that_the_reverse_kl_refuses_and_
     """The forward KL needs only the target's values (NumPy will do); any objective refuses −inf at a
     draw (a flow has mass everywhere), before anything is written."""
     (tmp_path / "numpy_target.py").write_text("import torch\ndef log_prob(x):\n"
-                                              "    return torch.from_numpy(-0.5 * (x.detach().numpy() ** 2).sum(-1))\n")
+                                              "    return torch.from_numpy(-0.5 * (x.numpy() ** 2).sum(-1))\n")
     spec = f"{tmp_path / 'numpy_target.py'}:log_prob"
     code, _, err = cli(capsys, "fit", "--target", spec, "--dim", "2", "--objective", "forward-kl",
                        "--out", tmp_path / "fkl", *FAST)
     assert code == 0, err
     assert 0.5 < json.loads((tmp_path / "fkl" / "results.json").read_text())["ess_per_draw"] <= 1
+    code, _, err = cli(capsys, "fit", "--target", spec, "--dim", "2", "--out", tmp_path / "stl", *FAST)
+    assert code == 1 and not (tmp_path / "stl").exists()
+    assert_one_line(err, "error", "without a gradient with respect to x", "--objective forward-kl")
     source, words = BAD_TARGETS["neginf.py"]
     (tmp_path / "neginf.py").write_text(source)
     code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'neginf.py'}:log_prob", "--dim", "2",
@@ -406,9 +409,13 @@ def test_forward_kl_fits_a_gradient_free_target_that_the_reverse_kl_refuses_and_
     assert code == 1 and words in err and not (tmp_path / "run").exists()
 
 
-def test_a_fit_that_fails_before_its_first_checkpoint_leaves_no_run_directory(tmp_path, capsys):
+@pytest.mark.parametrize("made_before", [False, True])
+def test_a_fit_that_fails_before_its_first_checkpoint_leaves_no_run_directory(tmp_path, capsys, made_before):
     """The target passes the check before the run is written, then raises on the first step: the
-    half-made run (config, manifest, metrics) is removed, since there is nothing to resume."""
+    half-made run (config, manifest, metrics) is removed, since there is nothing to resume; an empty
+    --out the user made beforehand stays, empty, and takes the next fit."""
+    if made_before:
+        (tmp_path / "run").mkdir()
     (tmp_path / "gives_out.py").write_text("calls = 0\ndef log_prob(x):\n    global calls\n    calls += 1\n"
                                            "    if calls > 1:\n        raise RuntimeError('gave out')\n"
                                            "    return -(x ** 2).sum(-1)\n")
@@ -416,7 +423,11 @@ def test_a_fit_that_fails_before_its_first_checkpoint_leaves_no_run_directory(tm
                        "--out", tmp_path / "run", *FAST)
     assert code == 1
     assert_one_line(err, "error", "raised RuntimeError: gave out")
-    assert not (tmp_path / "run").exists()
+    if not made_before:
+        assert not (tmp_path / "run").exists()
+        return
+    assert [p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")] == []
+    assert cli(capsys, "fit", "--target", "banana", "--out", tmp_path / "run", *FAST)[0] == 0
 
 
 @pytest.fixture(scope="module")

@@ -167,26 +167,41 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 @contextmanager
 def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]:
     """Check ``run_dir`` may be written, create it, lock it and check again under the lock (another
-    writer may have got there first); the lock is held for the ``with`` block. A directory this call
-    created is removed again if the block fails before its first checkpoint (nothing to resume)."""
+    writer may have got there first); the lock is held for the ``with`` block. A new run (no run was
+    there) that fails before its first checkpoint, so has nothing to resume, is cleared again under
+    the lock, and a directory this call made is removed; a process refused the lock touches nothing."""
     check_run_target(run_dir, resume=resume, force=force)
-    created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None
+    created = _make_directory(run_dir)
+    held = False
     try:
         with run_lock(run_dir):
+            held = True
             check_run_target(run_dir, resume=resume, force=force)
+            fresh = not resume and not (run_dir / CONFIG).exists()
             remove_leftover_temporaries(run_dir)
             if (run_dir / "plots").is_dir():
                 remove_leftover_temporaries(run_dir / "plots")
-            yield
+            try:
+                yield
+            except BaseException:
+                if fresh and not (run_dir / LAST_CHECKPOINT).is_file():
+                    clear_run(run_dir)
+                raise
     except BaseException:
-        if created and run_dir.is_dir() and not (run_dir / LAST_CHECKPOINT).is_file():
-            clear_run(run_dir)  # a new run that stopped before its first checkpoint: nothing to resume
-        if created and run_dir.is_dir() and not _user_entries(run_dir):
+        if held and created and run_dir.is_dir() and not _user_entries(run_dir):
             (run_dir / LOCK).unlink(missing_ok=True)
             with suppress(OSError):
                 run_dir.rmdir()
         raise
+
+
+def _make_directory(run_dir: Path) -> bool:
+    """Create ``run_dir`` (and its parents); True only if this call made it (decided by the
+    file system, so of two processes racing for one new directory exactly one gets True)."""
+    try:
+        run_dir.mkdir(parents=True)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None

@@ -327,8 +327,8 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
     # before any file is written
     with torch.no_grad():
         draws = flow.sample(64, generator=torch.Generator(generator.device).manual_seed(config.seed))
-    checked_log_prob(target, draws.requires_grad_(True), fitting=True,
-                     differentiable=config.objective != "forward-kl")
+    differentiable = config.objective != "forward-kl"
+    checked_log_prob(target, draws.requires_grad_(differentiable), fitting=True, differentiable=differentiable)
     prepare_run_dir(run_dir, config, target.dim, None, force)
     raw = read_json(run_dir / CONFIG)
     write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,

@@ -249,6 +249,8 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
     except FlowforgeError:
         raise
     except Exception as err:  # noqa: BLE001 - a user's function may raise anything
+        if x.requires_grad and "requires grad" in str(err):  # x.numpy(), or x changed in place
+            raise FlowforgeError(_no_gradient(name)) from None
         raise FlowforgeError(f"target {name} raised {type(err).__name__}: {str(err)[:200]}") from None
     if not torch.is_tensor(values) or values.shape != x.shape[:1]:
         shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
@@ -274,7 +276,11 @@ def check_fittable(values: Tensor, x: Tensor, name: str, differentiable: bool) -
             "everywhere, so it can be fitted only to a log-density finite at every point; give such points a "
             "finite low value, or fit the target in unbounded coordinates (e.g. the log of a positive parameter)")
     if differentiable and x.requires_grad and torch.is_grad_enabled() and not values.requires_grad:
-        raise FlowforgeError(
-            f"target {name} returned log-densities without a gradient with respect to x (computed outside "
-            "torch's autograd: detached, through NumPy or .item()); write it in torch operations, or fit with "
-            "--objective forward-kl, which needs only its values")
+        raise FlowforgeError(_no_gradient(name))
+
+
+def _no_gradient(name: str) -> str:
+    return (f"target {name} returned log-densities without a gradient with respect to x (computed outside "
+            "torch's autograd: detached, through NumPy or .item(), or x changed in place); write it in torch "
+            "operations, or fit by the forward KL (--objective forward-kl; objective='forward-kl' in Python), "
+            "which needs only its values")
