@@ -154,3 +154,35 @@ def test_a_run_on_a_relative_data_path_resumes_and_evaluates_from_another_direct
     code, out, err = flowforge(capsys, "eval", folder / "run", "--json")
     assert code == 0, err
     assert json.loads(out)["data"] == str(folder / "table.csv")
+
+
+def test_eval_and_density_match_a_csv_by_its_header_names(tmp_path, capsys):
+    """A table's header travels with its run: the same rows with their columns reordered score the
+    same; a header naming only some of the run's columns is refused, one naming none warns."""
+    from cli_harness import assert_one_line
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(150, 3)) * [1.0, 5.0, 0.2] + [0.0, 10.0, -3.0]
+    table = tmp_path / "t.csv"
+    table.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
+    run = tmp_path / "r"
+    assert flowforge(capsys, "train", "--data", table, "--model", "realnvp", "--steps", "20", "--out", run,
+               "--no-plots", "--no-progress")[0] == 0
+    shuffled = tmp_path / "s.csv"
+    shuffled.write_text("c,a,b\n" + "\n".join(",".join(f"{v:.6f}" for v in r[[2, 0, 1]]) for r in rows) + "\n")
+    scores = {}
+    for name in (table, shuffled):
+        code, out, err = flowforge(capsys, "eval", run, "--data", name, "--json")
+        assert code == 0 and err == "", err
+        code, values, _ = flowforge(capsys, "density", run, name)
+        scores[name] = (json.loads(out)["nll"], values)
+    assert scores[table] == scores[shuffled]
+    partial = tmp_path / "p.csv"
+    partial.write_text("a,b,z\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
+    code, _, err = flowforge(capsys, "density", run, partial)
+    assert code == 1 and "names some of the run's columns but not c" in err
+    other = tmp_path / "o.csv"
+    other.write_text("u,v,w\n" + "\n".join(",".join(f"{v:.6f}" for v in r) for r in rows) + "\n")
+    code, out, err = flowforge(capsys, "eval", run, "--data", other, "--json")
+    assert code == 0 and json.loads(out)["nll"] == scores[table][0]
+    assert_one_line(err, "warning", "names none of the run's columns (a, b, c); read by position")

@@ -501,7 +501,7 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     elif config.conditions_on is not None:
         points, conditions = _conditioned_rows(run, Path(data), raw, shape)
     else:
-        points = load_points(data, config.seed, data_dir=data_dir)
+        points = _in_run_order(load_points(data, config.seed, data_dir=data_dir), Path(data), raw)
     if isinstance(shape, int) and points.ndim == 2 and points.shape[1] != shape:
         raise FlowforgeError(f"{source} has {points.shape[1]} columns but the model in {run} expects {shape}")
     if points.shape[1:] != ((shape,) if isinstance(shape, int) else shape):
@@ -613,7 +613,7 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
         if conditional:  # float32 overflow is the evaluator's to score (-inf)
             table, conditions = _conditioned_rows(run, points, raw, int(raw["dim"]), np.float64)
         else:
-            table = _table_of(run, points, int(raw["dim"]))
+            table = _table_of(run, points, raw)
         from flowforge.training import log_prob
 
         values = log_prob(flow, table, context=_per_row(conditions, len(table), points))
@@ -625,16 +625,29 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
         click.echo(f"wrote {len(values)} {'scores' if spec.images else 'log-densities'} to {output}")
 
 
-def _table_of(run: Path, points: Path, dim: int):
+def _table_of(run: Path, points: Path, raw: dict):
     """A file of points to score (float64: overflow beyond float32 is the evaluator's to report)."""
     import numpy as np
 
     from flowforge.data import read_table
 
-    table = read_table(points, dtype=np.float64)
+    table, dim = read_table(points, dtype=np.float64), int(raw["dim"])
     if table.shape[1] != dim:
         raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {dim}")
-    return table
+    return _in_run_order(table, points, raw)
+
+
+def _in_run_order(table, path: Path, raw: dict):
+    """Points of an unconditional run read from a file: a CSV's columns matched to the run's by
+    header name (a table's header travels with its run), else taken by position."""
+    from flowforge.data import table_columns
+    from flowforge.data.context import columns_by_name
+
+    recorded = raw.get("columns")
+    if path.suffix.lower() != ".csv" or table.ndim != 2 or not isinstance(recorded, list) \
+            or len(recorded) != table.shape[1]:
+        return table
+    return columns_by_name(table, table_columns(path, table.shape[1]), [str(c) for c in recorded], str(path))
 
 
 def _per_row(conditions, rows: int, points: Path):

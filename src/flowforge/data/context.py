@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from flowforge.errors import FlowforgeError
+from flowforge.errors import FlowforgeError, warn
 
 LABEL, COLUMNS = "label", "columns"
 
@@ -153,6 +153,27 @@ def _by_name(names: list[str] | None, wanted: list[str], source: str) -> list[in
         missing = [name for name in wanted if name not in found]
         raise FlowforgeError(f"{source}: its header names some of the run's columns but not {', '.join(missing)}")
     return [names.index(name) for name in wanted]
+
+
+def columns_by_name(table: np.ndarray, names: list[str], recorded: list[str], source: str) -> np.ndarray:
+    """A file's columns in a run's order: by its header's ``names`` where they name the run's
+    ``recorded`` columns (a header naming only some is refused), else by position, with a warning
+    when both carry names and the header uses none of the run's.
+
+    >>> columns_by_name(np.array([[1.0, 2.0]]), ["b", "a"], ["a", "b"], "f.csv")
+    array([[2., 1.]])
+    """
+    order = _by_name(names, recorded, source)
+    if order is not None:
+        return table[:, order]
+    if not _positional(names) and not _positional(recorded):
+        warn(f"{source}: its header names none of the run's columns ({', '.join(recorded)}); read by position")
+    return table
+
+
+def _positional(names: list[str]) -> bool:
+    """Names made up for a table without a header (x0, x1, …)."""
+    return list(names) == [f"x{i}" for i in range(len(names))]
 
 
 def _number(value: float) -> str:
