@@ -186,3 +186,30 @@ def test_eval_and_density_match_a_csv_by_its_header_names(tmp_path, capsys):
     code, out, err = flowforge(capsys, "eval", run, "--data", other, "--json")
     assert code == 0 and json.loads(out)["nll"] == scores[table][0]
     assert_one_line(err, "warning", "names none of the run's columns (a, b, c); read by position")
+
+
+@pytest.mark.parametrize("option, words", [("lu=maybe", "lu takes true or false"), ("hidden=abc", "a whole number"),
+                                           ("hidden=2.5", "a whole number"), ("bins=true", "a whole number")])
+def test_a_model_option_of_the_wrong_type_is_refused_in_one_line(tmp_path, capsys, option, words):
+    from cli_harness import assert_one_line
+
+    code, _, err = flowforge(capsys, "train", "--model", "nsf", "--data", "moons", "--steps", "2", "--out",
+                             tmp_path / "r", "--model-option", option, "--no-plots", "--no-progress")
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert_one_line(err, "error", option, words)
+
+
+@pytest.mark.parametrize("word, value", [("False", False), ("no", False), ("true", True), ("YES", True)])
+def test_a_boolean_model_option_reads_the_usual_words(tmp_path, capsys, word, value):
+    code, _, err = flowforge(capsys, "train", "--model", "nsf", "--data", "moons", "--steps", "2", "--out",
+                             tmp_path / "r", "--model-option", f"lu={word}", "--model-option", "hidden=1.6e1",
+                             "--no-plots", "--no-progress")
+    assert code == 0, err
+    options = json.loads((tmp_path / "r" / "config.json").read_text())["train"]["model_options"]
+    assert options["lu"] is value and options["hidden"] == 16 and isinstance(options["hidden"], int)
+
+
+def test_a_size_flag_and_a_model_option_for_the_same_keyword_are_refused(tmp_path, capsys):
+    code, _, err = flowforge(capsys, "train", "--model", "nsf", "--data", "moons", "--layers", "3", "--model-option",
+                             "num_layers=7", "--out", tmp_path / "r")
+    assert code == 2 and "num_layers is given twice" in err

@@ -116,15 +116,43 @@ def _model_options(model: str, sizes: dict[str, int | None], pairs: tuple[str, .
         if flag not in names:
             raise click.BadParameter(f"{model} has no such option", param_hint=f"--{flag}")
         options[names[flag]] = value
+    defaults = spec_of(model).builder_options()
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--model-option")
+        if key in options:
+            raise click.BadParameter(f"{key} is given twice (by {pair!r} and a size flag)", param_hint="--model-option")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
+        if key in defaults:
+            options[key] = _typed_option(key, options[key], defaults[key], pair)
     return options
+
+
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _typed_option(key: str, value, default, pair: str):
+    """A --model-option value of the type of the builder's default (a bool, a whole number or a
+    number; others as given), or a usage error naming what the option takes."""
+    def refuse(kind: str):
+        raise click.BadParameter(f"{pair!r}: {key} takes {kind}", param_hint="--model-option")
+
+    if isinstance(default, bool):
+        word = str(value).strip().lower()
+        return BOOLEAN_WORDS[word] if word in BOOLEAN_WORDS else refuse("true or false")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+            refuse("a whole number")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            refuse("a finite number")
+        return float(value)
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
