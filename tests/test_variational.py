@@ -452,7 +452,7 @@ def test_fit_resume_refuses_an_option_it_would_ignore(fitted_run, capsys, option
 
 def test_a_resume_to_fewer_steps_than_taken_says_nothing_is_left(fitted_run, capsys):
     code, _, err = cli(capsys, "fit", "--resume", fitted_run, "--steps", "10", "--no-progress", "--no-plots")
-    assert code == 0 and "has already taken 30 steps (--steps 10): nothing to continue" in err
+    assert code == 0 and "has already taken 30 steps of the 10 asked: nothing to continue" in err
 
 
 def test_eval_and_sample_refuse_options_a_fitted_run_cannot_use(fitted_run, tmp_path, capsys):
@@ -505,3 +505,38 @@ def test_resuming_a_directory_that_does_not_exist_says_so(tmp_path, capsys, comm
     assert code == 1
     assert_one_line(err, "error", "absent: no such run directory to resume")
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_file_target_is_recorded_by_its_absolute_path_and_resumes_from_anywhere(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mine.py").write_text("def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli(capsys, "fit", "--target", "mine.py:log_prob", "--dim", "2", "--out", "run", *FAST)[0] == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["variational"]["target"]
+    assert recorded == f"{tmp_path / 'mine.py'}:log_prob"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, _, err = cli(capsys, "fit", "--resume", tmp_path / "run", "--steps", "300", "--no-progress", "--no-plots")
+    assert code == 0, err
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 300 and steps[-2] == 270  # the resumed run is evaluated as a 300-step fit would be
+
+
+def test_a_run_of_fit_resumed_by_train_and_a_resample_of_unreliable_weights_say_so(fitted_run, tmp_path, capsys,
+                                                                                  monkeypatch):
+    code, _, err = cli(capsys, "train", "--resume", fitted_run, "--steps", "60", "--no-progress")
+    assert code == 1
+    assert_one_line(err, "error", "was fitted to a target, not trained on data", "flowforge fit --resume")
+    monkeypatch.setattr("flowforge.variational.diagnostics.PARETO_K_WARNING", -math.inf)
+    code, _, err = cli(capsys, "sample", fitted_run, "-n", "20", "-o", tmp_path / "x.csv", "--resample")
+    assert code == 0
+    assert_one_line(err, "warning", "Pareto k-hat", "resampled draws are unreliable")
+
+
+def test_eval_of_a_file_target_warns_on_its_stored_pareto_k(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mine.py").write_text("def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n")
+    run = tmp_path / "run"
+    assert cli(capsys, "fit", "--target", f"{tmp_path / 'mine.py'}:log_prob", "--dim", "2", "--out", run, *FAST)[0] == 0
+    monkeypatch.setattr("flowforge.variational.diagnostics.PARETO_K_WARNING", -math.inf)
+    code, out, err = cli(capsys, "eval", run)
+    assert code == 0 and "stored at fit time" in out
+    assert_one_line(err, "warning", "Pareto k-hat")

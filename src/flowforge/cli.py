@@ -289,6 +289,9 @@ def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainCon
     refuse_changes_on_resume(ctx, ("steps", "device", "nproc", "progress", "plots", "max_params"))
     with run_lock(resume) if resume.is_dir() else contextlib.nullcontext():  # a writer at work: refused
         raw = recorded_config(resume)
+    if "variational" in raw:  # a run of `flowforge fit` (flowforge.variational)
+        raise FlowforgeError(f"{resume} was fitted to a target, not trained on data; resume it with flowforge fit "
+                             "--resume")
     data_shape(raw)  # a corrupt 'dim' is refused before anything runs
     config = TrainConfig.from_dict(raw.get("train", {}), source=str(resume / CONFIG),
                                    version=raw.get("config_version", 1))

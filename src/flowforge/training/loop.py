@@ -121,7 +121,7 @@ def load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, steps: 
              "continue from a fresh seed (the run is not bit-identical to an uninterrupted one)")
         generator.manual_seed(int(generator.initial_seed()) + progress.step)
     if steps is not None and progress.step >= steps:
-        warn(f"{run_dir} has already taken {progress.step} steps (--steps {steps}): nothing to continue; "
+        warn(f"{run_dir} has already taken {progress.step} steps of the {steps} asked: nothing to continue; "
              "give a larger --steps to go on")
     return progress
 

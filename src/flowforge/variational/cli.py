@@ -57,6 +57,7 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
     from flowforge.errors import FlowforgeError
     from flowforge.variational.fitting import fit_config, fit_run
     from flowforge.variational.report import eval_line
+    from flowforge.variational.targets import absolute_target
 
     if (out is None) == (resume is None):
         raise click.UsageError("give --out for a new fit or --resume for an existing one")
@@ -68,7 +69,7 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
         if target is None:
             raise click.UsageError("--target is required for a new fit")
         sizes = {k: v for k, v in (("num_layers", layers), ("hidden", hidden)) if v is not None}
-        config, run_dir = fit_config(model, target, steps=steps, objective=objective, batch_size=draws, lr=lr,
+        config, run_dir = fit_config(model, absolute_target(target), steps=steps, objective=objective, batch_size=draws, lr=lr,
                                      seed=seed, device=device, model_options=sizes), out
     try:
         results = fit_run(config, run_dir, dim=dim, resume=resume is not None, force=force,
@@ -90,14 +91,14 @@ def _resumed_config(run_dir: Path, steps: int | None, device: str | None = None)
     from flowforge.cli_resume import recorded_config
     from flowforge.training.checkpoint import CONFIG
     from flowforge.training.config import TrainConfig
-    from flowforge.variational.fitting import variational_section
+    from flowforge.variational.fitting import evaluation_interval, variational_section
 
     raw = recorded_config(run_dir)
     if variational_section(raw) is None:
         raise FlowforgeError(f"{run_dir} was trained on data, not fitted to a target; resume it with flowforge train")
     config = TrainConfig.from_dict(raw.get("train"), source=str(run_dir / CONFIG), version=raw.get("config_version", 1))
     if steps is not None:
-        config.steps = steps
+        config.steps, config.eval_every = steps, evaluation_interval(steps)
     if device is not None:
         config.device = device
     return config

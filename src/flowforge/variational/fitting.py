@@ -54,9 +54,15 @@ def fit_config(model: str = "nsf", target: str = "gmm", **overrides: Any) -> Tra
     options = {**recorded, **MODEL_RECIPES.get(model, {}), **overrides.pop("model_options", {})}
     values = {**RECIPE, "objective": None, "standardize": True, "recipe": f"{model}/variational",
               **{k: v for k, v in overrides.items() if v is not None}}
-    if overrides.get("eval_every") is None:  # a short fit is still evaluated ten times (curves, best weights)
-        values["eval_every"] = max(1, min(RECIPE["eval_every"], values["steps"] // 10))
+    if overrides.get("eval_every") is None:
+        values["eval_every"] = evaluation_interval(values["steps"])
     return TrainConfig(model=model, data=target, model_options=options, **values)
+
+
+def evaluation_interval(steps: int) -> int:
+    """The recipe's steps between evaluations for a run of ``steps``: every 200, or ten times in a
+    shorter run (its curves and its choice of the best weights)."""
+    return max(1, min(RECIPE["eval_every"], steps // 10))
 
 
 def set_target_scale(flow, scale: float) -> None:

@@ -16,7 +16,8 @@ import torch
 
 from flowforge.errors import FlowforgeError
 from flowforge.training.checkpoint import RESULTS, read_json
-from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, log_weights, resample, warn_if_unreliable
+from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, log_weights, pareto_k, resample,
+                                               warn_if_unreliable)
 from flowforge.variational.fitting import variational_section
 from flowforge.variational.targets import Target, built_in_target, is_file_target
 
@@ -38,6 +39,7 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
     name = variational_section(raw)["target"]
     if target is None:
         stored = read_json(Path(run_dir) / RESULTS)
+        warn_if_unreliable(stored)
         return {**{k: stored[k] for k in REPORTED if k in stored}, "target": name, "stored": True}
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
@@ -71,6 +73,8 @@ def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8):
         x, log_w = log_weights(flow, target, pool * count, generator=generator)
         if not bool(torch.isfinite(log_w).any()):
             raise FlowforgeError("every importance weight is zero; the flow puts no mass where the target has any")
+        if start == 0:
+            warn_if_unreliable({"pareto_k": pareto_k(log_w.double())})
         yield resample(x, log_w, count, generator)
 
 

@@ -203,6 +203,19 @@ def is_file_target(spec: str) -> bool:
     return ".py:" in spec
 
 
+def absolute_target(spec: str) -> str:
+    """``spec`` with a file target's path made absolute (so ``fit --resume`` finds it from any
+    directory); a built-in name unchanged.
+
+    >>> absolute_target("gmm")
+    'gmm'
+    """
+    if not is_file_target(spec):
+        return spec
+    path_text, _, name = spec.rpartition(":")
+    return f"{Path(path_text).absolute()}:{name}"
+
+
 def load_target(spec: str, dim: int | None = None) -> Target:
     """A built-in target by name, or ``path.py:function`` from the user's own file (imported: it is
     the user's code, run because they named it). Its log Z is unknown; ``dim`` must be given.
