@@ -203,3 +203,20 @@ def test_realnvp_masks_alternate():
 def test_realnvp_rejects_mask_of_wrong_length():
     with pytest.raises(ValueError):
         RealNVP(3, mask=[1, 0])
+
+
+def test_fit_standardization_sets_the_data_and_context_statistics_for_a_users_own_loop():
+    from flowforge.models import NSF
+    from flowforge.transforms import Standardize, StandardizeContext, fit_standardization
+
+    x = torch.randn(500, 2, dtype=torch.float64) * torch.tensor([100.0, 0.1]) + torch.tensor([500.0, -3.0])
+    c = torch.rand(500, 1, dtype=torch.float64) * 20 + 2000
+    flow = NSF(2, num_layers=1, hidden=8, context_dim=1, standardize=True)
+    fit_standardization(flow, x, context=c)
+    first = next(m for m in flow.modules() if isinstance(m, Standardize))
+    assert torch.allclose(first.mean.double(), x.mean(0), atol=1e-3) and torch.allclose(first.std.double(), x.std(0, unbiased=False), rtol=1e-5)
+    assert isinstance(flow.context_embedding, StandardizeContext)
+    unit = flow.context_embedding(c.float())
+    assert abs(float(unit.mean())) < 1e-3 and abs(float(unit.std(unbiased=False)) - 1) < 1e-3
+    with pytest.raises(ValueError, match="context is constant"):
+        fit_standardization(flow, x, context=torch.full((500, 1), 3.0))

@@ -61,12 +61,30 @@ class StandardizeContext(Statistics):
         return (context - self.mean) / self.std
 
 
-def fit_standardization(module: torch.nn.Module, train: Tensor) -> None:
-    """Set every :class:`Standardize` inside ``module`` to the mean and std of ``train`` (N, D)."""
-    train = torch.as_tensor(train)
-    mean, std = train.mean(0), train.std(0, unbiased=False)
+def fit_standardization(module: torch.nn.Module, train: Tensor, context: Tensor | None = None) -> None:
+    """Set every :class:`Standardize` inside ``module`` to the mean and std of ``train`` (N, D) —
+    what ``flowforge train`` does before its first step, for a loop of your own. With the training
+    rows' ``context`` (N, C), a conditional flow also gets (or updates) a :class:`StandardizeContext`
+    as its ``context_embedding``, so its networks see unit-scale conditions given in data units.
+
+    >>> from flowforge.models import NSF
+    >>> flow = NSF(2, num_layers=1, hidden=8, context_dim=1, standardize=True)
+    >>> x, c = torch.randn(100, 2) * 100 + 500, torch.rand(100, 1) * 20 + 2000
+    >>> fit_standardization(flow, x, context=c)
+    >>> bool(flow.context_embedding(c).abs().mean() < 2)
+    True
+    """
+    for layer in [m for m in module.modules() if isinstance(m, Standardize)]:
+        layer.set_statistics(*_statistics(train, "training data"))
+    if context is not None:
+        if getattr(module, "context_embedding", None) is None:
+            module.context_embedding = StandardizeContext(torch.as_tensor(context).shape[-1])
+        module.context_embedding.set_statistics(*_statistics(context, "context"))
+
+
+def _statistics(rows: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    rows = torch.as_tensor(rows)
+    mean, std = rows.mean(0), rows.std(0, unbiased=False)
     if (std <= 0).any():
-        raise ValueError("a column of the training data is constant; it has no density to learn")
-    for layer in module.modules():
-        if isinstance(layer, Standardize):
-            layer.set_statistics(mean, std)
+        raise ValueError(f"a column of the {what} is constant; it has no spread to standardise by")
+    return mean, std
