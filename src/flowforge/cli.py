@@ -107,7 +107,7 @@ def _recipe_epilog() -> str:
 def _model_options(model: str, sizes: dict[str, int | None], pairs: tuple[str, ...]) -> dict:
     """The builder's keyword arguments: ``--layers/--hidden/--depth`` under the model's own names
     (refused where it has none), then each ``--model-option KEY=VALUE`` (VALUE read as JSON when
-    it parses, else as a string)."""
+    it parses, else as a string, then as the type of the builder's default: :func:`_typed_option`)."""
     names = spec_of(model).size_options
     options = {}
     for flag, value in sizes.items():
@@ -202,7 +202,8 @@ Examples:
 @click.option("--depth", type=click.IntRange(min=1), help="hidden layers per network")
 @click.option("--model-option", multiple=True, metavar="KEY=VALUE",
               help="any other keyword of the model builder, e.g. activation=gelu, or for glow levels=3, "
-                   "steps=32, bits=5, coupling=additive (repeatable)")
+                   "steps=32, bits=5, coupling=additive (repeatable; read as the type of the builder's default: "
+                   "lu=false, hidden=128, scale_bound=3.0)")
 @click.option("--standardize/--no-standardize", default=None,
               help="train on standardised data (densities and samples stay in data units); "
                    "default: on for vector data, off for images")
