@@ -84,6 +84,8 @@ def test_a_context_file_is_read_by_its_header_names():
     table = np.array([[1.0, 0.5]])
     assert conditions_from_table(table, info, "f", ["b", "a"]).tolist() == [[0.5, 1.0]]
     assert conditions_from_table(table, info, "f", None).tolist() == [[1.0, 0.5]]
+    with pytest.warns(UserWarning, match="f: its header names none of the run's columns .a, b.; read by position"):
+        assert conditions_from_table(table, info, "f", ["u", "v"]).tolist() == [[1.0, 0.5]]
     label = ContextInfo("label", ["0", "1"])
     assert parse_condition("1.0", label).tolist() == [[0.0, 1.0]]
 

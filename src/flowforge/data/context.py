@@ -145,9 +145,12 @@ def conditions_from_table(table: np.ndarray, info: ContextInfo, source: str,
 
 def _by_name(names: list[str] | None, wanted: list[str], source: str) -> list[int] | None:
     """Where ``wanted`` stand among a file's header ``names``: all by name, or None when the header
-    names none of them (the file is then read by position); a header naming only some is refused."""
+    names none of them (the file is then read by position, with a warning when both sides carry
+    real names); a header naming only some is refused."""
     found = [name for name in wanted if names and name in names]
     if not found:
+        if names and not _positional(names) and not _positional(wanted):
+            warn(f"{source}: its header names none of the run's columns ({', '.join(wanted)}); read by position")
         return None
     if len(found) < len(wanted):
         missing = [name for name in wanted if name not in found]
@@ -164,11 +167,7 @@ def columns_by_name(table: np.ndarray, names: list[str], recorded: list[str], so
     array([[2., 1.]])
     """
     order = _by_name(names, recorded, source)
-    if order is not None:
-        return table[:, order]
-    if not _positional(names) and not _positional(recorded):
-        warn(f"{source}: its header names none of the run's columns ({', '.join(recorded)}); read by position")
-    return table
+    return table if order is None else table[:, order]
 
 
 def _positional(names: list[str]) -> bool:
