@@ -12,6 +12,7 @@ from scipy.stats import genpareto
 
 from cli_harness import assert_one_line, cli
 from flowforge.distributions import DiagonalNormal, Flow, StandardNormal
+from flowforge.errors import FlowforgeError
 from flowforge.models import NSF
 from flowforge.transforms import Standardize
 from flowforge.variational import fit, importance_summary, load_target
@@ -540,3 +541,17 @@ def test_eval_of_a_file_target_warns_on_its_stored_pareto_k(tmp_path, capsys, mo
     code, out, err = cli(capsys, "eval", run)
     assert code == 0 and "stored at fit time" in out
     assert_one_line(err, "warning", "Pareto k-hat")
+
+
+@pytest.mark.parametrize("amortised", [False, True])
+def test_the_python_fit_refuses_a_gradient_free_target_before_its_first_step(amortised):
+    """fit() checks the target as `flowforge fit` does: a detached one under the default objective
+    (whose first tenth is forward KL) is refused at once, naming the Python argument."""
+    def target(x, c=None):
+        return -(x ** 2).sum(-1).detach()
+
+    flow = NSF(2, num_layers=1, hidden=8, context_dim=1 if amortised else 0)
+    sampler = (lambda n, g: torch.rand(n, 1, generator=g)) if amortised else None
+    with pytest.raises(FlowforgeError, match="objective='forward-kl'"):
+        fit(flow, target, steps=10_000, context_sampler=sampler)
+    assert fit(flow, target, steps=4, eval_every=2, objective="forward-kl", context_sampler=sampler)["steps"] == 4

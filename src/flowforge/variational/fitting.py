@@ -102,6 +102,7 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
     config = TrainConfig(model="custom", data=getattr(target, "name", "target"), steps=steps, batch_size=draws,
                          lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay,
                          eval_every=eval_every, seed=seed, on_nan=on_nan, objective=objective)
+    check_target(flow, target, objective, seed, context_sampler)
     device = next((p.device for p in flow.parameters()), torch.device("cpu"))
     optimizer = make_optimizer(flow.parameters(), lr)
     generator = torch.Generator(device).manual_seed(seed)
@@ -329,18 +330,27 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)
         drop_metrics_after(run_dir, progress.step)
         return progress
-    # a target that raises, returns NaN, ±inf or the wrong shape (or, for the reverse KL, no gradient) is refused
-    # before any file is written
-    with torch.no_grad():
-        draws = flow.sample(64, generator=torch.Generator(generator.device).manual_seed(config.seed))
-    differentiable = config.objective != "forward-kl"
-    checked_log_prob(target, draws.requires_grad_(differentiable), fitting=True, differentiable=differentiable)
+    check_target(flow, target, config.objective, config.seed)  # before any file is written
     prepare_run_dir(run_dir, config, target.dim, None, force)
     raw = read_json(run_dir / CONFIG)
     write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,
                                                    "log_z": target.log_z}})
     torch.manual_seed(config.seed)
     return Progress()
+
+
+def check_target(flow, target, objective: str, seed: int, context_sampler: Callable | None = None) -> None:
+    """Refuse, in one line naming it, a target that raises, returns NaN, ±inf or the wrong shape, or
+    (for an objective that differentiates it) no gradient, on 64 draws of the initial flow: before the
+    first step, and before a run directory is written. Its own generator: the fit's draws are unchanged."""
+    device = next((p.device for p in flow.parameters()), torch.device("cpu"))
+    generator = torch.Generator(device).manual_seed(seed)
+    context = None if context_sampler is None else context_sampler(64, generator)
+    with torch.no_grad():
+        draws = flow.sample(64 if context is None else 1, context=context, generator=generator)
+    differentiable = objective != "forward-kl"
+    x = draws.reshape(-1, draws.shape[-1]).clone().requires_grad_(differentiable)
+    checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
 
 
 def variational_section(raw: dict) -> dict | None:
