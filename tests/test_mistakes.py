@@ -39,8 +39,8 @@ def test_bad_options_exit_2_naming_the_option(run, tmp_path, capsys, args, words
 def test_values_outside_sane_ranges_are_refused_naming_the_option(tmp_path, capsys):
     # the command line's ranges are the config's own (flowforge.training.fields): refused as options
     refused(capsys, 2, [*TRAIN, "--lr", 1e9, "--out", tmp_path / "r"], ("'--lr'", "range"), tmp_path)
-    refused(capsys, 1, [*TRAIN, "--model-option", "num_layers=1000000", "--out", tmp_path / "r"],
-            ("--model-option num_layers", "above the limit"), tmp_path)
+    refused(capsys, 1, ["train", "--data", "moons", "--steps", 20, "--model-option", "num_layers=1000000", "--out",
+                        tmp_path / "r"], ("--model-option num_layers", "above the limit"), tmp_path)
 
 
 DATA_MISTAKES = {
