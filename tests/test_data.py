@@ -51,6 +51,11 @@ def test_csv_with_header_round_trips(tmp_path):
     ("1,2\ninf,3\n", "non-finite"),
     ("1,2\n3\n", "not a numeric CSV"),
     ("a,b\nc,d\n", "not a numeric CSV"),
+    # every message numbers the data rows alike, from 1 below the header
+    ("a,b\n1,2\n3,4\n5,nan\n", "non-finite value nan at row 3, column 2"),
+    ("a,b\n1,2\n3,4\n5,\n", r"row 3, column 2 holds '', not a number"),
+    ("a,b\n1,2\n3,4\n5,x\n", r"row 3, column 2 holds 'x', not a number"),
+    ("a,b\n1,2\n3,4\n5\n", "row 3 has 1 columns, earlier rows 2"),
     ("", "no rows"),
 ])
 def test_bad_csv_is_refused_with_a_reason(tmp_path, content, message):

@@ -79,21 +79,41 @@ def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
         first = next(rows, "")
         if not first.strip():
             raise FlowforgeError(f"{path}: the file holds no rows")
-        batch = [] if _is_header(first) else [first]
+        batch, done = ([] if _is_header(first) else [first]), 0
         for line in rows:
             batch.append(line)
             if len(batch) == CHUNK_ROWS:
-                yield _parse_csv(batch, path)
-                batch = []
+                yield _parse_csv(batch, path, done + 1)
+                batch, done = [], done + len(batch)
         if batch:
-            yield _parse_csv(batch, path)
+            yield _parse_csv(batch, path, done + 1)
 
 
-def _parse_csv(lines: list[str], path: Path) -> np.ndarray:
+def _parse_csv(lines: list[str], path: Path, first_row: int) -> np.ndarray:
+    """``lines`` as numbers; ``first_row`` numbers the first of them among the data rows (from 1,
+    below any header), as every message about a table's rows does."""
     try:
         return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as err:
-        raise FlowforgeError(f"{path}: not a numeric CSV table ({str(err).splitlines()[0]})") from None
+    except ValueError:
+        raise FlowforgeError(f"{path}: not a numeric CSV table ({_first_problem(lines, first_row)})") from None
+
+
+def _first_problem(lines: list[str], first_row: int) -> str:
+    """What makes ``lines`` unreadable as a table, at the first row where it happens."""
+    width = None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        cells = line.rstrip("\r\n").split(",")
+        width = width or len(cells)
+        if len(cells) != width:
+            return f"row {first_row + i} has {len(cells)} columns, earlier rows {width}"
+        for j, cell in enumerate(cells):
+            try:
+                float(cell)
+            except ValueError:
+                return f"row {first_row + i}, column {j + 1} holds {cell.strip()[:40]!r}, not a number"
+    return "a value that cannot be read as a number"
 
 
 def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
