@@ -116,12 +116,12 @@ def _model_options(model: str, sizes: dict[str, int | None], pairs: tuple[str, .
         if flag not in names:
             raise click.BadParameter(f"{model} has no such option", param_hint=f"--{flag}")
         options[names[flag]] = value
-    defaults = spec_of(model).builder_options()
+    defaults, from_flags = spec_of(model).builder_options(), set(options)
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--model-option")
-        if key in options:
+        if key in from_flags:
             raise click.BadParameter(f"{key} is given twice (by {pair!r} and a size flag)", param_hint="--model-option")
         try:
             options[key] = json.loads(value)
@@ -141,6 +141,8 @@ def _typed_option(key: str, value, default, pair: str):
     def refuse(kind: str):
         raise click.BadParameter(f"{pair!r}: {key} takes {kind}", param_hint="--model-option")
 
+    if value is None:  # JSON null: the builder's own "none" (e.g. logit=null)
+        return None
     if isinstance(default, bool):
         word = str(value).strip().lower()
         return BOOLEAN_WORDS[word] if word in BOOLEAN_WORDS else refuse("true or false")
