@@ -251,7 +251,7 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
     raises, is not a (batch,) tensor or holds NaN or +inf. −inf (no mass there) is allowed when
     diagnosing, refused when ``fitting`` (a flow has mass everywhere: its fit needs a finite value at
     every draw); ``differentiable``: the loss differentiates log p̃ at the draws, so it must carry a
-    gradient with respect to x (:func:`check_fittable`).
+    gradient with respect to x (not computed outside torch's autograd).
 
     >>> checked_log_prob(banana(), torch.zeros(4, 2)).shape
     torch.Size([4])
@@ -269,27 +269,25 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
         shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
         raise FlowforgeError(f"target {name} returned {shape} for a batch of shape {tuple(x.shape)}; "
                              f"it must return one log-density per row, shape ({x.shape[0]},)")
-    for bad, what in ((torch.isnan(values), "NaN"), (torch.isposinf(values), "+inf")):
-        if bad.any():
-            raise FlowforgeError(f"target {name} returned {what} for {int(bad.sum())} of {len(x)} points")
-    if fitting:
-        check_fittable(values, x, name, differentiable)
+    if not bool(torch.isfinite(values).all()):  # one reduction on the hot path; the reason only when needed
+        _refuse_non_finite(values, name, fitting)
+    if differentiable and x.requires_grad and torch.is_grad_enabled() and not values.requires_grad:
+        raise FlowforgeError(_no_gradient(name))  # it would fit q to nothing
     return values.to(x.dtype)
 
 
-def check_fittable(values: Tensor, x: Tensor, name: str, differentiable: bool) -> None:
-    """Refuse, in one line, log-densities a flow cannot be fitted to: −inf at some of its draws (a
-    flow has mass everywhere, so KL(q‖p) would be infinite and no ELBO finite) or, when the loss is
-    ``differentiable`` in them, values carrying no gradient with respect to the draws (computed
-    outside torch's autograd), which would fit q to nothing."""
+def _refuse_non_finite(values: Tensor, name: str, fitting: bool) -> None:
+    """Refuse NaN and +inf always, and −inf when ``fitting``: a flow has mass everywhere, so KL(q‖p)
+    would be infinite and no ELBO finite."""
+    for bad, what in ((torch.isnan(values), "NaN"), (torch.isposinf(values), "+inf")):
+        if bad.any():
+            raise FlowforgeError(f"target {name} returned {what} for {int(bad.sum())} of {len(values)} points")
     outside = torch.isneginf(values)
-    if outside.any():
+    if fitting and outside.any():
         raise FlowforgeError(
-            f"target {name} returned -inf at {int(outside.sum())} of {len(x)} draws of the flow: a flow has mass "
+            f"target {name} returned -inf at {int(outside.sum())} of {len(values)} draws of the flow: a flow has mass "
             "everywhere, so it can be fitted only to a log-density finite at every point; give such points a "
             "finite low value, or fit the target in unbounded coordinates (e.g. the log of a positive parameter)")
-    if differentiable and x.requires_grad and torch.is_grad_enabled() and not values.requires_grad:
-        raise FlowforgeError(_no_gradient(name))
 
 
 def _no_gradient(name: str) -> str:
