@@ -555,3 +555,22 @@ def test_the_python_fit_refuses_a_gradient_free_target_before_its_first_step(amo
     with pytest.raises(FlowforgeError, match="objective='forward-kl'"):
         fit(flow, target, steps=10_000, context_sampler=sampler)
     assert fit(flow, target, steps=4, eval_every=2, objective="forward-kl", context_sampler=sampler)["steps"] == 4
+
+
+def test_the_target_check_leaves_a_samplers_global_random_draws_to_the_fit():
+    """A context sampler that draws from torch's global generator: after the check that fit() runs
+    before its first step, the global generator is where it was (the check runs on forked ones)."""
+    from flowforge.variational.fitting import check_target
+
+    def target(x, c):
+        return torch.distributions.Normal(c, 1.0).log_prob(x).sum(-1)
+
+    def contexts(n, generator):
+        return torch.rand(n, 2)
+
+    flow = NSF(2, num_layers=1, hidden=8, context_dim=2)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    check_target(flow, target, "forward-then-jeffreys", 0, contexts)
+    assert torch.equal(torch.rand(3), expected)

@@ -342,15 +342,17 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
 def check_target(flow, target, objective: str, seed: int, context_sampler: Callable | None = None) -> None:
     """Refuse, in one line naming it, a target that raises, returns NaN, ±inf or the wrong shape, or
     (for an objective that differentiates it) no gradient, on 64 draws of the initial flow: before the
-    first step, and before a run directory is written. Its own generator: the fit's draws are unchanged."""
+    first step, and before a run directory is written. Its own generator, and torch's global ones
+    restored after (a user's sampler or target may draw from them): the fit's draws are unchanged."""
     device = next((p.device for p in flow.parameters()), torch.device("cpu"))
     generator = torch.Generator(device).manual_seed(seed)
-    context = None if context_sampler is None else context_sampler(64, generator)
-    with torch.no_grad():
-        draws = flow.sample(64 if context is None else 1, context=context, generator=generator)
-    differentiable = objective != "forward-kl"
-    x = draws.reshape(-1, draws.shape[-1]).clone().requires_grad_(differentiable)
-    checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        context = None if context_sampler is None else context_sampler(64, generator)
+        with torch.no_grad():
+            draws = flow.sample(64 if context is None else 1, context=context, generator=generator)
+        differentiable = objective != "forward-kl"
+        x = draws.reshape(-1, draws.shape[-1]).clone().requires_grad_(differentiable)
+        checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
 
 
 def variational_section(raw: dict) -> dict | None:
