@@ -141,7 +141,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         finally:
             _HELD[key] -= 1
         return
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # a failed writer removed the directory it had made, as this one started
+        raise FlowforgeError(f"{run_dir}: removed by another flowforge process meanwhile; run again") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -172,27 +175,30 @@ def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]
     the lock, and a directory this call made is removed; a process refused the lock touches nothing."""
     check_run_target(run_dir, resume=resume, force=force)
     created = _make_directory(run_dir)
-    held = False
-    try:
-        with run_lock(run_dir):
-            held = True
+    with run_lock(run_dir):
+        fresh = False
+        try:
             check_run_target(run_dir, resume=resume, force=force)
             fresh = not resume and not (run_dir / CONFIG).exists()
             remove_leftover_temporaries(run_dir)
             if (run_dir / "plots").is_dir():
                 remove_leftover_temporaries(run_dir / "plots")
-            try:
-                yield
-            except BaseException:
-                if fresh and not (run_dir / LAST_CHECKPOINT).is_file():
-                    clear_run(run_dir)
-                raise
-    except BaseException:
-        if held and created and run_dir.is_dir() and not _user_entries(run_dir):
-            (run_dir / LOCK).unlink(missing_ok=True)
-            with suppress(OSError):
-                run_dir.rmdir()
-        raise
+            yield
+        except BaseException:
+            _undo_failed_claim(run_dir, fresh, created)
+            raise
+
+
+def _undo_failed_claim(run_dir: Path, fresh: bool, created: bool) -> None:
+    """Still under the lock (so no other writer is between): a new run that stopped before its
+    first checkpoint is cleared, having nothing to resume, and a directory this call made, left
+    empty, is removed."""
+    if fresh and not (run_dir / LAST_CHECKPOINT).is_file():
+        clear_run(run_dir)
+    if created and run_dir.is_dir() and not _user_entries(run_dir):
+        (run_dir / LOCK).unlink(missing_ok=True)
+        with suppress(OSError):
+            run_dir.rmdir()
 
 
 def _make_directory(run_dir: Path) -> bool:
