@@ -78,7 +78,7 @@ def test_a_file_in_the_training_layout_gives_points_and_conditions():
 
 
 def test_a_context_file_is_read_by_its_header_names():
-    from flowforge.data.context import conditions_from_table
+    from flowforge.data.context import columns_by_name, conditions_from_table
 
     info = ContextInfo("columns", ["a", "b"], [0, 1])
     table = np.array([[1.0, 0.5]])
@@ -86,6 +86,10 @@ def test_a_context_file_is_read_by_its_header_names():
     assert conditions_from_table(table, info, "f", None).tolist() == [[1.0, 0.5]]
     with pytest.warns(UserWarning, match="f: its header names none of the run's columns .a, b.; read by position"):
         assert conditions_from_table(table, info, "f", ["u", "v"]).tolist() == [[1.0, 0.5]]
+    twice = ContextInfo("columns", ["a", "a"], [0, 1])  # a run trained on such a header reads it as it stands
+    assert conditions_from_table(table, twice, "f", ["a", "a"]).tolist() == [[1.0, 0.5]]
+    with pytest.raises(FlowforgeError, match="f: its header names 'a' more than once"):  # which 'a' is which?
+        columns_by_name(np.array([[1.0, 2.0, 3.0]]), ["b", "a", "a"], ["a", "a", "b"], "f")
     label = ContextInfo("label", ["0", "1"])
     assert parse_condition("1.0", label).tolist() == [[0.0, 1.0]]
 

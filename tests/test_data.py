@@ -56,6 +56,10 @@ def test_csv_with_header_round_trips(tmp_path):
     ("a,b\n1,2\n3,4\n5,\n", r"row 3, column 2 holds '', not a number"),
     ("a,b\n1,2\n3,4\n5,x\n", r"row 3, column 2 holds 'x', not a number"),
     ("a,b\n1,2\n3,4\n5\n", "row 3 has 1 columns, earlier rows 2"),
+    # blank lines and comments are not rows (numpy skips them), so they do not shift the numbers
+    ("a,b\n# note\n1,2\n\n3,4 # ok\n5,x\n", r"row 3, column 2 holds 'x', not a number"),
+    ("a,b\n\n1,2\n# 3,4,5\n3\n", "row 2 has 1 columns, earlier rows 2"),
+    ("a,b\n# note\n\n1,2\n5,nan\n", "non-finite value nan at row 2, column 2"),
     ("", "no rows"),
 ])
 def test_bad_csv_is_refused_with_a_reason(tmp_path, content, message):

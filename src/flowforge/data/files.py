@@ -84,7 +84,7 @@ def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
             batch.append(line)
             if len(batch) == CHUNK_ROWS:
                 yield _parse_csv(batch, path, done + 1)
-                batch, done = [], done + len(batch)
+                batch, done = [], done + sum(map(_is_row, batch))
         if batch:
             yield _parse_csv(batch, path, done + 1)
 
@@ -100,20 +100,29 @@ def _parse_csv(lines: list[str], path: Path, first_row: int) -> np.ndarray:
 
 def _first_problem(lines: list[str], first_row: int) -> str:
     """What makes ``lines`` unreadable as a table, at the first row where it happens."""
-    width = None
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        cells = line.rstrip("\r\n").split(",")
+    width, row = None, first_row
+    for line in filter(_is_row, lines):
+        cells = _row_text(line).split(",")
         width = width or len(cells)
         if len(cells) != width:
-            return f"row {first_row + i} has {len(cells)} columns, earlier rows {width}"
+            return f"row {row} has {len(cells)} columns, earlier rows {width}"
         for j, cell in enumerate(cells):
             try:
                 float(cell)
             except ValueError:
-                return f"row {first_row + i}, column {j + 1} holds {cell.strip()[:40]!r}, not a number"
+                return f"row {row}, column {j + 1} holds {cell.strip()[:40]!r}, not a number"
+        row += 1
     return "a value that cannot be read as a number"
+
+
+def _row_text(line: str) -> str:
+    """A line as :func:`numpy.loadtxt` reads it: without a ``#`` comment or the line's end."""
+    return line.split("#", 1)[0].rstrip("\r\n")
+
+
+def _is_row(line: str) -> bool:
+    """Whether a line is a data row (numpy skips blank lines and comments; row numbers do too)."""
+    return bool(_row_text(line).strip())
 
 
 def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
