@@ -220,3 +220,10 @@ def test_fit_standardization_sets_the_data_and_context_statistics_for_a_users_ow
     assert abs(float(unit.mean())) < 1e-3 and abs(float(unit.std(unbiased=False)) - 1) < 1e-3
     with pytest.raises(ValueError, match="context is constant"):
         fit_standardization(flow, x, context=torch.full((500, 1), 3.0))
+    with pytest.raises(ValueError, match=r"\(N, C\) = \(500, C\).*got shape \(500,\)"):
+        fit_standardization(flow, x, context=c[:, 0])  # 1-D: one condition per row, or 500 of one row?
+    with pytest.raises(ValueError, match="reads 1 context values per row, the context has 2"):
+        fit_standardization(NSF(2, num_layers=1, hidden=8, context_dim=1), x, context=c.repeat(1, 2))
+    flow.context_embedding = torch.nn.Linear(1, 1)
+    with pytest.raises(ValueError, match="context_embedding is a Linear, not a StandardizeContext"):
+        fit_standardization(flow, x, context=c)

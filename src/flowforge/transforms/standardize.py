@@ -77,9 +77,26 @@ def fit_standardization(module: torch.nn.Module, train: Tensor, context: Tensor 
     for layer in [m for m in module.modules() if isinstance(m, Standardize)]:
         layer.set_statistics(*_statistics(train, "training data"))
     if context is not None:
+        context = _context_rows(module, context, len(train))
         if getattr(module, "context_embedding", None) is None:
-            module.context_embedding = StandardizeContext(torch.as_tensor(context).shape[-1])
+            module.context_embedding = StandardizeContext(context.shape[1])
         module.context_embedding.set_statistics(*_statistics(context, "context"))
+
+
+def _context_rows(module: torch.nn.Module, context: Tensor, rows: int) -> Tensor:
+    """``context`` as an (N, C) tensor that ``module`` can standardise: one row per training row, as
+    many columns as the flow reads, and an embedding (if it has one) that is a :class:`StandardizeContext`."""
+    context = torch.as_tensor(context)
+    if context.dim() != 2 or context.shape[0] != rows:
+        raise ValueError(f"give the context as (N, C) = ({rows}, C), one row per training row; got shape "
+                         f"{tuple(context.shape)}")
+    embedding, width = getattr(module, "context_embedding", None), getattr(module, "context_dim", None)
+    if embedding is not None and not isinstance(embedding, StandardizeContext):
+        raise ValueError(f"the flow's context_embedding is a {type(embedding).__name__}, not a StandardizeContext; "
+                         "standardise its conditions inside that module")
+    if width and context.shape[1] != width:
+        raise ValueError(f"the flow reads {width} context values per row, the context has {context.shape[1]}")
+    return context
 
 
 def _statistics(rows: Tensor, what: str) -> tuple[Tensor, Tensor]:
