@@ -85,6 +85,9 @@ def test_a_read_only_place_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr("flowforge.atomic.tempfile.mkstemp", read_only)
     refused(capsys, 1, [*TRAIN, "--out", tmp_path / "r"], ("Read-only file system",), tmp_path)
+    # the parents a new run directory needed go with it
+    refused(capsys, 1, [*TRAIN, "--out", tmp_path / "a" / "b" / "r"], ("Read-only file system",), tmp_path)
+    assert not (tmp_path / "a").exists()
     (tmp_path / "file").write_text("x")
     refused(capsys, 1, [*TRAIN, "--out", tmp_path / "file" / "r"], ("cannot be created",), tmp_path)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from itertools import takewhile
 from pathlib import Path
 from typing import Iterator
 
@@ -189,25 +190,36 @@ def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]
             raise
 
 
-def _undo_failed_claim(run_dir: Path, fresh: bool, created: bool) -> None:
+def _undo_failed_claim(run_dir: Path, fresh: bool, created: list[Path]) -> None:
     """Still under the lock (so no other writer is between): a new run that stopped before its
-    first checkpoint is cleared, having nothing to resume, and a directory this call made, left
-    empty, is removed."""
+    first checkpoint is cleared, having nothing to resume, and the directories this call made, left
+    empty, are removed (the run directory and any parents it needed)."""
     if fresh and not (run_dir / LAST_CHECKPOINT).is_file():
         clear_run(run_dir)
     if created and run_dir.is_dir() and not _user_entries(run_dir):
         (run_dir / LOCK).unlink(missing_ok=True)
-        with suppress(OSError):
-            run_dir.rmdir()
+        _remove_empty(created)
 
 
-def _make_directory(run_dir: Path) -> bool:
-    """Create ``run_dir`` (and its parents); True only if this call made it (decided by the
-    file system, so of two processes racing for one new directory exactly one gets True)."""
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (deepest first) while each is empty; one that is not stays, with those above it."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
+def _make_directory(run_dir: Path) -> list[Path]:
+    """Create ``run_dir`` and any missing parents; the directories this call made, deepest first
+    (empty when the run directory was there: decided by the file system, so of two processes racing
+    for one new directory exactly one gets it)."""
+    missing = list(takewhile(lambda d: not d.exists(), (run_dir, *run_dir.parents)))
     try:
         run_dir.mkdir(parents=True)
-        return True
+        return missing
     except FileExistsError:
-        return False
+        return []
     except OSError as err:
+        _remove_empty([d for d in missing if d.is_dir()])
         raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None
