@@ -22,7 +22,7 @@ from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
 from flowforge.training.config import TrainConfig, cli_fields
 from flowforge.training.fields import DEFAULT_MAX_PARAMS, MAX_PARAMS, TRAIN_FIELDS
-from flowforge.cli_resume import recorded_config, refuse_changes_on_resume
+from flowforge.cli_resume import given_on_command_line, recorded_config, refuse_changes_on_resume
 from flowforge.variational.cli import fit as fit_command
 
 # torch and the rest are imported inside the commands: `flowforge --help` answers without them.
@@ -410,7 +410,7 @@ def _check_resample(raw: dict, ctx: click.Context) -> None:
     trained on data (no target to weigh by) and with --temperature (the weights are for q itself)."""
     if "variational" not in raw:
         raise click.UsageError("--resample: only a run of `flowforge fit` has a target to weigh draws by")
-    if ctx.get_parameter_source("temperature") == click.core.ParameterSource.COMMANDLINE:
+    if given_on_command_line(ctx, "temperature"):
         raise click.UsageError("--temperature cannot be given with --resample (the draws are reweighted towards "
                                "the target, not drawn from a scaled latent)")
 

@@ -8,13 +8,17 @@ from pathlib import Path
 import click
 
 
+def given_on_command_line(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` was typed on the command line (not left at its default)."""
+    return ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+
+
 def refuse_changes_on_resume(ctx: click.Context, allowed: tuple[str, ...]) -> None:
     """Refuse (a usage error, exit 2) any option given on the command line besides ``resume`` and
     ``allowed``: it would be ignored, since a resumed run rebuilds itself from its config.json."""
-    source = click.core.ParameterSource.COMMANDLINE
     flags = {param.name: param.opts[0] for param in ctx.command.params}
     changed = [flags[name] for name in ctx.params if name not in (*allowed, "resume")
-               and ctx.get_parameter_source(name) == source]
+               and given_on_command_line(ctx, name)]
     if changed:
         kept = ", ".join(flags[name] for name in allowed)
         raise click.UsageError(f"{', '.join(changed)} cannot change on --resume (the run keeps its recorded "

@@ -53,7 +53,7 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
     the rest the reverse KL with the sticking-the-landing gradient (q sharpens). The target must be
     written in torch operations (the reverse KL differentiates it). Then `sample`, `eval` and `plot`
     the run; `--resume RUN --steps N` continues one (on another --device if given)."""
-    from flowforge.cli_resume import refuse_changes_on_resume
+    from flowforge.cli_resume import given_on_command_line, refuse_changes_on_resume
     from flowforge.errors import FlowforgeError
     from flowforge.variational.fitting import fit_config, fit_run
     from flowforge.variational.report import eval_line
@@ -63,7 +63,7 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
         raise click.UsageError("give --out for a new fit or --resume for an existing one")
     if resume is not None:
         refuse_changes_on_resume(ctx, ("steps", "device", "no_plots", "no_progress"))
-        given = ctx.get_parameter_source("device") == click.core.ParameterSource.COMMANDLINE
+        given = given_on_command_line(ctx, "device")
         config, run_dir = _resumed_config(resume, steps, device if given else None), resume
     else:
         if target is None:
