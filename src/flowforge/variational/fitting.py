@@ -31,7 +31,8 @@ from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, append_metrics, c
 from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, warn_if_unreliable
 from flowforge.variational.objectives import OBJECTIVES, objective_function
-from flowforge.variational.targets import checked_log_prob
+from flowforge.variational.placement import target_placement
+from flowforge.variational.targets import checked_log_prob, is_file_target
 
 SECTION = "variational"  # config.json's key for what a variational run fitted, and how
 TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
@@ -65,14 +66,16 @@ def evaluation_interval(steps: int) -> int:
     return max(1, min(RECIPE["eval_every"], steps // 10))
 
 
-def set_target_scale(flow, scale: float) -> None:
-    """Make the flow's fixed first layer (Standardize) divide by the target's ``scale``, so the
-    layers after it work at unit scale whatever the target's units."""
+def set_target_scale(flow, scale: float | torch.Tensor, loc: float | torch.Tensor = 0.0) -> None:
+    """Make the flow's fixed first layer (Standardize) take ``loc`` off and divide by the target's
+    ``scale`` (numbers, or one per coordinate), so the layers after it work at unit scale whatever
+    the target's units and wherever it sits."""
     from flowforge.transforms import Standardize
 
     for layer in flow.modules():
         if isinstance(layer, Standardize):
-            layer.set_statistics(torch.zeros_like(layer.mean), torch.full_like(layer.std, scale))
+            layer.set_statistics(torch.zeros_like(layer.mean) + torch.as_tensor(loc, dtype=layer.mean.dtype),
+                                 torch.zeros_like(layer.std) + torch.as_tensor(scale, dtype=layer.std.dtype))
 
 
 def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-jeffreys", draws: int = 256,
@@ -302,11 +305,15 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
         torch.manual_seed(config.seed)
         flow = build_flow(config, target.dim)
         set_target_scale(flow, target.scale)
+        placement = None if resume or not is_file_target(config.data) else target_placement(
+            target, target.dim, config.seed)  # a built-in target knows its scale; a resumed flow has its own
+        if placement is not None:
+            set_target_scale(flow, placement[1], placement[0])
         flow = flow.to(resolve_device(config.device), resolve_dtype(config.dtype))
         optimizer = make_optimizer(flow.parameters(), config.lr, config.weight_decay)
         ema, generator = EMA(flow, config.ema_decay), torch.Generator(resolve_device(config.device))
         generator.manual_seed(config.seed)
-        progress = _start(run_dir, config, target, flow, optimizer, ema, generator, resume, force)
+        progress = _start(run_dir, config, target, flow, optimizer, ema, generator, resume, force, placement)
         record = _RunDirRecord(run_dir)
         progress = _optimise(flow, target, config, optimizer, ema, generator, progress, None, record, progress_bar,
                              run_dir)
@@ -324,8 +331,9 @@ def _recorded_dim(run_dir: Path) -> int:
 
 
 def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA, generator, resume: bool,
-           force: bool) -> Progress:
-    """A fresh run's files (config.json gains the variational section), or a resumed run's state."""
+           force: bool, placement: tuple | None = None) -> Progress:
+    """A fresh run's files (config.json gains the variational section, with where the flow was
+    placed when :func:`target_placement` moved it), or a resumed run's state."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)
         drop_metrics_after(run_dir, progress.step)
@@ -333,8 +341,9 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
     check_target(flow, target, config.objective, config.seed)  # before any file is written
     prepare_run_dir(run_dir, config, target.dim, None, force)
     raw = read_json(run_dir / CONFIG)
+    placed = {} if placement is None else {"placement": {"loc": placement[0].tolist(), "scale": placement[1].tolist()}}
     write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,
-                                                   "log_z": target.log_z}})
+                                                   "log_z": target.log_z, **placed}})
     torch.manual_seed(config.seed)
     return Progress()
 
