@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import genpareto
 
-from cli_harness import assert_one_line, cli
+from cli_harness import assert_one_line, cli, file_hashes
 from flowforge.distributions import DiagonalNormal, Flow, StandardNormal
 from flowforge.errors import FlowforgeError
 from flowforge.models import NSF
@@ -606,3 +606,23 @@ def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, cap
     assert abs(results["log_z"] - math.log(2 * math.pi)) < 0.05 and results["ess_per_draw"] > 0.9
     placement = json.loads((run / "config.json").read_text())["variational"]["placement"]
     assert all(abs(v - 10) < 0.5 for v in placement["loc"])
+
+
+def test_a_changed_target_file_is_refused_on_resume_and_named_by_eval(tmp_path, capsys):
+    """Resumed steps against an edited file would mix two targets in one run; eval's stored
+    diagnostics are of the file as it was."""
+    mine = tmp_path / "mine.py"
+    mine.write_text("def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n")
+    run = tmp_path / "run"
+    assert cli(capsys, "fit", "--target", f"{mine}:log_prob", "--dim", "2", "--out", run, *FAST)[0] == 0
+    code, _, err = cli(capsys, "fit", "--resume", run, "--steps", "40", "--no-progress", "--no-plots")
+    assert code == 0, err  # the same file: it goes on
+    mine.write_text("def log_prob(x):\n    return -0.5 * ((x - 10) ** 2).sum(-1)\n")
+    before = file_hashes(run)
+    code, _, err = cli(capsys, "fit", "--resume", run, "--steps", "60", "--no-progress", "--no-plots")
+    assert code == 1
+    assert_one_line(err, "error", f"{mine}: changed (or gone) since", "start a new run")
+    assert file_hashes(run) == before
+    code, out, err = cli(capsys, "eval", run)
+    assert code == 0 and "stored at fit time" in out
+    assert_one_line(err, "warning", f"{mine}: changed (or gone) since the fit")

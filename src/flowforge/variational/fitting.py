@@ -32,7 +32,7 @@ from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, warn_if_unreliable
 from flowforge.variational.objectives import OBJECTIVES, objective_function
 from flowforge.variational.placement import target_placement
-from flowforge.variational.targets import checked_log_prob, is_file_target
+from flowforge.variational.targets import checked_log_prob, is_file_target, target_file_digest
 
 SECTION = "variational"  # config.json's key for what a variational run fitted, and how
 TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
@@ -300,6 +300,8 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
     if config.objective not in OBJECTIVES:
         raise FlowforgeError(f"--objective {config.objective!r}: choose from {', '.join(OBJECTIVES)}")
     with claim_run_dir(run_dir, resume=resume, force=force), denormals_flushed():
+        if resume:  # before the file is imported again
+            refuse_a_changed_target(read_json(run_dir / CONFIG), run_dir)
         target = load_target(config.data, _recorded_dim(run_dir) if resume else dim)
         check_flow_size(config, target.dim, max_params)
         torch.manual_seed(config.seed)
@@ -342,10 +344,31 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
     prepare_run_dir(run_dir, config, target.dim, None, force)
     raw = read_json(run_dir / CONFIG)
     placed = {} if placement is None else {"placement": {"loc": placement[0].tolist(), "scale": placement[1].tolist()}}
+    digest = target_file_digest(config.data)
     write_json(run_dir / CONFIG, {**raw, SECTION: {"target": config.data, "objective": config.objective,
-                                                   "log_z": target.log_z, **placed}})
+                                                   "log_z": target.log_z, **placed,
+                                                   **({} if digest is None else {"target_sha256": digest})}})
     torch.manual_seed(config.seed)
     return Progress()
+
+
+def changed_target(raw: dict) -> str | None:
+    """The file of a run's file target when it is no longer the file the run was fitted to (its
+    SHA-256 differs, or it is gone); None when it is the same, or the run recorded none."""
+    section = variational_section(raw) or {}
+    recorded = section.get("target_sha256")
+    if recorded is None or target_file_digest(section["target"]) == recorded:
+        return None
+    return section["target"].rpartition(":")[0]
+
+
+def refuse_a_changed_target(raw: dict, run_dir: Path) -> None:
+    """A resumed fit goes on only against the target it began with: steps against another file
+    would mix two targets in one run's weights and curves."""
+    changed = changed_target(raw)
+    if changed is not None:
+        raise FlowforgeError(f"{changed}: changed (or gone) since {run_dir} was fitted to it; a resumed fit would "
+                             "mix two targets, so start a new run with --out")
 
 
 def check_target(flow, target, objective: str, seed: int, context_sampler: Callable | None = None) -> None:

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from flowforge.errors import FlowforgeError
+from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import RESULTS, read_json
 from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, log_weights, pareto_k, resample,
                                                warn_if_unreliable)
-from flowforge.variational.fitting import variational_section
+from flowforge.variational.fitting import changed_target, variational_section
 from flowforge.variational.targets import Target, built_in_target, is_file_target
 
 REPORTED = ("elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k", "kl", "true_log_z", "modes_covered")
@@ -40,6 +40,8 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
     if target is None:
         stored = read_json(Path(run_dir) / RESULTS)
         warn_if_unreliable(stored)
+        if changed_target(raw) is not None:
+            warn(f"{changed_target(raw)}: changed (or gone) since the fit; these diagnostics are of the file as it was")
         return {**{k: stored[k] for k in REPORTED if k in stored}, "target": name, "stored": True}
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
