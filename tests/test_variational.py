@@ -626,3 +626,26 @@ def test_a_changed_target_file_is_refused_on_resume_and_named_by_eval(tmp_path, 
     code, out, err = cli(capsys, "eval", run)
     assert code == 0 and "stored at fit time" in out
     assert_one_line(err, "warning", f"{mine}: changed (or gone) since the fit")
+
+
+@pytest.mark.parametrize("fails_at_call", [1, 20])
+def test_a_target_failing_mid_fit_names_the_step_and_what_the_run_keeps(tmp_path, capsys, fails_at_call):
+    """A target raising at a training step (a batch of 256 draws: the checks before the fit take
+    other sizes) stops the fit in one line that says at which step, and whether a checkpoint is
+    there to resume (eval then says so too)."""
+    (tmp_path / "flaky.py").write_text(
+        "calls = 0\ndef log_prob(x):\n    global calls\n    calls += len(x) == 256\n"
+        f"    if calls >= {fails_at_call}:\n        raise RuntimeError('solver diverged')\n"
+        "    return -0.5 * (x ** 2).sum(-1)\n")
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'flaky.py'}:log_prob", "--dim", "2", "--out", run, *FAST)
+    assert code == 1
+    if fails_at_call == 1:
+        assert_one_line(err, "error", "step 1: target", "raised RuntimeError: solver diverged", "no checkpoint")
+        assert not run.exists()
+    else:
+        assert_one_line(err, "error", "step 20: target", "raised RuntimeError: solver diverged",
+                        "keeps its last checkpoint", f"flowforge fit --resume {run}")
+        code, _, err = cli(capsys, "eval", run)
+        assert code == 1
+        assert_one_line(err, "error", "its fit stopped before the end", f"flowforge fit --resume {run}")

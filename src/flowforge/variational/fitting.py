@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from flowforge.errors import FlowforgeError
-from flowforge.training.checkpoint import BEST_WEIGHTS, CONFIG, RESULTS, load_tensors, read_json, save_tensors, write_json
+from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, RESULTS, load_tensors, read_json,
+                                          save_tensors, write_json)
 from flowforge.training.config import TrainConfig
 from flowforge.training.ema import EMA
 from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, append_metrics, cosine_decay, diverged_message,
@@ -220,7 +221,10 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_fn = _step_loss(flow, target, config, generator, context_sampler, progress.step, fraction)
-        loss, finite = train_step(loss_fn, optimizer, parameters, None, config.grad_clip)
+        try:
+            loss, finite = train_step(loss_fn, optimizer, parameters, None, config.grad_clip)
+        except FlowforgeError as err:  # the target failed at this step's draws
+            raise FlowforgeError(f"step {progress.step + 1}: {err}{_kept(where)}") from None
         if finite:
             ema.update(progress.step)
             running, taken = running + float(loss), taken + 1
@@ -246,6 +250,15 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
             bar.set_postfix(elbo=f"{entry['elbo']:.3f}", ess=f"{entry['ess_per_draw']:.2f}")
     bar.close()
     return progress
+
+
+def _kept(run_dir: Path | None) -> str:
+    """What a run stopped by its target keeps, for the end of that one line."""
+    if run_dir is None:
+        return ""
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        return f"; {run_dir} keeps its last checkpoint (flowforge fit --resume {run_dir} continues from it)"
+    return "; no checkpoint had been written, so the new run is not kept"
 
 
 def _evaluate(flow, target, config: TrainConfig, ema: EMA, progress: Progress, context_sampler,

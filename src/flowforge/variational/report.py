@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from flowforge.errors import FlowforgeError, warn
-from flowforge.training.checkpoint import RESULTS, read_json
+from flowforge.training.checkpoint import LAST_CHECKPOINT, RESULTS, read_json
 from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, log_weights, pareto_k, resample,
                                                warn_if_unreliable)
 from flowforge.variational.fitting import changed_target, variational_section
@@ -38,6 +38,9 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
     target = run_target(raw)
     name = variational_section(raw)["target"]
     if target is None:
+        if not (Path(run_dir) / RESULTS).is_file() and (Path(run_dir) / LAST_CHECKPOINT).is_file():
+            raise FlowforgeError(f"{run_dir}: its fit stopped before the end (no {RESULTS}); "
+                                 f"flowforge fit --resume {run_dir} finishes it")
         stored = read_json(Path(run_dir) / RESULTS)
         warn_if_unreliable(stored)
         if changed_target(raw) is not None:
