@@ -649,3 +649,27 @@ def test_a_target_failing_mid_fit_names_the_step_and_what_the_run_keeps(tmp_path
         code, _, err = cli(capsys, "eval", run)
         assert code == 1
         assert_one_line(err, "error", "its fit stopped before the end", f"flowforge fit --resume {run}")
+
+
+def test_the_python_fit_refuses_what_it_cannot_fit_in_one_line_each():
+    flow = NSF(3, num_layers=1, hidden=8)
+    with pytest.raises(FlowforgeError, match="the flow is 3-D but target gmm is 2-D"):
+        fit(flow, load_target("gmm"), steps=5)
+    gaussian = lambda x, c=None: -0.5 * (x ** 2).sum(-1)  # noqa: E731
+    for steps, draws in ((0, 256), (10, 1)):
+        with pytest.raises(FlowforgeError, match="at least 1 step of at least 2 draws"):
+            fit(flow, gaussian, steps=steps, draws=draws)
+    with pytest.raises(FlowforgeError, match="returned torch.int64 values; return floating-point"):
+        fit(flow, lambda x: (x ** 2).sum(-1).long(), steps=5)
+    conditional = NSF(3, num_layers=1, hidden=8, context_dim=1)
+    with pytest.raises(FlowforgeError, match=r"context_sampler\(64, generator\) returned \(65, 1\)"):
+        fit(conditional, gaussian, steps=5, context_sampler=lambda n, g: torch.rand(n + 1, 1, generator=g))
+    with pytest.raises(FlowforgeError, match=r"give its dimension \(--dim; load_target\(spec, dim\) in Python\)"):
+        load_target(f"{__file__}:test_the_python_fit_refuses_what_it_cannot_fit_in_one_line_each")
+    # a short fit is evaluated ten times, as `flowforge fit` evaluates it
+    assert len(fit(flow, gaussian, steps=30)["history"]) == 10
+
+
+def test_fit_with_both_out_and_resume_says_not_both(tmp_path, capsys):
+    code, _, err = cli(capsys, "fit", "--resume", tmp_path / "a", "--out", tmp_path / "b", "--steps", "5")
+    assert code == 2 and "give --out for a new fit or --resume to continue one, not both" in err

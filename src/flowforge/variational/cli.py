@@ -60,7 +60,7 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
     from flowforge.variational.targets import absolute_target
 
     if (out is None) == (resume is None):
-        raise click.UsageError("give --out for a new fit or --resume for an existing one")
+        raise click.UsageError("give --out for a new fit or --resume to continue one" + (", not both" if out else ""))
     if resume is not None:
         refuse_changes_on_resume(ctx, ("steps", "device", "no_plots", "no_progress"))
         given = given_on_command_line(ctx, "device")

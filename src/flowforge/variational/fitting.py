@@ -81,11 +81,12 @@ def set_target_scale(flow, scale: float | torch.Tensor, loc: float | torch.Tenso
 
 def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-jeffreys", draws: int = 256,
         lr: float = 3e-3, warmup_steps: int = 100, grad_clip: float = 10.0, ema_decay: float = 0.99,
-        eval_every: int = 200, seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
+        eval_every: int | None = None, seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
         progress_bar: bool = False, seconds: float | None = None) -> dict[str, Any]:
     """Fit ``flow`` (in place) to ``target``, a callable log p̃(x) → (batch,) (or log p̃(x, c) with a
     ``context_sampler(n, generator) -> (n, C)`` for an amortised q(x | c)); returns the final
-    diagnostics (see :func:`flowforge.variational.diagnostics.diagnose`) and the history.
+    diagnostics (see :func:`flowforge.variational.diagnostics.diagnose`) and the history, evaluated
+    every ``eval_every`` steps (default: every 200, or ten times in a shorter run).
 
     With ``seconds`` the run ends after that much wall-clock (evaluations included) or ``steps``
     steps, whichever comes first; the learning-rate schedule and the objective's phases follow
@@ -103,9 +104,13 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
         raise FlowforgeError(f"objective {objective!r}: choose from {', '.join(OBJECTIVES)}")
     if seconds is not None and not seconds > 0:
         raise FlowforgeError(f"seconds={seconds!r}: a time budget must be positive")
+    if steps < 1 or draws < 2:  # as `flowforge fit` --steps and --draws
+        raise FlowforgeError(f"steps={steps}, draws={draws}: a fit takes at least 1 step of at least 2 draws "
+                             "(importance weights need two)")
     config = TrainConfig(model="custom", data=getattr(target, "name", "target"), steps=steps, batch_size=draws,
                          lr=lr, warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay,
-                         eval_every=eval_every, seed=seed, on_nan=on_nan, objective=objective)
+                         eval_every=eval_every or evaluation_interval(steps), seed=seed, on_nan=on_nan,
+                         objective=objective)
     check_target(flow, target, objective, seed, context_sampler)
     device = next((p.device for p in flow.parameters()), torch.device("cpu"))
     optimizer = make_optimizer(flow.parameters(), lr)
@@ -392,12 +397,31 @@ def check_target(flow, target, objective: str, seed: int, context_sampler: Calla
     device = next((p.device for p in flow.parameters()), torch.device("cpu"))
     generator = torch.Generator(device).manual_seed(seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        context = None if context_sampler is None else context_sampler(64, generator)
+        context = None if context_sampler is None else _checked_contexts(context_sampler, 64, generator)
         with torch.no_grad():
             draws = flow.sample(64 if context is None else 1, context=context, generator=generator)
         differentiable = objective != "forward-kl"
+        _refuse_another_dimension(target, draws.shape[-1])
         x = draws.reshape(-1, draws.shape[-1]).clone().requires_grad_(differentiable)
         checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
+
+
+def _checked_contexts(context_sampler: Callable, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``context_sampler(n, generator)``, refused in one line unless an (n, C) floating-point tensor."""
+    context = context_sampler(n, generator)
+    if not torch.is_tensor(context) or context.dim() != 2 or len(context) != n or not context.is_floating_point():
+        got = f"{tuple(context.shape)} {context.dtype}" if torch.is_tensor(context) else type(context).__name__
+        raise FlowforgeError(f"context_sampler({n}, generator) returned {got}; it must return the n conditions "
+                             f"of a step as an ({n}, C) floating-point tensor")
+    return context
+
+
+def _refuse_another_dimension(target, flow_dim: int) -> None:
+    """A target that says its dimension (a :class:`Target`) and a flow of another."""
+    dim = getattr(target, "dim", None)
+    if isinstance(dim, int) and dim != flow_dim:
+        raise FlowforgeError(f"the flow is {flow_dim}-D but target {getattr(target, 'name', 'the target')} is "
+                             f"{dim}-D; build the flow with {dim} features")
 
 
 def variational_section(raw: dict) -> dict | None:

@@ -253,7 +253,7 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     if not callable(function):
         raise FlowforgeError(f"target {spec}: {path} defines no function {name!r}")
     if dim is None:
-        raise FlowforgeError(f"target {spec}: give its dimension with --dim")
+        raise FlowforgeError(f"target {spec}: give its dimension (--dim; load_target(spec, dim) in Python)")
     return Target(spec, dim, function)
 
 
@@ -281,6 +281,8 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
         shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
         raise FlowforgeError(f"target {name} returned {shape} for a batch of shape {tuple(x.shape)}; "
                              f"it must return one log-density per row, shape ({x.shape[0]},)")
+    if not values.is_floating_point():
+        raise FlowforgeError(f"target {name} returned {values.dtype} values; return floating-point log-densities")
     if not bool(torch.isfinite(values).all()):  # one reduction on the hot path; the reason only when needed
         _refuse_non_finite(values, name, fitting)
     if differentiable and x.requires_grad and torch.is_grad_enabled() and not values.requires_grad:
