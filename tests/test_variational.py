@@ -673,3 +673,15 @@ def test_the_python_fit_refuses_what_it_cannot_fit_in_one_line_each():
 def test_fit_with_both_out_and_resume_says_not_both(tmp_path, capsys):
     code, _, err = cli(capsys, "fit", "--resume", tmp_path / "a", "--out", tmp_path / "b", "--steps", "5")
     assert code == 2 and "give --out for a new fit or --resume to continue one, not both" in err
+
+
+def test_a_target_flat_along_a_coordinate_is_warned_of(tmp_path, capsys):
+    """--dim 3 for a target that reads x0 and x1: flat along x2, it has no finite normaliser."""
+    (tmp_path / "two.py").write_text("def log_prob(x):\n    return -0.5 * (x[:, :2] ** 2).sum(-1)\n")
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'two.py'}:log_prob", "--dim", "3", "--out",
+                       tmp_path / "run", *FAST)
+    assert code == 0
+    assert "does not change with x[2] at any of 64 draws" in err and "is its dimension 3 right?" in err
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'two.py'}:log_prob", "--dim", "2", "--out",
+                       tmp_path / "run2", *FAST)
+    assert code == 0 and "does not change" not in err

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from flowforge.errors import FlowforgeError
+from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, RESULTS, load_tensors, read_json,
                                           save_tensors, write_json)
 from flowforge.training.config import TrainConfig
@@ -403,7 +403,21 @@ def check_target(flow, target, objective: str, seed: int, context_sampler: Calla
         differentiable = objective != "forward-kl"
         _refuse_another_dimension(target, draws.shape[-1])
         x = draws.reshape(-1, draws.shape[-1]).clone().requires_grad_(differentiable)
-        checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
+        values = checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
+        if differentiable:
+            _warn_of_unused_coordinates(target, values, x)
+
+
+def _warn_of_unused_coordinates(target, values: torch.Tensor, x: torch.Tensor) -> None:
+    """Warn when log p̃ does not change with some coordinate at any of the draws: a density flat in
+    a direction has no finite normaliser along it (a --dim above what the target reads, most often)."""
+    gradient, = torch.autograd.grad(values.sum(), x, allow_unused=True)
+    unused = list(range(x.shape[1])) if gradient is None else (gradient == 0).all(0).nonzero().flatten().tolist()
+    if unused:
+        name = getattr(target, "name", None) or getattr(target, "__name__", "the target")
+        warn(f"target {name} does not change with x[{', '.join(map(str, unused[:8]))}"
+             f"{', …' if len(unused) > 8 else ''}] at any of {len(x)} draws: flat along it, it has no finite "
+             f"normaliser there (is its dimension {x.shape[1]} right?)")
 
 
 def _checked_contexts(context_sampler: Callable, n: int, generator: torch.Generator) -> torch.Tensor:
