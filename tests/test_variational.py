@@ -685,3 +685,27 @@ def test_a_target_flat_along_a_coordinate_is_warned_of(tmp_path, capsys):
     code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'two.py'}:log_prob", "--dim", "2", "--out",
                        tmp_path / "run2", *FAST)
     assert code == 0 and "does not change" not in err
+
+
+def test_a_target_whose_float32_values_lose_resolution_is_warned_of():
+    """−|x|²/2 − 10⁶: float32 steps of 0.06 nats there leave the weights a few distinct values."""
+    flow = NSF(2, num_layers=1, hidden=8)
+    with pytest.warns(UserWarning, match=r"values near 1e\+06, where float32 resolves only steps of 0.06"):
+        fit(flow, lambda x: -0.5 * (x ** 2).sum(-1) - 1e6, steps=2)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 10⁴ keeps steps of 0.001 nats: no warning
+        fit(flow, lambda x: -0.5 * (x ** 2).sum(-1) - 1e4, steps=2)
+
+
+def test_a_few_resampled_draws_come_from_a_pool_large_enough_for_k_hat(fitted_run, tmp_path, capsys, monkeypatch):
+    from flowforge.variational import report
+
+    pools = []
+    original = report.log_weights
+    monkeypatch.setattr(report, "log_weights", lambda flow, target, n, **kw: pools.append(n) or original(
+        flow, target, n, **kw))
+    code, _, err = cli(capsys, "sample", fitted_run, "-n", "4", "-o", tmp_path / "x.csv", "--resample")
+    assert code == 0, err
+    assert pools == [report.EVAL_DRAWS]  # not 8 × 4 = 32 (a k̂ of 32 draws warned of nothing real)

@@ -406,6 +406,17 @@ def check_target(flow, target, objective: str, seed: int, context_sampler: Calla
         values = checked_log_prob(target, x, context, fitting=True, differentiable=differentiable)
         if differentiable:
             _warn_of_unused_coordinates(target, values, x)
+        _warn_of_lost_resolution(target, values)
+
+
+def _warn_of_lost_resolution(target, values: torch.Tensor) -> None:
+    """Warn when the target's float32 values are so large that their steps exceed 0.01 nats: the
+    importance weights then take a few distinct values, and the tail fit behind Pareto k̂ fails."""
+    if values.dtype == torch.float32 and float(values.detach().abs().max()) * 2.0 ** -24 > 0.01:
+        name = getattr(target, "name", None) or getattr(target, "__name__", "the target")
+        warn(f"target {name} returns values near {float(values.detach().abs().max()):.3g}, where float32 resolves "
+             f"only steps of {float(values.detach().abs().max()) * 2.0 ** -24:.2g} nats: the importance weights "
+             "and Pareto k̂ lose their precision; subtract a constant from its log-density")
 
 
 def _warn_of_unused_coordinates(target, values: torch.Tensor, x: torch.Tensor) -> None:

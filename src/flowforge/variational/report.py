@@ -66,7 +66,8 @@ def eval_line(summary: dict[str, Any]) -> str:
 
 def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8):
     """``num`` importance-resampled draws (SIR from a pool of ``pool``·num draws of q, in batches of
-    at most 65,536), approximately from the target p rather than q."""
+    at most 65,536; at least :data:`EVAL_DRAWS`, so a few draws still come from a pool whose Pareto
+    k̂ means something), approximately from the target p rather than q."""
     target = run_target(raw)
     if target is None:
         raise FlowforgeError("--resample needs the run's target; a user's path.py:function target is not "
@@ -75,7 +76,7 @@ def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8):
     batch = 65_536
     for start in range(0, num, batch):
         count = min(batch, num - start)
-        x, log_w = log_weights(flow, target, pool * count, generator=generator)
+        x, log_w = log_weights(flow, target, max(pool * count, EVAL_DRAWS), generator=generator)
         if not bool(torch.isfinite(log_w).any()):
             raise FlowforgeError("every importance weight is zero; the flow puts no mass where the target has any")
         if start == 0:
