@@ -43,14 +43,16 @@ def test_train_sample_eval_density_plot_resume(tmp_path, capsys):
     report = json.loads(stdout)
     assert code == 0 and report["n"] >= 1000 and report["nll"] == pytest.approx(report["nll_per_dim"] * 2)
     results = json.loads((out / "results.json").read_text())
-    assert report["nll"] == pytest.approx(results["test_nll"], abs=1e-6)
+    assert report["nll"] == pytest.approx(results["test_nll"], abs=1e-6) and report["split"] == "test"
+    code, stdout, _ = flowforge(capsys, "eval", out)  # says which points it scored
+    assert code == 0 and f"{report['n']} points of its held-out test split" in stdout
 
     code, _, _ = flowforge(capsys, "density", out, tmp_path / "s.csv", "-o", tmp_path / "lp.csv")
     logp = np.loadtxt(tmp_path / "lp.csv", delimiter=",", skiprows=1)
     assert code == 0 and logp.shape == (100,)
     # Density of the samples in data units: -mean log p is the data-unit NLL of those points.
     code, stdout, _ = flowforge(capsys, "eval", out, "--data", tmp_path / "s.csv", "--json")
-    assert json.loads(stdout)["nll_data"] == pytest.approx(-logp.mean(), abs=1e-4)
+    assert json.loads(stdout)["nll_data"] == pytest.approx(-logp.mean(), abs=1e-4) and "split" not in json.loads(stdout)
 
     code, stdout, _ = flowforge(capsys, "plot", out)
     assert code == 0

@@ -597,16 +597,17 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
         return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
     source, points, conditions = _points_for(run, data, data_dir, data_shape(raw), config, raw)
     summary = nll_summary(flow, points, spec.metrics, context=conditions)
+    held_out = " of its held-out test split" if data is None else ""
     if as_json:
-        click.echo(json.dumps({**summary, "data": source}))
+        click.echo(json.dumps({**summary, "data": source, **({"split": "test"} if data is None else {})}))
     elif "bits_per_dim" in spec.metrics:
         click.echo(f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f} ± "
                    f"{summary['nll_stderr']:.2f} nats/image (dequantised at {flow.bits} bits) · "
-                   f"{summary['n']} images")
+                   f"{summary['n']} images{held_out}")
     else:
         click.echo(f"{source}: NLL {summary['nll']:.4f} ± {summary['nll_stderr']:.4f} nats/sample "
                    f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, "
-                   f"{summary['nll_data']:.4f} nats/sample in data units · {summary['n']} points"
+                   f"{summary['nll_data']:.4f} nats/sample in data units · {summary['n']} points{held_out}"
                    + (f" · {summary['nfe']} evaluations of f" if "nfe" in summary else ""))
 
 

@@ -73,9 +73,11 @@ def set_target_scale(flow, scale: float | torch.Tensor, loc: float | torch.Tenso
     the target's units and wherever it sits."""
     from flowforge.transforms import Standardize
 
-    for layer in flow.modules():
-        if isinstance(layer, Standardize):
-            layer.set_statistics(torch.zeros_like(layer.mean) + torch.as_tensor(loc, dtype=layer.mean.dtype),
+    layers = [layer for layer in flow.modules() if isinstance(layer, Standardize)]
+    if not layers:
+        raise ValueError("the flow has no Standardize layer to place it by; build it with standardize=True")
+    for layer in layers:
+        layer.set_statistics(torch.zeros_like(layer.mean) + torch.as_tensor(loc, dtype=layer.mean.dtype),
                                  torch.zeros_like(layer.std) + torch.as_tensor(scale, dtype=layer.std.dtype))
 
 
