@@ -13,11 +13,12 @@ from flowforge.lazy import lazy_names
 
 __all__ = ["fit", "fit_run", "fit_config", "load_target", "built_in_target", "Target", "diagnose",
            "importance_summary", "pareto_k", "log_weights", "resample", "reverse_kl", "sticking_the_landing", "forward_kl", "jeffreys",
-           "student_t_base"]
+           "student_t_base", "target_placement", "set_target_scale"]
 __getattr__, __dir__ = lazy_names(__name__, {
     "fit": ".fitting", "fit_run": ".fitting", "fit_config": ".fitting", "load_target": ".targets",
     "built_in_target": ".targets", "Target": ".targets", "diagnose": ".diagnostics",
     "importance_summary": ".diagnostics", "pareto_k": ".diagnostics", "log_weights": ".diagnostics",
     "resample": ".diagnostics",
     "reverse_kl": ".objectives", "sticking_the_landing": ".objectives", "forward_kl": ".objectives",
-    "jeffreys": ".objectives", "student_t_base": ".fitting"})
+    "jeffreys": ".objectives", "student_t_base": ".fitting", "target_placement": ".placement",
+    "set_target_scale": ".fitting"})
