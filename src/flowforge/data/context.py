@@ -155,7 +155,7 @@ def _by_name(names: list[str] | None, wanted: list[str], source: str) -> list[in
     if len(found) < len(wanted):
         missing = [name for name in wanted if name not in found]
         raise FlowforgeError(f"{source}: its header names some of the run's columns but not {', '.join(missing)}")
-    repeated = sorted({name for name in found if names.count(name) > 1})
+    repeated = sorted({name for name in found if names.count(name) > 1 or wanted.count(name) > 1})
     if repeated and list(names) != list(wanted):  # the same header as the run's reads as it stands
         raise FlowforgeError(f"{source}: its header names {', '.join(map(repr, repeated))} more than once, so "
                              "its columns cannot be matched to the run's by name; give each column its own name")

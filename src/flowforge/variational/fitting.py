@@ -33,7 +33,7 @@ from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, warn_if_unreliable
 from flowforge.variational.objectives import OBJECTIVES, objective_function
 from flowforge.variational.placement import target_placement
-from flowforge.variational.targets import checked_log_prob, is_file_target, target_file_digest
+from flowforge.variational.targets import checked_log_prob, is_file_target, target_file_digest, target_name
 
 SECTION = "variational"  # config.json's key for what a variational run fitted, and how
 TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
@@ -77,8 +77,9 @@ def set_target_scale(flow, scale: float | torch.Tensor, loc: float | torch.Tenso
     if not layers:
         raise ValueError("the flow has no Standardize layer to place it by; build it with standardize=True")
     for layer in layers:
-        layer.set_statistics(torch.zeros_like(layer.mean) + torch.as_tensor(loc, dtype=layer.mean.dtype),
-                                 torch.zeros_like(layer.std) + torch.as_tensor(scale, dtype=layer.std.dtype))
+        like = {"dtype": layer.mean.dtype, "device": layer.mean.device}
+        layer.set_statistics(torch.zeros_like(layer.mean) + torch.as_tensor(loc, **like),
+                             torch.zeros_like(layer.std) + torch.as_tensor(scale, **like))
 
 
 def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-jeffreys", draws: int = 256,
@@ -327,8 +328,9 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
         torch.manual_seed(config.seed)
         flow = build_flow(config, target.dim)
         set_target_scale(flow, target.scale)
+        lost: list[str] = []  # said once the target has passed its check (a refused one gets one line)
         placement = None if resume or not is_file_target(config.data) else target_placement(
-            target, target.dim, config.seed)  # a built-in target knows its scale; a resumed flow has its own
+            target, target.dim, config.seed, on_lost=lost.append)  # a built-in knows its scale; a resumed flow has its own
         if placement is not None:
             set_target_scale(flow, placement[1], placement[0])
         flow = flow.to(resolve_device(config.device), resolve_dtype(config.dtype))
@@ -336,6 +338,8 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
         ema, generator = EMA(flow, config.ema_decay), torch.Generator(resolve_device(config.device))
         generator.manual_seed(config.seed)
         progress = _start(run_dir, config, target, flow, optimizer, ema, generator, resume, force, placement)
+        for message in lost:
+            warn(message)
         record = _RunDirRecord(run_dir)
         progress = _optimise(flow, target, config, optimizer, ema, generator, progress, None, record, progress_bar,
                              run_dir)
@@ -358,6 +362,7 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
     placed when :func:`target_placement` moved it), or a resumed run's state."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)
+        (run_dir / RESULTS).unlink(missing_ok=True)  # of the run as it was; rewritten when this one ends
         drop_metrics_after(run_dir, progress.step)
         return progress
     check_target(flow, target, config.objective, config.seed)  # before any file is written
@@ -412,13 +417,16 @@ def check_target(flow, target, objective: str, seed: int, context_sampler: Calla
 
 
 def _warn_of_lost_resolution(target, values: torch.Tensor) -> None:
-    """Warn when the target's float32 values are so large that their steps exceed 0.01 nats: the
+    """Warn when the target's float32 values are so large that their steps exceed 0.01 nats while
+    they differ among the draws by less than a thousand steps (a large constant offset): the
     importance weights then take a few distinct values, and the tail fit behind Pareto k̂ fails."""
-    if values.dtype == torch.float32 and float(values.detach().abs().max()) * 2.0 ** -24 > 0.01:
-        name = getattr(target, "name", None) or getattr(target, "__name__", "the target")
-        warn(f"target {name} returns values near {float(values.detach().abs().max()):.3g}, where float32 resolves "
-             f"only steps of {float(values.detach().abs().max()) * 2.0 ** -24:.2g} nats: the importance weights "
-             "and Pareto k̂ lose their precision; subtract a constant from its log-density")
+    values = values.detach()
+    size = float(values.abs().max())
+    step = size * 2.0 ** -24
+    if values.dtype == torch.float32 and step > 0.01 and float(values.max() - values.min()) < 1000 * step:
+        warn(f"target {target_name(target)} returns values near {size:.3g}, where float32 resolves only steps of "
+             f"{step:.2g} nats: the importance weights and Pareto k̂ lose their precision; subtract a constant "
+             "from its log-density")
 
 
 def _warn_of_unused_coordinates(target, values: torch.Tensor, x: torch.Tensor) -> None:
@@ -427,10 +435,9 @@ def _warn_of_unused_coordinates(target, values: torch.Tensor, x: torch.Tensor) -
     gradient, = torch.autograd.grad(values.sum(), x, allow_unused=True)
     unused = list(range(x.shape[1])) if gradient is None else (gradient == 0).all(0).nonzero().flatten().tolist()
     if unused:
-        name = getattr(target, "name", None) or getattr(target, "__name__", "the target")
-        warn(f"target {name} does not change with x[{', '.join(map(str, unused[:8]))}"
-             f"{', …' if len(unused) > 8 else ''}] at any of {len(x)} draws: flat along it, it has no finite "
-             f"normaliser there (is its dimension {x.shape[1]} right?)")
+        warn(f"target {target_name(target)} does not change with x[{', '.join(map(str, unused[:8]))}"
+             f"{', …' if len(unused) > 8 else ''}] at any of {len(x)} draws; if it is flat along it everywhere, "
+             f"it has no finite normaliser (is its dimension {x.shape[1]} right?)")
 
 
 def _checked_contexts(context_sampler: Callable, n: int, generator: torch.Generator) -> torch.Tensor:

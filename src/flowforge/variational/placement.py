@@ -26,59 +26,101 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowforge.errors import FlowforgeError
-from flowforge.variational.targets import checked_log_prob
+from flowforge.errors import warn
+from flowforge.variational.targets import target_name
 
-PLACEMENT_DRAWS = 4096  # target evaluations per round
-PROPOSALS = (None, None, None, 4, 4, 4, 4, 4)  # the rounds' proposals: Cauchy to search, then Student-t of 4 dof
-TAIL = 0.49  # the proposal's draws stop at tan(0.49π) ≈ 32 scales (a target may overflow further out)
-MIN_EFFECTIVE_DRAWS = 10.0  # fewer: the estimate is too thin to move the flow by
+PLACEMENT_DRAWS = 4096  # target evaluations per round (on the CPU, in float32, before the fit)
+SEARCH_ROUNDS = 16  # Cauchy rounds at most, until MIN_EFFECTIVE_DRAWS carry the weight
+REFINE_DOF = (4, 4, 4, 4)  # then rounds of Student-t proposals of these degrees of freedom
+TAIL = 0.49  # the Cauchy draws stop at tan(0.49π) ≈ 32 scales (a target may overflow further out)
+MIN_EFFECTIVE_DRAWS = 10.0  # fewer: the estimate only moves the proposal
 IN_REACH = (2.0, 1 / 3, 3.0)  # |μ| up to 2, σ within [1/3, 3]: the unit-scale flow already covers it
 
 
-def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEMENT_DRAWS
-                     ) -> tuple[Tensor, Tensor] | None:
+def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEMENT_DRAWS,
+                     on_lost: Callable[[str], None] = warn) -> tuple[Tensor, Tensor] | None:
     """The (location, scale) per coordinate of ``target``'s mass, or None when the unit scale at
-    the origin already covers it, or the estimate rests on too few effective draws to trust (the
-    target raising or returning NaN far out also leaves the flow where it is: the fit's own check
-    then names the target)."""
+    the origin already covers it, or when no round found enough effective draws to trust (said to
+    ``on_lost`` when the search had moved out of that reach: a far target it did not find). Draws
+    where the target is NaN count as no mass; a target that raises on a round's draws is left unplaced."""
     loc, scale, generator = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64), \
         torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # a target drawing from torch's generators leaves the fit's alone
-        for dof in PROPOSALS:  # the first rounds may rest on a few draws: they only move the proposal
-            try:
-                loc, scale, effective = _one_round(target, loc, scale, draws, generator, dof)
-            except FlowforgeError:
+        effective, rounds = 0.0, 0
+        while effective < MIN_EFFECTIVE_DRAWS and rounds < SEARCH_ROUNDS:
+            estimate = _one_round(target, loc, scale, draws, generator, None)
+            if estimate is None:
                 return None
-    if not effective >= MIN_EFFECTIVE_DRAWS:  # NaN (no finite weight) too
+            (loc, scale, effective), rounds = estimate, rounds + 1
+        for dof in REFINE_DOF if effective >= MIN_EFFECTIVE_DRAWS else ():
+            estimate = _one_round(target, loc, scale, draws, generator, dof)
+            if estimate is None:
+                return None
+            (loc, scale, effective), rounds = estimate, rounds + 1
+    in_reach = bool((loc.abs() <= IN_REACH[0]).all() and ((scale >= IN_REACH[1]) & (scale <= IN_REACH[2])).all())
+    if not effective >= MIN_EFFECTIVE_DRAWS:
+        if not in_reach:
+            on_lost(f"could not locate where target {target_name(target)} keeps its mass ({rounds} rounds of {draws} "
+                 "draws); the flow starts at the unit scale at the origin")
         return None
-    if bool((loc.abs() <= IN_REACH[0]).all() and ((scale >= IN_REACH[1]) & (scale <= IN_REACH[2])).all()):
-        return None
-    return loc.float(), scale.float()
+    return None if in_reach else (loc.float(), scale.float())
 
 
 def _one_round(target: Callable, loc: Tensor, scale: Tensor, draws: int, generator: torch.Generator,
-               dof: int | None) -> tuple[Tensor, Tensor, float]:
-    """Weighted mean and spread of draws of the proposal around ``loc`` at ``scale``: Cauchy (``dof``
-    None; truncated at :data:`TAIL`) to search, then Student-t of ``dof`` to refine; the spread kept
-    above a quarter of the proposal's, and above half of it when fewer than
-    :data:`MIN_EFFECTIVE_DRAWS` carry the weight (one draw near a far mode would otherwise collapse
-    it), and the effective number of draws (the proposal stays put when no weight is finite)."""
-    if dof is None:
-        u = (torch.rand(draws, len(loc), generator=generator, dtype=torch.float64) - 0.5) * (2 * TAIL)
-        t = torch.tan(math.pi * u)
-        log_r = -torch.log1p(t ** 2).sum(-1)  # up to a constant: the weights self-normalise
-    else:  # t = z / sqrt(chi²_dof / dof), all from the seeded generator
-        z = torch.randn(draws, len(loc), dof + 1, generator=generator, dtype=torch.float64)
-        t = z[..., 0] / (z[..., 1:] ** 2).mean(-1).sqrt()
-        log_r = -0.5 * (dof + 1) * torch.log1p(t ** 2 / dof).sum(-1)
-    x = loc + scale * t
-    with torch.no_grad():
-        log_p = checked_log_prob(target, x.float(), name=getattr(target, "name", None)).double()
+               dof: int | None) -> tuple[Tensor, Tensor, float] | None:
+    """Weighted mean and spread of draws of the proposal around ``loc`` at ``scale`` (Cauchy for
+    ``dof`` None, truncated at :data:`TAIL`; else Student-t of ``dof``, with half the draws from a
+    wide Cauchy at the origin: a defensive mixture, so modes the search did not land on keep their
+    weight), and the effective number of draws behind them. With fewer than
+    :data:`MIN_EFFECTIVE_DRAWS` the proposal keeps its scale while the mean moves by more than it
+    (searching for far mass) and halves it otherwise (zooming in on narrow mass); with more, the
+    spread is kept above a quarter of the proposal's. None: the target raised, or returned other
+    than one value per draw."""
+    wide = torch.ones_like(scale) * float((loc.abs() + scale).max().clamp(min=1.0))
+    defensive = 0 if dof is None else draws // 2  # searching, every draw goes where the mass was seen
+    x = torch.cat([_draws(loc, scale, draws - defensive, generator, dof),
+                   _draws(torch.zeros_like(loc), wide, defensive, generator, None)])
+    log_r = _log_density(x, loc, scale, dof) if not defensive else torch.logsumexp(torch.stack(
+        [_log_density(x, loc, scale, dof), _log_density(x, 0.0, wide, None)]), 0)
+    log_p = _values(target, x)
+    if log_p is None:
+        return None
     weights = torch.softmax(log_p - log_r, dim=0)
     if not bool(torch.isfinite(weights).all()):  # p̃ = 0 (−inf) at every draw
-        return loc, scale, math.nan
+        return loc, scale, 0.0
     mean, effective = weights @ x, float(1 / (weights ** 2).sum())
     spread = (weights @ (x - mean) ** 2).sqrt()
-    floor = scale / (2 if effective < MIN_EFFECTIVE_DRAWS else 4)  # a few draws move it, narrow it slowly
-    return mean, torch.maximum(spread, floor), effective
+    if effective >= MIN_EFFECTIVE_DRAWS:
+        return mean, torch.maximum(spread, scale / 4), effective
+    searching = bool(((mean - loc).abs() > scale).any())
+    return mean, scale if searching else torch.maximum(spread, scale / 2), effective
+
+
+def _draws(loc, scale, n: int, generator: torch.Generator, dof: int | None) -> Tensor:
+    """n draws of a product of Cauchy (``dof`` None; truncated at :data:`TAIL` scales) or Student-t
+    distributions, from the seeded generator (t = z / sqrt(chi²_dof / dof))."""
+    if dof is None:
+        u = (torch.rand(n, len(scale), generator=generator, dtype=torch.float64) - 0.5) * (2 * TAIL)
+        return loc + scale * torch.tan(math.pi * u)
+    z = torch.randn(n, len(scale), dof + 1, generator=generator, dtype=torch.float64)
+    return loc + scale * z[..., 0] / (z[..., 1:] ** 2).mean(-1).sqrt()
+
+
+def _log_density(x: Tensor, loc, scale: Tensor, dof: int | None) -> Tensor:
+    """log density of :func:`_draws`' distribution at x (the Cauchy's truncation, the same for every
+    Cauchy here, left out: the weights self-normalise)."""
+    return torch.distributions.StudentT(1.0 if dof is None else float(dof), loc, scale).log_prob(x).sum(-1)
+
+
+def _values(target: Callable, x: Tensor) -> Tensor | None:
+    """log p̃ at the draws in float64, NaN and +inf counted as no mass (far out, a target may
+    overflow where the fit never goes); None when it raises or returns other than (len(x),)."""
+    try:
+        with torch.no_grad():
+            values = target(x.float())
+    except Exception:  # noqa: BLE001 - the fit's own check names a target that fails where q draws
+        return None
+    if not torch.is_tensor(values) or values.shape != x.shape[:1] or not values.is_floating_point():
+        return None
+    values = values.double()
+    return torch.where(torch.isnan(values) | torch.isposinf(values), -math.inf, values)

@@ -43,8 +43,9 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
                                  f"flowforge fit --resume {run_dir} finishes it")
         stored = read_json(Path(run_dir) / RESULTS)
         warn_if_unreliable(stored)
-        if changed_target(raw) is not None:
-            warn(f"{changed_target(raw)}: changed (or gone) since the fit; these diagnostics are of the file as it was")
+        changed = changed_target(raw)
+        if changed is not None:
+            warn(f"{changed}: changed (or gone) since the fit; these diagnostics are of the file as it was")
         return {**{k: stored[k] for k in REPORTED if k in stored}, "target": name, "stored": True}
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)

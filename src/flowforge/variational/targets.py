@@ -257,6 +257,11 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     return Target(spec, dim, function)
 
 
+def target_name(target: Callable) -> str:
+    """What messages call a target: a :class:`Target`'s name, else the function's."""
+    return getattr(target, "name", None) or getattr(target, "__name__", "the target")
+
+
 def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None, name: str | None = None,
                      *, fitting: bool = False, differentiable: bool = False) -> Tensor:
     """``target``'s log p̃(x) (or log p̃(x | context)), refused in one line naming the target when it
@@ -268,7 +273,7 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
     >>> checked_log_prob(banana(), torch.zeros(4, 2)).shape
     torch.Size([4])
     """
-    name = name or getattr(target, "name", None) or getattr(target, "__name__", "the target")
+    name = name or target_name(target)
     try:
         values = target(x) if context is None else target(x, context)
     except FlowforgeError:
