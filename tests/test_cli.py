@@ -50,6 +50,8 @@ def test_train_sample_eval_density_plot_resume(tmp_path, capsys):
     code, _, _ = flowforge(capsys, "density", out, tmp_path / "s.csv", "-o", tmp_path / "lp.csv")
     logp = np.loadtxt(tmp_path / "lp.csv", delimiter=",", skiprows=1)
     assert code == 0 and logp.shape == (100,)
+    code, _, _ = flowforge(capsys, "density", out, tmp_path / "s.csv", "-o", tmp_path / "lp.npy")
+    assert code == 0 and np.allclose(np.load(tmp_path / "lp.npy"), logp, rtol=1e-6)  # (N,), as log_prob returns
     # Density of the samples in data units: -mean log p is the data-unit NLL of those points.
     code, stdout, _ = flowforge(capsys, "eval", out, "--data", tmp_path / "s.csv", "--json")
     assert json.loads(stdout)["nll_data"] == pytest.approx(-logp.mean(), abs=1e-4) and "split" not in json.loads(stdout)

@@ -656,7 +656,7 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
     if output is None:
         click.echo("\n".join(f"{v:.8g}" for v in values))
     else:
-        write_table(output, values[:, None], header=name)
+        write_table(output, values, header=name)  # .npy: shape (N,), as log_prob returns
         click.echo(f"wrote {len(values)} {'scores' if spec.images else 'log-densities'} to {output}")
 
 
