@@ -211,15 +211,18 @@ def _remove_empty(directories: list[Path]) -> None:
 
 
 def _make_directory(run_dir: Path) -> list[Path]:
-    """Create ``run_dir`` and any missing parents; the directories this call made, deepest first
-    (empty when the run directory was there: decided by the file system, so of two processes racing
-    for one new directory exactly one gets it)."""
-    missing = list(takewhile(lambda d: not d.exists(), (run_dir, *run_dir.parents)))
-    try:
-        run_dir.mkdir(parents=True)
-        return missing
-    except FileExistsError:
-        return []
-    except OSError as err:
-        _remove_empty([d for d in missing if d.is_dir()])
-        raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None
+    """Create ``run_dir`` and any missing parents, one at a time; the directories this call made,
+    deepest first (decided by the file system: a parent another process made meanwhile is not
+    counted, and of two processes racing for one new run directory exactly one gets it)."""
+    made: list[Path] = []
+    for directory in reversed(list(takewhile(lambda d: not d.exists(), (run_dir, *run_dir.parents)))):
+        try:
+            directory.mkdir()
+            made.insert(0, directory)
+        except FileExistsError:
+            if directory == run_dir:  # another process's new run: nothing here is this call's to undo
+                return []
+        except OSError as err:
+            _remove_empty(made)
+            raise FlowforgeError(f"{run_dir}: cannot be created ({err.strerror or err})") from None
+    return made
