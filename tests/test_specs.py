@@ -129,6 +129,10 @@ def test_the_gaussian_baseline_is_the_exact_nll_of_a_fitted_gaussian():
     test_rows = rng.multivariate_normal([1.0, -1.0], cov, size=200_000)
     entropy = 0.5 * np.log(np.linalg.det(2 * np.pi * np.e * cov))
     assert gaussian_baseline_nll(train_rows, test_rows) == pytest.approx(entropy, abs=0.01)
+    # units do not move it (beyond the log-scale): a column of 10⁻³ beside one of 10³ keeps its correlation
+    units = np.array([1e-3, 1e3])
+    shifted = gaussian_baseline_nll(train_rows * units, test_rows * units) - np.log(units).sum()
+    assert shifted == pytest.approx(gaussian_baseline_nll(train_rows, test_rows), abs=1e-6)
 
 
 def test_the_command_line_module_imports_neither_torch_nor_sklearn():

@@ -119,10 +119,15 @@ def gaussian_baseline_nll(train: np.ndarray, test: np.ndarray, train_context: np
     weights = np.linalg.lstsq(design, train, rcond=None)[0]  # without conditions: the mean
     residuals = train - design @ weights
     cov = np.atleast_2d(residuals.T @ residuals / len(train))
-    cov += 1e-9 * np.trace(cov) / len(cov) * np.eye(len(cov))  # a constant column would make it singular
-    sign, logdet = np.linalg.slogdet(cov)
+    # in each column's own scale: a ridge (against a singular covariance) then weighs alike on a
+    # column of 10⁻³ and one of 10³, and the figure does not move with the data's units
+    spread = np.sqrt(np.diag(cov))
+    spread[spread == 0] = 1.0
+    correlation = cov / np.outer(spread, spread) + 1e-9 * np.eye(len(cov))
+    logdet = np.linalg.slogdet(correlation)[1] + 2 * np.log(spread).sum()
     centred = test - (np.ones((len(test), 1)) if test_context is None else _with_intercept(test_context)) @ weights
-    mahalanobis = np.einsum("ij,ij->i", centred, np.linalg.solve(cov, centred.T).T)
+    centred = centred / spread
+    mahalanobis = np.einsum("ij,ij->i", centred, np.linalg.solve(correlation, centred.T).T)
     return float(0.5 * (mahalanobis.mean() + logdet + len(cov) * math.log(2 * math.pi)))
 
 
