@@ -90,6 +90,8 @@ def test_a_context_file_is_read_by_its_header_names():
     assert conditions_from_table(table, twice, "f", ["a", "a"]).tolist() == [[1.0, 0.5]]
     with pytest.raises(FlowforgeError, match="f: its header names 'a' more than once"):  # which 'a' is which?
         columns_by_name(np.array([[1.0, 2.0, 3.0]]), ["b", "a", "a"], ["a", "a", "b"], "f")
+    # a file without a header gets made-up names x0, x1, …: never matched against a run's x1, x2
+    assert columns_by_name(np.array([[1.0, 2.0]]), ["x0", "x1"], ["x1", "x2"], "f").tolist() == [[1.0, 2.0]]
     with pytest.raises(FlowforgeError, match="f: its header names 'a' more than once"):  # the run's own repeats
         columns_by_name(np.array([[1.0, 2.0]]), ["a", "b"], ["a", "a"], "f")
     label = ContextInfo("label", ["0", "1"])

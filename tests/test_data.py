@@ -82,3 +82,15 @@ def test_bad_files_are_refused(tmp_path):
         read_table(tmp_path / "t.txt")
     with pytest.raises(FlowforgeError, match="unknown data"):
         load_splits("no-such-toy")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name_or_number(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with U+FEFF: not a column name's first letter, and not a
+    reason to take a first row of numbers for a header."""
+    from flowforge.data.files import table_columns
+
+    (tmp_path / "named.csv").write_bytes("\ufeffa,b\n1,2\n3,4\n".encode())
+    assert table_columns(tmp_path / "named.csv", 2) == ["a", "b"]
+    assert read_table(tmp_path / "named.csv").tolist() == [[1, 2], [3, 4]]
+    (tmp_path / "bare.csv").write_bytes("\ufeff1,2\n3,4\n".encode())
+    assert read_table(tmp_path / "bare.csv").tolist() == [[1, 2], [3, 4]]

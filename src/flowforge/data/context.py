@@ -147,6 +147,8 @@ def _by_name(names: list[str] | None, wanted: list[str], source: str) -> list[in
     """Where ``wanted`` stand among a file's header ``names``: all by name, or None when the header
     names none of them (the file is then read by position, with a warning when both sides carry
     real names); a header naming only some is refused."""
+    if names is not None and _positional(names):  # made up for a file without a header: nothing to match
+        names = None
     found = [name for name in wanted if names and name in names]
     if not found:
         if names and not _positional(names) and not _positional(wanted):

@@ -32,7 +32,8 @@ def _rows(fh: BinaryIO, path: Path) -> Iterator[str]:
         if len(line) > MAX_ROW_BYTES:
             raise FlowforgeError(f"{path}: line {number} is longer than {MAX_ROW_BYTES >> 20} MiB; "
                                  "not a CSV table of numbers")
-        yield line.decode("utf-8", errors="replace")
+        text = line.decode("utf-8", errors="replace")
+        yield text.removeprefix("\ufeff") if number == 1 else text  # the byte-order mark of Excel's "CSV UTF-8"
 
 
 def _is_header(line: str) -> bool:
