@@ -147,7 +147,10 @@ class Coupling(Transform):
         super().__init__()
         self.partition, self.conditioner, self.elementwise = mask, conditioner, elementwise
         self.context_dim = getattr(conditioner, "context_dim", 0)
-        self._register_load_state_dict_pre_hook(lambda state, prefix, *_: rename_legacy_keys(self, state, prefix))
+        self._register_load_state_dict_pre_hook(self._rename_legacy_keys)  # a method: the flow pickles
+
+    def _rename_legacy_keys(self, state: dict, prefix: str, *_) -> None:
+        rename_legacy_keys(self, state, prefix)
 
     @property
     def mask(self) -> Tensor | None:
