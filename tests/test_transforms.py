@@ -218,6 +218,11 @@ def test_fit_standardization_sets_the_data_and_context_statistics_for_a_users_ow
     assert isinstance(flow.context_embedding, StandardizeContext)
     unit = flow.context_embedding(c.float())
     assert abs(float(unit.mean())) < 1e-3 and abs(float(unit.std(unbiased=False)) - 1) < 1e-3
+    saved = {k: v.clone() for k, v in flow.state_dict().items()}  # weights of the user's loop, loaded afresh
+    again = NSF(2, num_layers=1, hidden=8, context_dim=1, standardize=True)
+    again.load_state_dict(saved)
+    with torch.no_grad():
+        assert torch.allclose(again.log_prob(x.float(), c.float()), flow.log_prob(x.float(), c.float()))
     with pytest.raises(ValueError, match="context is constant"):
         fit_standardization(flow, x, context=torch.full((500, 1), 3.0))
     with pytest.raises(ValueError, match=r"\(N, C\) = \(500, C\).*got shape \(500,\)"):

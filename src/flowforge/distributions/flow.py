@@ -85,6 +85,15 @@ class Flow(nn.Module):
         if len(sizes) > 1:
             raise ValueError(f"the flow's layers expect contexts of different sizes {sorted(sizes)}")
         self.context_dim = sizes.pop() if sizes else 0
+        self._register_load_state_dict_pre_hook(self._adopt_context_standardization)
+
+    def _adopt_context_standardization(self, state: dict, prefix: str, *_) -> None:
+        """Weights saved after :func:`~flowforge.transforms.fit_standardization` gave the flow a
+        context standardisation load into a flow built afresh (which has none yet) too."""
+        if self.context_embedding is None and f"{prefix}context_embedding.mean" in state:
+            from flowforge.transforms.standardize import StandardizeContext
+
+            self.context_embedding = StandardizeContext(len(state[f"{prefix}context_embedding.mean"]))
 
     @property
     def event_shape(self) -> torch.Size:
