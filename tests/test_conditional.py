@@ -283,3 +283,14 @@ def test_sample_batches_keep_each_conditions_draws_together_and_in_order(monkeyp
     assert drawn[:, 0].tolist() == [c for c in (10.0, 20.0, 30.0, 40.0, 50.0) for _ in range(5)]
     batches = [len(b) for b in cli_module._sample_batches(_EchoFlow(), 5, 1.0, 0, conditions)]
     assert max(batches) <= max(batch, 5) and sum(batches) == 25
+
+
+def test_a_non_finite_context_is_refused_in_python_as_on_the_command_line():
+    from flowforge.models import NSF
+
+    flow = NSF(3, num_layers=1, hidden=8, context_dim=2)
+    for bad in (torch.tensor([[float("nan"), 0.0]]), torch.tensor([[0.0, float("inf")]])):
+        with pytest.raises(ValueError, match="context holds NaN or an infinite value"):
+            flow.sample(2, context=bad)
+        with pytest.raises(ValueError, match="context holds NaN or an infinite value"):
+            flow.log_prob(torch.zeros(1, 3), context=bad)

@@ -150,6 +150,8 @@ class Flow(nn.Module):
             raise ValueError("this flow is unconditional (context_dim=0): it takes no context")
         if context.shape[-1] != self.context_dim:
             raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}")
+        if context.is_floating_point() and not bool(torch.isfinite(context).all()):  # NaN draws, -inf densities
+            raise ValueError("the context holds NaN or an infinite value; a flow is conditioned on finite values")
         return context
 
     @staticmethod
