@@ -233,3 +233,13 @@ def test_training_flushes_subnormal_floats_and_restores_the_default():
     with denormals_flushed():
         assert float(tiny * 1.0) == 0.0
     assert float(tiny * 1.0) != 0.0
+
+
+def test_train_given_an_array_says_what_to_do_without_printing_its_numbers(tmp_path):
+    from flowforge.errors import FlowforgeError
+    from flowforge.training import train
+    from flowforge.training.config import TrainConfig
+
+    with pytest.raises(FlowforgeError, match=r"got a Tensor of shape \(500, 3\); for rows in memory, save them") as err:
+        train(TrainConfig(data=torch.randn(500, 3)), tmp_path / "run")
+    assert "tensor(" not in str(err.value) and not (tmp_path / "run").exists()

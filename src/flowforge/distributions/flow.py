@@ -132,7 +132,7 @@ class Flow(nn.Module):
         try:
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
         except RuntimeError:
-            raise ValueError(f"the {what}' batch shape {tuple(batch)} does not broadcast against the context's "
+            raise ValueError(f"the batch shape {tuple(batch)} of the {what} does not broadcast against the context's "
                              f"{tuple(context.shape[:-1])}") from None
         x = x.expand(*batch, *event).reshape(batch.numel(), *event)
         return x, self._rows(context, batch), batch

@@ -74,5 +74,7 @@ def _number(value: float | None) -> str:
 
 
 def _shown(value: Any) -> str:
+    if hasattr(value, "shape") and not isinstance(value, (int, float)):  # an array or a tensor: not its numbers
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

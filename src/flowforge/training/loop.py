@@ -401,7 +401,8 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
     good = snapshot_state(flow, optimizer, ema, generator, progress)
     bar = tqdm(total=config.steps, initial=progress.step, desc="train", unit="step",
-               disable=not (progress_bar and ranks.is_main), dynamic_ncols=True)
+               disable=None if progress_bar and ranks.is_main else True,  # None: off when stderr is no terminal (a log)
+               dynamic_ncols=True)
     started = time.perf_counter() - progress.elapsed
     running, taken = torch.zeros((), device=device, dtype=torch.float64), 0  # summed on the device
 

@@ -35,7 +35,9 @@ def check_train_values(values: dict[str, Any], label: Callable[[str], str]) -> N
         field = TRAIN_FIELDS.get(name)
         problem = field.problem(value) if field else None
         if problem:
-            raise FlowforgeError(f"{label(name)} {problem}")
+            hint = ("; for rows in memory, save them with numpy.save and give the .npy path, or train in a loop "
+                    "of your own (README)" if name == "data" and hasattr(value, "shape") else "")
+            raise FlowforgeError(f"{label(name)} {problem}{hint}")
     check_model_options(values.get("model_options") or {}, label)
 
 

@@ -221,7 +221,7 @@ def _optimise(flow, target, config: TrainConfig, optimizer, ema: EMA, generator,
     parameters = list(flow.parameters())
     good = snapshot_state(flow, optimizer, ema, generator, progress)
     started, running, taken = time.perf_counter() - progress.elapsed, 0.0, 0
-    bar = tqdm(total=config.steps, initial=progress.step, desc="fit", unit="step", disable=not progress_bar,
+    bar = tqdm(total=config.steps, initial=progress.step, desc="fit", unit="step", disable=None if progress_bar else True,
                dynamic_ncols=True)
     fraction = run_fraction(config, progress.step, progress.elapsed, seconds)
     while fraction < 1:
