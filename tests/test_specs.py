@@ -219,3 +219,10 @@ def test_train_help_shows_every_registered_models_recipe():
     for name, spec in SPECS.items():
         natural = NATURAL_DATA[spec.input_kind][1]
         assert f"lr={spec.recipe(natural)['lr']}" in text.split(f"  {name}, ")[1].splitlines()[0]
+
+
+def test_an_unknown_model_option_is_refused_with_the_models_options(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--data", "moons", "--model", "nsf", "--model-option", "nbins=8",
+                       "--steps", "5", "--out", tmp_path / "r")
+    assert code == 1 and "model 'nsf' has no option nbins; its options:" in err and "bins" in err
+    assert not (tmp_path / "r").exists()

@@ -22,6 +22,13 @@ def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
     """The config's model for data of ``dim`` features (vectors) or of shape ``dim`` = (C, H, W) (images)."""
     try:
         spec = spec_of(config.model)
+    except ValueError as err:
+        raise FlowforgeError(f"cannot build model {config.model!r}: {err}") from None
+    unknown = sorted(set(config.model_options) - set(spec.builder_options()))
+    if unknown:
+        raise FlowforgeError(f"model {config.model!r} has no option {', '.join(unknown)}; its options: "
+                             f"{', '.join(sorted(spec.builder_options()))}")
+    try:
         standardize = {} if spec.images else {"standardize": bool(config.standardize)}  # images: dequantised
         flow = spec.build(dim, **standardize, **config.model_options)
     except (TypeError, ValueError) as err:
