@@ -294,3 +294,11 @@ def test_a_non_finite_context_is_refused_in_python_as_on_the_command_line():
             flow.sample(2, context=bad)
         with pytest.raises(ValueError, match="context holds NaN or an infinite value"):
             flow.log_prob(torch.zeros(1, 3), context=bad)
+
+
+def test_train_context_with_column_names_points_to_context_columns(tmp_path, capsys):
+    np.savetxt(tmp_path / "t.csv", np.random.default_rng(0).normal(size=(200, 3)), delimiter=",",
+               header="theta1,theta2,x", comments="")
+    code, _, err = cli(capsys, "train", "--data", tmp_path / "t.csv", "--context", "theta1,theta2", "--out",
+                       tmp_path / "r", "--steps", "5")
+    assert code == 2 and "give --context-columns theta1,theta2" in err

@@ -72,6 +72,8 @@ def _option_type(name: str):
     spec = TRAIN_FIELDS[name]
     if name == "model":
         return click.Choice(sorted(SPECS))
+    if name == "context":
+        return _ContextChoice(list(spec.choices))
     if spec.choices:
         return click.Choice(list(spec.choices))
     if spec.kind is int:
@@ -79,6 +81,16 @@ def _option_type(name: str):
     if spec.kind is float:
         return FiniteFloatRange(spec.low, spec.high, min_open=spec.low_open, max_open=spec.high_open)
     return str
+
+
+class _ContextChoice(click.Choice):
+    """``train --context``: 'label' only; column names point to --context-columns."""
+
+    def convert(self, value, param, ctx):
+        if value not in self.choices and isinstance(value, str):
+            self.fail(f"{value!r} is not 'label'; to condition on a table's columns give --context-columns {value}",
+                      param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def config_options(command):
