@@ -302,3 +302,13 @@ def test_train_context_with_column_names_points_to_context_columns(tmp_path, cap
     code, _, err = cli(capsys, "train", "--data", tmp_path / "t.csv", "--context", "theta1,theta2", "--out",
                        tmp_path / "r", "--steps", "5")
     assert code == 2 and "give --context-columns theta1,theta2" in err
+
+
+def test_density_with_context_on_a_file_that_holds_it_says_to_drop_context(tmp_path, capsys):
+    np.savetxt(tmp_path / "t.csv", np.random.default_rng(0).normal(size=(200, 4)), delimiter=",",
+               header="theta1,theta2,x,y", comments="")
+    run = tmp_path / "r"
+    assert cli(capsys, "train", "--data", tmp_path / "t.csv", "--context-columns", "theta1,theta2", "--out", run,
+               "--steps", "10", "--no-plots")[0] == 0
+    refused(capsys, 1, ["density", run, tmp_path / "t.csv", "--context", "1,0.5"],
+            ("has 4 columns but", "expects 2", "already holds the 2 context columns, so drop --context"), run)

@@ -680,7 +680,10 @@ def _table_of(run: Path, points: Path, raw: dict):
 
     table, dim = read_table(points, dtype=np.float64), int(raw["dim"])
     if table.shape[1] != dim:
-        raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {dim}")
+        width = len((raw.get("context") or {}).get("names") or [])  # a conditional run's file with its context
+        hint = (f"; it already holds the {width} context columns, so drop --context/--context-file"
+                if width and table.shape[1] == dim + width else "")
+        raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {dim}{hint}")
     return _in_run_order(table, points, raw)
 
 
