@@ -111,7 +111,8 @@ def _first_problem(lines: list[str], first_row: int) -> str:
             try:
                 float(cell)
             except ValueError:
-                return f"row {row}, column {j + 1} holds {cell.strip()[:40]!r}, not a number"
+                trailing = " (a comma at the end of the row?)" if not cell.strip() and j == len(cells) - 1 else ""
+                return f"row {row}, column {j + 1} holds {cell.strip()[:40]!r}, not a number{trailing}"
         row += 1
     return "a value that cannot be read as a number"
 
