@@ -221,7 +221,7 @@ def test_existing_run_is_not_overwritten_without_force(trained_run, tmp_path):
 def test_bad_config_is_refused(tmp_path):
     with pytest.raises(FlowforgeError):
         train(small_config(on_nan="ignore"), tmp_path / "r", progress_bar=False)
-    with pytest.raises(FlowforgeError, match="cannot build model"):
+    with pytest.raises(FlowforgeError, match="model 'realnvp' has no option colour; its options: activation"):
         train(small_config(model_options={"hidden": 8, "colour": "red"}), tmp_path / "r", progress_bar=False)
 
 
