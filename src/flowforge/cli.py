@@ -678,11 +678,14 @@ def _table_of(run: Path, points: Path, raw: dict):
 
     from flowforge.data import read_table
 
+    from flowforge.data.context import LABEL, ContextInfo
+
     table, dim = read_table(points, dtype=np.float64), int(raw["dim"])
     if table.shape[1] != dim:
-        width = len((raw.get("context") or {}).get("names") or [])  # a conditional run's file with its context
-        hint = (f"; it already holds the {width} context columns, so drop --context/--context-file"
-                if width and table.shape[1] == dim + width else "")
+        info = ContextInfo.from_dict(raw.get("context"), str(run / "config.json"))
+        width = 0 if info is None else 1 if info.kind == LABEL else info.dim  # the run's file layout: x and c
+        hint = (f"; it already holds the {width} context column{'s' if width > 1 else ''}, so drop "
+                "--context/--context-file" if width and table.shape[1] == dim + width else "")
         raise FlowforgeError(f"{points} has {table.shape[1]} columns but the model in {run} expects {dim}{hint}")
     return _in_run_order(table, points, raw)
 

@@ -24,10 +24,11 @@ def build_flow(config: TrainConfig, dim: int | tuple[int, ...]) -> Flow:
         spec = spec_of(config.model)
     except ValueError as err:
         raise FlowforgeError(f"cannot build model {config.model!r}: {err}") from None
-    unknown = sorted(set(config.model_options) - set(spec.builder_options()))
+    known = spec.builder_options()
+    unknown = sorted(set(config.model_options) - set(known))
     if unknown:
         raise FlowforgeError(f"model {config.model!r} has no option {', '.join(unknown)}; its options: "
-                             f"{', '.join(sorted(spec.builder_options()))}")
+                             f"{', '.join(sorted(known))}")
     try:
         standardize = {} if spec.images else {"standardize": bool(config.standardize)}  # images: dequantised
         flow = spec.build(dim, **standardize, **config.model_options)

@@ -454,7 +454,7 @@ def _refuse_another_dimension(target, flow_dim: int) -> None:
     """A target that says its dimension (a :class:`Target`) and a flow of another."""
     dim = getattr(target, "dim", None)
     if isinstance(dim, int) and dim != flow_dim:
-        raise FlowforgeError(f"the flow is {flow_dim}-D but target {getattr(target, 'name', 'the target')} is "
+        raise FlowforgeError(f"the flow is {flow_dim}-D but target {target_name(target)} is "
                              f"{dim}-D; build the flow with {dim} features")
 
 
