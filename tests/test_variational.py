@@ -4,6 +4,7 @@ diagnostics, fitting, and the `flowforge fit` command with bad targets."""
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import pytest
@@ -531,6 +532,22 @@ def test_a_run_of_fit_resumed_by_train_and_a_resample_of_unreliable_weights_say_
     code, _, err = cli(capsys, "sample", fitted_run, "-n", "20", "-o", tmp_path / "x.csv", "--resample")
     assert code == 0
     assert_one_line(err, "warning", "Pareto k-hat", "resampled draws are unreliable")
+
+
+@pytest.mark.parametrize("command", [["eval", "{run}"], ["plot", "{run}"], ["train", "--resume", "{run}", "--steps", "40"],
+                                     ["fit", "--resume", "{run}", "--steps", "40"],
+                                     ["sample", "{run}", "-n", "5", "-o", "{out}", "--resample"]])
+def test_a_corrupt_variational_section_is_one_line_naming_the_file(fitted_run, tmp_path, capsys, command):
+    run = tmp_path / "copy"
+    shutil.copytree(fitted_run, run)
+    raw = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**raw, "variational": "banana"}))
+    before = sorted((p.name, p.read_bytes()) for p in run.rglob("*") if p.is_file())
+    code, _, err = cli(capsys, *[c.format(run=run, out=tmp_path / "x.csv") for c in command])
+    assert code == 1
+    assert_one_line(err, "error", f"{run / 'config.json'}: corrupt 'variational' section")
+    assert sorted((p.name, p.read_bytes()) for p in run.rglob("*") if p.is_file()) == before
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_eval_of_a_file_target_warns_on_its_stored_pareto_k(tmp_path, capsys, monkeypatch):

@@ -304,7 +304,7 @@ def _resumed_config(ctx: click.Context, resume: Path, options: dict) -> TrainCon
     refuse_changes_on_resume(ctx, ("steps", "device", "nproc", "progress", "plots", "max_params"))
     with run_lock(resume) if resume.is_dir() else contextlib.nullcontext():  # a writer at work: refused
         raw = recorded_config(resume)
-    if "variational" in raw:  # a run of `flowforge fit` (flowforge.variational)
+    if _fitted_to_target(raw, resume):
         raise FlowforgeError(f"{resume} was fitted to a target, not trained on data; resume it with flowforge fit "
                              "--resume")
     data_shape(raw)  # a corrupt 'dim' is refused before anything runs
@@ -397,7 +397,7 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
 
     flow, _, raw, spec = _load(run, max_params, device, dtype)
     if resample:
-        _check_resample(raw, click.get_current_context())
+        _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file)
     if spec.images:
         _sample_images(flow, num, output, temperature, seed, conditions)
@@ -417,10 +417,10 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
                                                       if conditions is not None and len(conditions) > 1 else ""))
 
 
-def _check_resample(raw: dict, ctx: click.Context) -> None:
+def _check_resample(raw: dict, run: Path, ctx: click.Context) -> None:
     """--resample draws by the importance weights of a run fitted to a target: refused for a run
     trained on data (no target to weigh by) and with --temperature (the weights are for q itself)."""
-    if "variational" not in raw:
+    if not _fitted_to_target(raw, run):
         raise click.UsageError("--resample: only a run of `flowforge fit` has a target to weigh draws by")
     if given_on_command_line(ctx, "temperature"):
         raise click.UsageError("--temperature cannot be given with --resample (the draws are reweighted towards "
@@ -601,7 +601,7 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
     from flowforge.training.run import data_shape
 
     flow, config, raw, spec = _load(run, max_params, device, dtype)
-    if "variational" in raw:  # fitted to a target: ELBO, log Z, ESS, Pareto k (flowforge.variational.report)
+    if _fitted_to_target(raw, run):  # ELBO, log Z, ESS, Pareto k (flowforge.variational.report)
         if data is not None or data_dir is not None:
             raise click.UsageError("--data/--data-dir: a run fitted to a target is evaluated against that target, "
                                    "not data")
@@ -747,9 +747,16 @@ Example:
 def plot(run: Path, max_params: int) -> None:
     """Draw the chapter's 2×2 figure, the density heat map and the training curve."""
     _, _, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
-    if "variational" in raw:  # fitted to a target (flowforge.variational.figures)
+    if _fitted_to_target(raw, run):  # flowforge.variational.figures
         return _variational().plot_and_list(run)
     _plot(run)
+
+
+def _fitted_to_target(raw: dict, run: Path) -> bool:
+    """Whether a run is of `flowforge fit` (a flow fitted to a target; its config's section checked)."""
+    from flowforge.variational.fitting import variational_section
+
+    return variational_section(raw, str(run / "config.json")) is not None
 
 
 def _variational():

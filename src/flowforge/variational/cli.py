@@ -94,7 +94,7 @@ def _resumed_config(run_dir: Path, steps: int | None, device: str | None = None)
     from flowforge.variational.fitting import evaluation_interval, variational_section
 
     raw = recorded_config(run_dir)
-    if variational_section(raw) is None:
+    if variational_section(raw, str(run_dir / CONFIG)) is None:
         raise FlowforgeError(f"{run_dir} was trained on data, not fitted to a target; resume it with flowforge train")
     config = TrainConfig.from_dict(raw.get("train"), source=str(run_dir / CONFIG), version=raw.get("config_version", 1))
     if steps is not None:

@@ -458,12 +458,13 @@ def _refuse_another_dimension(target, flow_dim: int) -> None:
                              f"{dim}-D; build the flow with {dim} features")
 
 
-def variational_section(raw: dict) -> dict | None:
-    """A run's variational section (None for a run trained on data), its values checked."""
+def variational_section(raw: dict, source: str = "config.json") -> dict | None:
+    """A run's variational section (None for a run trained on data), its values checked
+    (``source``: the file it came from, named when it is corrupt)."""
     section = raw.get(SECTION)
     if section is None:
         return None
     if not isinstance(section, dict) or not isinstance(section.get("target"), str) or \
             section.get("objective") not in OBJECTIVES:
-        raise FlowforgeError(f"config.json: corrupt '{SECTION}' section")
+        raise FlowforgeError(f"{source}: corrupt '{SECTION}' section")
     return section
