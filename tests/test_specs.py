@@ -163,6 +163,21 @@ def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
     lines = (tmp_path / "s.csv").read_text().splitlines()
     scores = np.array([float(v) for v in lines[1:]])
     assert lines[0] == "bits_per_dim" and len(scores) == 7 and np.isfinite(scores).all() and (scores > 0).all()
+    # a folder of PNGs: every image scored, in file-name order (not a held-out tenth of them), however few
+    from PIL import Image
+
+    (tmp_path / "pngs").mkdir()
+    for i, image in enumerate(images[:5]):
+        Image.fromarray(image[0].astype(np.uint8), mode="L").save(tmp_path / "pngs" / f"{4 - i}.png")
+    np.save(tmp_path / "in_name_order.npy", images[:5][::-1])
+    scored = {}
+    for source in ("pngs", "in_name_order.npy"):
+        code, out, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / source))
+        assert code == 0, err
+        scored[source] = [float(v) for v in out.split()]
+    assert len(scored["pngs"]) == 5 and scored["pngs"] == scored["in_name_order.npy"]
+    code, out, err = cli(capsys, "eval", str(tmp_path / "g"), "--data", str(tmp_path / "pngs"), "--json")
+    assert code == 0 and json.loads(out)["n"] == 5, err
     code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "s.csv"))
     assert code == 1 and err.count("\n") == 1
 

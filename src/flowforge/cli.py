@@ -642,7 +642,8 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
             context_text: str | None = None, context_file: Path | None = None) -> None:
     """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
     no finite density (values beyond float32, say). For an image run, the bits/dim of each image
-    of a directory (PNG or IDX files) or an (N, C, H, W) .npy array: high values are unusual images.
+    of a folder of PNGs (every one, in file-name order), of MNIST-style IDX files (the test images)
+    or of an (N, C, H, W) .npy array: high values are unusual images.
 
     A conditional run scores log p(x | c): the file is laid out as its training table (the context
     columns by header name or position; a label run: a 'label' column), or the points' condition

@@ -30,12 +30,12 @@ Examples:
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue this run")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--steps", type=click.IntRange(1, 10_000_000), default=None, help="optimisation steps [default: 2000]")
-@click.option("--objective", type=click.Choice(["forward-then-stl", "forward-then-jeffreys", "stl", "reverse-kl", "forward-kl",
+@click.option("--objective", type=click.Choice(["forward-then-jeffreys", "forward-then-stl", "stl", "reverse-kl", "forward-kl",
                                                  "jeffreys"]),
-              default="forward-then-stl",
-              show_default=True, help="forward KL by importance weights for the first quarter, then the sticking-the-landing ELBO; "
-              "forward-then-jeffreys: forward KL for a tenth, then reverse- and forward-KL steps alternately; "
-              "or each alone (jeffreys: both on every step), or the plain ELBO")
+              default="forward-then-jeffreys", show_default=True,
+              help="forward KL by importance weights for the first tenth, then reverse- and forward-KL steps "
+              "alternately; forward-then-stl: forward KL for a quarter, then the sticking-the-landing ELBO (it may "
+              "let a mode go); or each alone (jeffreys: both on every step), or the plain ELBO")
 @click.option("--draws", type=click.IntRange(2, 1_000_000), default=None, help="draws per step [default: 256]")
 @click.option("--lr", type=click.FloatRange(0, 1, min_open=True), default=None, help="peak learning rate [default: 1e-3]")
 @click.option("--layers", type=click.IntRange(1, 256), default=None, help="layers of the flow")
@@ -49,8 +49,8 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
         no_plots, no_progress) -> None:
     """Fit a flow q to an unnormalised log-density log p̃(x) and report the ELBO, log Z ± its
     standard error, the ESS per draw and the Pareto k̂ of the importance weights. By default a
-    quarter of the steps descend the forward KL by importance weights (q spreads over every mode),
-    the rest the reverse KL with the sticking-the-landing gradient (q sharpens). The target must be
+    tenth of the steps descend the forward KL by importance weights (q spreads over every mode),
+    the rest alternate reverse-KL steps (q sharpens) and forward-KL ones (q keeps every mode). The target must be
     written in torch operations (the reverse KL differentiates it). Then `sample`, `eval` and `plot`
     the run; `--resume RUN --steps N` continues one (on another --device if given)."""
     from flowforge.cli_resume import given_on_command_line, refuse_changes_on_resume
