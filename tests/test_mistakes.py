@@ -152,7 +152,7 @@ def tiny_run(tmp_path_factory):
 def test_sampling_memory_does_not_grow_with_n(tiny_run, tmp_path):
     peaks = []
     for num in (1000, 2_000_000):
-        result, peak_mb, _ = measured_cli("sample", tiny_run, "-n", num, "-o", tmp_path / "s.npy")
+        result, peak_mb, _ = measured_cli("sample", tiny_run, "-n", num, "-o", tmp_path / "s.npy", "--force")
         assert result.returncode == 0, result.stderr
         peaks.append(peak_mb)
     assert np.load(tmp_path / "s.npy", mmap_mode="r").shape == (2_000_000, 2)
@@ -178,3 +178,22 @@ def test_samples_in_small_batches_are_complete_and_seeded(tiny_run, tmp_path, ca
     a = np.loadtxt(tmp_path / "a.csv", delimiter=",", skiprows=1)
     b, c = np.load(tmp_path / "b.npy"), np.load(tmp_path / "c.npy")
     assert a.shape == b.shape == (10, 2) and np.allclose(a, b, atol=1e-6) and not np.allclose(b, c)
+
+
+def test_sample_and_density_never_write_over_a_users_file_unasked(run, tmp_path, capsys):
+    """An existing output is refused without --force, an input of the command even with it; a
+    replaced file keeps its permissions and a new one gets the umask's."""
+    mine = tmp_path / "mine.csv"
+    mine.write_text("0.1,0.2\n0.3,0.4\n")
+    os.chmod(mine, 0o644)
+    refused(capsys, 1, ["sample", run, "-n", 3, "-o", mine], ("mine.csv: exists", "--force"), run, tmp_path)
+    refused(capsys, 1, ["density", run, mine, "-o", mine, "--force"], ("mine.csv: is an input",), run, tmp_path)
+    refused(capsys, 1, ["density", run, mine, "-o", run / "metrics.jsonl"], ("metrics.jsonl: exists",), run, tmp_path)
+    assert cli(capsys, "sample", run, "-n", 3, "-o", mine, "--force")[0] == 0
+    assert len(mine.read_text().splitlines()) == 4 and (os.stat(mine).st_mode & 0o777) == 0o644
+    umask = os.umask(0o022)
+    try:
+        assert cli(capsys, "density", run, mine, "-o", tmp_path / "new.csv")[0] == 0
+    finally:
+        os.umask(umask)
+    assert (os.stat(tmp_path / "new.csv").st_mode & 0o777) == 0o644

@@ -178,6 +178,11 @@ def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
     assert len(scored["pngs"]) == 5 and scored["pngs"] == scored["in_name_order.npy"]
     code, out, err = cli(capsys, "eval", str(tmp_path / "g"), "--data", str(tmp_path / "pngs"), "--json")
     assert code == 0 and json.loads(out)["n"] == 5, err
+    # an image sample's .npy beside its .png is a file written too: an existing one is not replaced unasked
+    before = (tmp_path / "some.npy").read_bytes()
+    code, _, err = cli(capsys, "sample", str(tmp_path / "g"), "-n", "2", "-o", str(tmp_path / "some.png"))
+    assert code == 1 and "some.npy: exists; pass --force" in err
+    assert (tmp_path / "some.npy").read_bytes() == before and not (tmp_path / "some.png").exists()
     code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "s.csv"))
     assert code == 1 and err.count("\n") == 1
 

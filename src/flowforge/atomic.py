@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from flowforge.errors import FlowforgeError
 
 TEMPORARY_MARK = ".flowforge-tmp-"  # in every temporary file's name, so leftovers can be told apart
 
@@ -23,6 +26,7 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}{TEMPORARY_MARK}", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, _mode_for(path))  # mkstemp's 0600 would take the file away from the user's group
     os.close(fd)
     tmp = Path(name)
     try:
@@ -31,6 +35,30 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a plain write would give ``path``: those of the file it replaces, or 0666
+    less the process's umask for a new one."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def refuse_to_replace(outputs: Iterable[Path], force: bool, inputs: Iterable[Path | None] = ()) -> None:
+    """Refuse, before any work, to write over a file of the user's: an input of the command always,
+    any other existing file unless ``force`` (``--force``)."""
+    sources = {Path(p).resolve() for p in inputs if p is not None and Path(p).exists()}
+    for output in outputs:
+        if output.resolve() in sources:
+            raise FlowforgeError(f"{output}: is an input of this command; write the output to another file")
+        if output.is_dir():
+            raise FlowforgeError(f"{output}: is a directory; give a file to write")
+        if output.exists() and not force:
+            raise FlowforgeError(f"{output}: exists; pass --force to replace it")
 
 
 def remove_leftover_temporaries(directory: Path) -> None:

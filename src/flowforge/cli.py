@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from flowforge.atomic import refuse_to_replace
 from flowforge.data import IMAGE_DATASETS, TOY_DATASETS
 from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
@@ -45,6 +46,7 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+FORCE_OUTPUT_OPTION = click.option("--force", is_flag=True, help="replace the output file(s) if they exist")
 MAX_PARAMS_OPTION = click.option(
     "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
     callback=lambda ctx, param, value: MAX_PARAMS.set(value) and value,  # also for the figures' own load
@@ -380,12 +382,13 @@ Examples:
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--resample", is_flag=True, help="runs of `flowforge fit`: importance-resampled draws, closer to the "
               "target (chosen with replacement from 8·n draws of the flow, each with probability ∝ p̃/q)")
+@FORCE_OUTPUT_OPTION
 @CONTEXT_OPTIONS
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
 def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, dtype: str | None,
            max_params: int, context_text: str | None = None, context_file: Path | None = None,
-           resample: bool = False) -> None:
+           resample: bool = False, force: bool = False) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
@@ -399,6 +402,8 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     if resample:
         _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file)
+    outputs = (output.with_suffix(".npy"), output.with_suffix(".png")) if spec.images else (output,)
+    refuse_to_replace(outputs, force, inputs=(run, context_file))
     if spec.images:
         _sample_images(flow, num, output, temperature, seed, conditions)
         return
@@ -635,11 +640,12 @@ Examples:
 @click.argument("points", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="output file, .csv or .npy (default: print)")
+@FORCE_OUTPUT_OPTION
 @CONTEXT_OPTIONS
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
 def density(run: Path, points: Path, output: Path | None, device: str, dtype: str | None, max_params: int,
-            context_text: str | None = None, context_file: Path | None = None) -> None:
+            context_text: str | None = None, context_file: Path | None = None, force: bool = False) -> None:
     """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
     no finite density (values beyond float32, say). For an image run, the bits/dim of each image
     of a folder of PNGs (every one, in file-name order), of MNIST-style IDX files (the test images)
@@ -653,6 +659,8 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
     from flowforge.data import write_table
 
     flow, config, raw, spec = _load(run, max_params, device, dtype)
+    if output is not None:
+        refuse_to_replace((output,), force, inputs=(run, points, context_file))
     conditional = raw.get("context") is not None and context_text is None and context_file is None
     _, conditions = (None, None) if conditional else _run_conditions(run, raw, context_text, context_file)
     if spec.images:
