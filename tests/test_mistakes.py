@@ -197,3 +197,35 @@ def test_sample_and_density_never_write_over_a_users_file_unasked(run, tmp_path,
     finally:
         os.umask(umask)
     assert (os.stat(tmp_path / "new.csv").st_mode & 0o777) == 0o644
+
+
+def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
+    """train records the file's SHA-256: eval of the held-out split warns, resume refuses (the same
+    seed would split other rows), and --data still scores the file as it is."""
+    rows = np.random.default_rng(0).normal(size=(60, 2))
+    table = _table(tmp_path / "mine.csv", rows)
+    assert cli(capsys, "train", "--data", table, "--steps", 10, "--eval-every", 5, "--out", tmp_path / "r", *SMALL)[0] == 0
+    code, _, err = cli(capsys, "eval", tmp_path / "r")
+    assert code == 0 and err == ""
+    _table(table, rows[::-1])
+    code, out, err = cli(capsys, "eval", tmp_path / "r")
+    assert code == 0 and "held-out test split" in out
+    assert_one_line(err, "warning", "mine.csv: changed (or gone) since", "--data FILE")
+    refused(capsys, 1, ["train", "--resume", tmp_path / "r", "--steps", 20, "--no-progress"],
+            ("mine.csv: changed (or gone) since", "start a new run"), tmp_path)
+    code, out, err = cli(capsys, "eval", tmp_path / "r", "--data", table)
+    assert code == 0 and err == "" and "60 points" in out
+
+
+def test_a_folders_digest_follows_its_files(tmp_path):
+    from flowforge.data import data_digest
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"one")
+    first = data_digest(str(tmp_path / "imgs"))
+    (tmp_path / "imgs" / "b.png").write_bytes(b"two")
+    second = data_digest(str(tmp_path / "imgs"))
+    (tmp_path / "imgs" / "b.png").write_bytes(b"tw0")
+    assert len({first, second, data_digest(str(tmp_path / "imgs"))}) == 3
+    assert data_digest("moons") is None and data_digest("digits") is None and data_digest("mnist") is None
+    assert data_digest(str(tmp_path / "gone.csv")) is None

@@ -540,6 +540,8 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     data_dir = data_dir or config.data_dir
     source = config.data if data is None else data
     conditions = None
+    if data is None:
+        _warn_of_changed_data(run, raw)
     if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
         splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
         recorded = raw.get("context") or {}
@@ -559,6 +561,15 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
         raise FlowforgeError(f"{source} holds samples of shape {points.shape[1:]} but the model in {run} "
                              f"expects {shape}")
     return source, points, conditions
+
+
+def _warn_of_changed_data(run: Path, raw: dict) -> None:
+    from flowforge.data import changed_data
+
+    changed = changed_data(raw)
+    if changed is not None:
+        warn(f"{changed}: changed (or gone) since {run} was trained on it; its test split now holds other rows "
+             "than the run held out (--data FILE scores a file's every row)")
 
 
 def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):

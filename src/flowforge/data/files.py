@@ -8,6 +8,7 @@ any length is written without holding it whole.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -20,6 +21,21 @@ from flowforge.errors import FlowforgeError
 MAX_ROW_BYTES = 1 << 20  # one CSV row: 1 MiB, some 50,000 numbers
 CHUNK_ROWS = 65_536
 FLOAT32 = np.finfo(np.float32)
+
+
+def file_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of a file's bytes, or of a folder's files (their names and bytes, in name
+    order); None when it cannot be read. What a run records of a user's file, to notice a change."""
+    path, digest = Path(path), hashlib.sha256()
+    try:
+        for file in sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]:
+            digest.update(file.name.encode() if path.is_dir() else b"")
+            with open(file, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _rows(fh: BinaryIO, path: Path) -> Iterator[str]:

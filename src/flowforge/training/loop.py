@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from flowforge.data import column_problems, is_toy, load_splits
+from flowforge.data import changed_data, column_problems, data_digest, is_toy, load_splits
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                                            load_tensors, load_weights, optimizer_from_tensors, optimizer_to_tensors,
@@ -132,8 +132,10 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] 
     the previous run's own files go first, and nothing else in the directory is touched."""
     if force:
         clear_run(run_dir)
+    digest = data_digest(config.data, config.data_dir)  # a user's file: its later edits are noticed
     write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "config_version": CONFIG_VERSION, "train": config.to_dict(),
                                   "dim": dim, "columns": columns, "context": context,
+                                  **({} if digest is None else {"data_sha256": digest}),
                                   "versions": versions()})  # first: now it is a run
     record_files(run_dir, [run_dir / name for name in RUN_FILES])
     (run_dir / METRICS).write_text("")
@@ -332,6 +334,8 @@ def _checked_setup(config: TrainConfig, run_dir: Path, ranks: distributed.Contex
     # a resumed run continues its own recorded config (only the caller's steps and device may
     # differ), so it stays the model it was; a new run takes the recipe for its data
     config, recorded_dim = _recorded_config(run_dir, config) if resume else (config, None)
+    if resume:
+        refuse_changed_data(run_dir)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
                          context=config.conditions_on)
     if resume and recorded_dim != (list(splits.dim) if isinstance(splits.dim, tuple) else splits.dim):
@@ -347,6 +351,15 @@ def _checked_setup(config: TrainConfig, run_dir: Path, ranks: distributed.Contex
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {ranks.world_size} processes")
     _check_context_size(config, splits)
     return config, splits
+
+
+def refuse_changed_data(run_dir: Path) -> None:
+    """A resumed run goes on only with the data it began with: the same seed would split a changed
+    file's rows anew, mixing test rows into training and scoring the run on others."""
+    changed = changed_data(read_json(run_dir / CONFIG))
+    if changed is not None:
+        raise FlowforgeError(f"{changed}: changed (or gone) since {run_dir} was trained on it; a resumed run would "
+                             "split other rows, so start a new run with --out")
 
 
 def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Context, splits, resume: bool,

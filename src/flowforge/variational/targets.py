@@ -11,7 +11,6 @@ that raises, has the wrong shape or is NaN.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import sys
@@ -220,12 +219,12 @@ def absolute_target(spec: str) -> str:
 def target_file_digest(spec: str) -> str | None:
     """The SHA-256 of a file target's file (None for a built-in, or a file no longer there): what
     a run records, so a changed file is noticed before it is fitted to or reported as the same."""
+    from flowforge.data.files import file_sha256
+
     if not is_file_target(spec):
         return None
-    try:
-        return hashlib.sha256(Path(spec.rpartition(":")[0]).read_bytes()).hexdigest()
-    except OSError:
-        return None
+    path = Path(spec.rpartition(":")[0])
+    return file_sha256(path) if path.is_file() else None
 
 
 def load_target(spec: str, dim: int | None = None) -> Target:
