@@ -260,6 +260,21 @@ def test_mode_coverage_counts_modes_with_a_fair_share_of_draws():
     draws = torch.cat([modes[0] + 0.1 * torch.randn(500, 2), modes[1] + 0.1 * torch.randn(500, 2),
                        modes[2] + 0.1 * torch.randn(10, 2)])
     assert mode_coverage(draws, modes) == 0.5
+    # with p's share of each mode: 10 draws of 1,010 are a fair share of a mode holding 2% of p
+    assert mode_coverage(draws, modes, torch.tensor([0.49, 0.49, 0.02, 0.0])) == 1.0
+    assert mode_coverage(draws, modes, torch.tensor([0.25, 0.25, 0.25, 0.25])) == 0.5
+
+
+def test_the_double_wells_modes_hold_their_quadrature_shares():
+    """The tilt ½x makes the right well e^{1.7} times as likely; exact draws of p (a grid) cover every mode."""
+    target = load_target("double-well", 2)
+    assert torch.allclose(target.mode_mass.sum(), torch.tensor(1.0))
+    x = torch.linspace(-3, 3, 6001)[:, None]
+    grid = torch.cat([x, torch.zeros_like(x)], 1)
+    p = target(grid).softmax(0)
+    assert target.mode_mass[1] == pytest.approx(float(p[x[:, 0] > 0].sum()), abs=1e-3)
+    draws = grid[torch.multinomial(p, 4000, replacement=True, generator=torch.Generator().manual_seed(0))]
+    assert mode_coverage(draws, target.modes, target.mode_mass) == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -613,9 +628,15 @@ def test_placement_finds_where_a_targets_mass_lies_and_leaves_a_target_in_reach_
         assert torch.allclose(loc, torch.full((2,), 10.0), atol=0.1)
     loc, scale = target_placement(lambda x: -0.5 * ((x / 100) ** 2).sum(-1), 2, seed=0)
     assert torch.allclose(scale, torch.full((2,), 100.0), rtol=0.1)
-    for in_reach in ("banana", "moons", "ring", "double-well"):  # a unit-scale target keeps the flow as built
+    for in_reach in ("moons", "ring"):  # a unit-scale target keeps the flow as built
         target = load_target(in_reach)
         assert target_placement(target, target.dim, seed=0) is None, in_reach
+    assert target_placement(lambda x: -0.5 * (x ** 2).sum(-1), 10, seed=0) is None
+    # 5% of N(0, 2²)'s mass lies past ±4, where a spline flow on a Gaussian base has almost none: placed
+    _, scale = target_placement(lambda x: -0.5 * ((x / 2) ** 2).sum(-1), 2, seed=0)
+    assert torch.allclose(scale, torch.full((2,), 2.0), rtol=0.1)
+    _, scale = target_placement(load_target("banana"), 2, seed=0)  # its arm x₂ ≈ x₁² reaches ~11 (99.9%)
+    assert 2.4 < scale[1] < 3.2 and abs(scale[0] - 1) < 0.1
     assert target_placement(lambda x: 1 / 0, 2, seed=0) is None  # the fit's own check names such a target
     with pytest.warns(UserWarning, match="could not locate where target .* keeps its mass"):
         assert target_placement(lambda x: -0.5 * ((x / 0.01) ** 2).sum(-1), 10, seed=0) is None

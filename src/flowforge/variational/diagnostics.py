@@ -118,7 +118,7 @@ def diagnose(flow, target, n: int = EVAL_DRAWS, generator: torch.Generator | Non
     x, log_w = log_weights(flow, target, n, generator=generator)
     summary = importance_summary(log_w, getattr(target, "log_z", None))
     if getattr(target, "modes", None) is not None:
-        summary["modes_covered"] = mode_coverage(x, target.modes)
+        summary["modes_covered"] = mode_coverage(x, target.modes, getattr(target, "mode_mass", None))
     return summary
 
 
@@ -130,16 +130,17 @@ def warn_if_unreliable(summary: dict) -> None:
              "q misses mass of the target, so log Z and resampled draws are unreliable")
 
 
-def mode_coverage(x: Tensor, modes: Tensor, share: float = 0.2) -> float:
+def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: float = 0.2) -> float:
     """The fraction of the target's modes that q covers: a mode counts when at least ``share`` of
-    the draws an even split would give it (1/M each) fall nearest to it.
+    the draws p would give it (its ``mass``, p's share; 1/M each when None) fall nearest to it.
 
     >>> mode_coverage(torch.tensor([[0.0, 0.1], [0.1, 0.0]]), torch.tensor([[0.0, 0.0], [5.0, 5.0]]))
     0.5
     """
     nearest = torch.cdist(x.double(), modes.double().to(x.device)).argmin(1)
     counts = torch.bincount(nearest, minlength=len(modes)).double()
-    return float((counts >= share * len(x) / len(modes)).double().mean())
+    expected = len(x) * (torch.full((len(modes),), 1 / len(modes)) if mass is None else mass.double().cpu())
+    return float((counts.cpu() >= share * expected).double().mean())
 
 
 def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:

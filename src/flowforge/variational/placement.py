@@ -6,9 +6,11 @@ by self-normalised importance sampling, the proposal moved onto each estimate in
 importance sampling; Cappé, Guillin, Marin & Robert 2004, "Population Monte Carlo",
 doi:10.1198/106186004X12803). It needs only the target's values (no gradient) and covers every mode
 its heavy-tailed draws reach. A flow's spline layers act on [−B, B] of the unit scale only and are
-the identity beyond, so a target centred at 10, or spread over hundreds, is out of a default flow's
-reach; its fixed first layer (Standardize) then takes μ and σ, and the layers after it see unit
-scale wherever the target sits.
+the identity beyond (B = 4 by default), so a flow on a Gaussian base puts no more mass past ±B than
+the base has there: a target centred at 10, spread over hundreds, or with 5% of its mass past ±4
+(N(0, 2²), a banana's arm) is out of a default flow's reach. Its fixed first layer (Standardize)
+then takes μ and a scale that brings 99.9% of the mass within ±B, and the layers after it see the
+target there wherever it sits.
 
 >>> import torch
 >>> place = target_placement(lambda x: -0.5 * ((x - 10) ** 2).sum(-1), dim=2, seed=0)
@@ -34,47 +36,51 @@ SEARCH_ROUNDS = 16  # Cauchy rounds at most, until MIN_EFFECTIVE_DRAWS carry the
 REFINE_DOF = (4, 4, 4, 4)  # then rounds of Student-t proposals of these degrees of freedom
 TAIL = 0.49  # the Cauchy draws stop at tan(0.49π) ≈ 32 scales (a target may overflow further out)
 MIN_EFFECTIVE_DRAWS = 10.0  # fewer: the estimate only moves the proposal
-IN_REACH = (2.0, 1 / 3, 3.0)  # |μ| up to 2, σ within [1/3, 3]: the unit-scale flow already covers it
+REACH = 4.0  # the default splines' interval [−4, 4] (NSF's bound) ...
+REACH_QUANTILE = 0.999  # ... should hold this much of the target's mass, coordinate by coordinate
+NARROWEST = 1 / 3  # a spread below this at the unit scale is placed too (the splines' bins would be too coarse)
 
 
 def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEMENT_DRAWS,
                      on_lost: Callable[[str], None] = warn) -> tuple[Tensor, Tensor] | None:
-    """The (location, scale) per coordinate of ``target``'s mass, or None when the unit scale at
-    the origin already covers it, or when no round found enough effective draws to trust (said to
+    """The (location, scale) per coordinate of ``target``'s mass — the scale at least its standard
+    deviation, and large enough that 99.9% of the mass lies within ±:data:`REACH` of the location —
+    or None when the unit scale at the origin already covers it, or when no round found enough effective draws to trust (said to
     ``on_lost`` when the search had moved out of that reach: a far target it did not find). Draws
     where the target is NaN count as no mass; a target that raises on a round's draws is left unplaced."""
     loc, scale, generator = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64), \
         torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # a target drawing from torch's generators leaves the fit's alone
-        effective, rounds = 0.0, 0
+        effective, rounds, extent = 0.0, 0, scale
         while effective < MIN_EFFECTIVE_DRAWS and rounds < SEARCH_ROUNDS:
             estimate = _one_round(target, loc, scale, draws, generator, None)
             if estimate is None:
                 return None
-            (loc, scale, effective), rounds = estimate, rounds + 1
+            (loc, scale, effective, extent), rounds = estimate, rounds + 1
         for dof in REFINE_DOF if effective >= MIN_EFFECTIVE_DRAWS else ():
             estimate = _one_round(target, loc, scale, draws, generator, dof)
             if estimate is None:
                 return None
-            (loc, scale, effective), rounds = estimate, rounds + 1
-    in_reach = bool((loc.abs() <= IN_REACH[0]).all() and ((scale >= IN_REACH[1]) & (scale <= IN_REACH[2])).all())
+            (loc, scale, effective, extent), rounds = estimate, rounds + 1
+    in_reach = bool(((loc.abs() + extent) <= REACH).all() and (scale >= NARROWEST).all())
     if not effective >= MIN_EFFECTIVE_DRAWS:
         if not in_reach:
             on_lost(f"could not locate where target {target_name(target)} keeps its mass ({rounds} rounds of {draws} "
                  "draws); the flow starts at the unit scale at the origin")
         return None
-    return None if in_reach else (loc.float(), scale.float())
+    return None if in_reach else (loc.float(), torch.maximum(scale, extent / REACH).float())
 
 
 def _one_round(target: Callable, loc: Tensor, scale: Tensor, draws: int, generator: torch.Generator,
-               dof: int | None) -> tuple[Tensor, Tensor, float] | None:
+               dof: int | None) -> tuple[Tensor, Tensor, float, Tensor] | None:
     """Weighted mean and spread of draws of the proposal around ``loc`` at ``scale`` (Cauchy for
     ``dof`` None, truncated at :data:`TAIL`; else Student-t of ``dof``, with half the draws from a
     wide Cauchy at the origin: a defensive mixture, so modes the search did not land on keep their
     weight), and the effective number of draws behind them. With fewer than
     :data:`MIN_EFFECTIVE_DRAWS` the proposal keeps its scale while the mean moves by more than it
     (searching for far mass) and halves it otherwise (zooming in on narrow mass); with more, the
-    spread is kept above a quarter of the proposal's. None: the target raised, or returned other
+    spread is kept above a quarter of the proposal's. Last, the weighted :data:`REACH_QUANTILE`
+    of each coordinate's distance from the mean. None: the target raised, or returned other
     than one value per draw."""
     wide = torch.ones_like(scale) * float((loc.abs() + scale).max().clamp(min=1.0))
     defensive = 0 if dof is None else draws // 2  # searching, every draw goes where the mass was seen
@@ -87,13 +93,21 @@ def _one_round(target: Callable, loc: Tensor, scale: Tensor, draws: int, generat
         return None
     weights = torch.softmax(log_p - log_r, dim=0)
     if not bool(torch.isfinite(weights).all()):  # p̃ = 0 (−inf) at every draw
-        return loc, scale, 0.0
+        return loc, scale, 0.0, scale
     mean, effective = weights @ x, float(1 / (weights ** 2).sum())
-    spread = (weights @ (x - mean) ** 2).sqrt()
+    spread, extent = (weights @ (x - mean) ** 2).sqrt(), _weighted_quantile((x - mean).abs(), weights)
     if effective >= MIN_EFFECTIVE_DRAWS:
-        return mean, torch.maximum(spread, scale / 4), effective
+        return mean, torch.maximum(spread, scale / 4), effective, extent
     searching = bool(((mean - loc).abs() > scale).any())
-    return mean, scale if searching else torch.maximum(spread, scale / 2), effective
+    return mean, scale if searching else torch.maximum(spread, scale / 2), effective, extent
+
+
+def _weighted_quantile(values: Tensor, weights: Tensor, level: float = REACH_QUANTILE) -> Tensor:
+    """Per column of ``values`` (n, D), the smallest value below which ``level`` of the weight lies."""
+    ordered, order = values.sort(dim=0)
+    below = weights[order].cumsum(0)
+    first = (below < level * below[-1:]).sum(0).clamp(max=len(values) - 1)
+    return ordered.gather(0, first[None])[0]
 
 
 def _draws(loc, scale, n: int, generator: torch.Generator, dof: int | None) -> Tensor:

@@ -30,7 +30,8 @@ LOG_2PI = math.log(2 * math.pi)
 class Target:
     """A named unnormalised log-density of ``dim`` features and its ``log_z`` (None: unknown).
 
-    ``modes`` (an (M, D) tensor, optional) marks the centres whose coverage is reported, ``box`` a
+    ``modes`` (an (M, D) tensor, optional) marks the centres whose coverage is reported (with
+    ``mode_mass``, p's share of each, when they differ; equal shares otherwise), ``box`` a
     square [−box, box]² that holds essentially all the mass of a 2-D target (for its figures), and
     ``scale`` its spread per coordinate (the flow's fixed first layer divides by it)."""
     name: str
@@ -39,7 +40,8 @@ class Target:
     log_z: float | None = None
     modes: Tensor | None = None
     box: float = 4.0
-    scale: float = 1.0
+    mode_mass: Tensor | None = None
+    scale: float | tuple[float, ...] = 1.0
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_prob(x)
@@ -68,7 +70,8 @@ def gaussian_mixture() -> Target:
         c, w = centres.to(x), weights.to(x)
         sq = ((x[:, None, :] - c) ** 2).sum(-1) / MIXTURE_SCALE ** 2
         return torch.logsumexp(w.log() - 0.5 * sq, dim=1) - math.log(2 * math.pi * MIXTURE_SCALE ** 2)
-    return Target("gmm", 2, log_prob, float(weights.sum().log()), centres, box=7.0, scale=3.0)
+    return Target("gmm", 2, log_prob, float(weights.sum().log()), centres, box=7.0, scale=3.0,
+                  mode_mass=weights / weights.sum())
 
 
 def _radial_integral(radius: float, scale: float) -> float:
@@ -129,7 +132,9 @@ def banana(curvature: float = 1.0, spread: float = 4.0) -> Target:
     """
     def log_prob(x: Tensor) -> Tensor:
         return -0.5 * x[:, 0] ** 2 - 0.5 * spread * (x[:, 1] - curvature * x[:, 0] ** 2) ** 2
-    return Target("banana", 2, log_prob, LOG_2PI - 0.5 * math.log(spread), box=4.0)
+    # x₂'s arm reaches x₁² (x₂ > 4 holds 5% of the mass): at scale 3 it lies within a spline flow's ±4
+    return Target("banana", 2, log_prob, LOG_2PI - 0.5 * math.log(spread), box=6.0,
+                  scale=(1.0, max(1.0, 3.0 * curvature)))
 
 
 def funnel(dim: int = 10, scale: float = 3.0) -> Target:
@@ -150,10 +155,12 @@ def funnel(dim: int = 10, scale: float = 3.0) -> Target:
     return Target("funnel", dim, log_prob, 0.0)
 
 
-def _double_well_factor_log_z() -> float:
-    """log ∫ exp(−x⁴ + 6x² + ½x) dx by the midpoint rule on [−6, 6] (the tails beyond are < e⁻⁹⁰⁰)."""
+def _double_well_factor_log_z(side: int = 0) -> float:
+    """log ∫ exp(−x⁴ + 6x² + ½x) dx by the midpoint rule on [−6, 6] (the tails beyond are < e⁻⁹⁰⁰);
+    ``side`` −1 or 1: over x < 0 or x > 0 only (one well's mass)."""
     x = torch.linspace(-6, 6, 200_001, dtype=torch.float64)
-    return float(torch.logsumexp(-x ** 4 + 6 * x ** 2 + 0.5 * x, 0) + math.log(float(x[1] - x[0])))
+    log_f = torch.where(x * side < 0, -math.inf, -x ** 4 + 6 * x ** 2 + 0.5 * x)
+    return float(torch.logsumexp(log_f, 0) + math.log(float(x[1] - x[0])))
 
 
 def double_well(dim: int = 4) -> Target:
@@ -177,7 +184,10 @@ def double_well(dim: int = 4) -> Target:
         u, v = x[:, 0::2], x[:, 1::2]
         return (-u ** 4 + 6 * u ** 2 + 0.5 * u - 0.5 * v ** 2).sum(1)
     log_z = particles * (_double_well_factor_log_z() + 0.5 * LOG_2PI)
-    return Target("double-well", dim, log_prob, log_z, centres, box=3.0)
+    # the tilt ½x makes the right well e^1.7 times as likely: p's share of each mode, particle by particle
+    well_mass = torch.tensor([_double_well_factor_log_z(-1), _double_well_factor_log_z(1)]).softmax(0)
+    mass = torch.cartesian_prod(*[well_mass] * particles).reshape(-1, particles).prod(1)
+    return Target("double-well", dim, log_prob, log_z, centres, box=3.0, mode_mass=mass.float())
 
 
 BUILT_IN: dict[str, Callable[..., Target]] = {
