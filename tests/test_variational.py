@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import math
+import re
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from flowforge.distributions import DiagonalNormal, Flow, StandardNormal
 from flowforge.errors import FlowforgeError
 from flowforge.models import NSF
 from flowforge.transforms import Standardize
-from flowforge.variational import fit, importance_summary, load_target
+from flowforge.variational import fit, importance_summary, load_target, log_weights, resample
 from flowforge.variational.fitting import set_target_scale
 from flowforge.variational.diagnostics import diagnose, generalized_pareto_shape, mode_coverage, pareto_k
 from flowforge.variational.base import StudentTBase, StudentTMixtureBase
@@ -777,3 +778,25 @@ def test_a_resumed_fit_that_fails_leaves_no_stale_results_for_eval(tmp_path, cap
     code, _, err = cli(capsys, "eval", run)
     assert code == 1
     assert_one_line(err, "error", "its fit stopped before the end", f"flowforge fit --resume {run}")
+
+
+def test_resample_takes_each_conditions_draws_and_refuses_weights_it_cannot_use():
+    """log_weights of an amortised q gives (N, K, D) draws and (N, K) weights: each condition's
+    column is resampled on its own (it drew the first row n times); NaN, +inf, all −inf and
+    mismatched shapes are refused in flowforge's words."""
+    def target(x, c):
+        return torch.distributions.Normal(c, 0.5).log_prob(x).sum(-1)
+
+    torch.manual_seed(0)
+    flow = NSF(2, num_layers=1, hidden=8, context_dim=2)  # q(x | c) far from p: the weights do the work
+    conditions = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    x, log_w = log_weights(flow, target, 20_000, context=conditions, generator=torch.Generator().manual_seed(0))
+    draws = resample(x, log_w, 4000, generator=torch.Generator().manual_seed(1))
+    assert draws.shape == (4000, 2, 2)
+    assert torch.allclose(draws.mean(0), conditions, atol=0.1) and len(torch.unique(draws[:, 0, 0])) > 100
+    flat, flat_w = x[:, 0], log_w[:, 0].clone()
+    for bad_x, bad_w, words in [(flat[:5], flat_w[:4], "do not match"), (x, flat_w, "do not match"),
+                                (flat, torch.where(torch.arange(len(flat_w)) == 3, torch.nan, flat_w), "NaN or +inf"),
+                                (flat, torch.full_like(flat_w, -math.inf), "zero weight")]:
+        with pytest.raises(FlowforgeError, match=re.escape(words)):
+            resample(bad_x, bad_w, 3)

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowforge.errors import warn
+from flowforge.errors import FlowforgeError, warn
 from flowforge.variational.targets import checked_log_prob
 
 PARETO_K_WARNING = 0.7  # above this the importance-sampling estimates are unreliable (PSIS, §3)
@@ -145,11 +145,25 @@ def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: f
 
 def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
     """``n`` draws from x with replacement, each with probability ∝ w (sampling-importance
-    resampling, Rubin 1988): approximately from p when the ESS is large.
+    resampling, Rubin 1988): approximately from p when the ESS is large. As :func:`log_weights`
+    gives them: x (N, D) and log w (N,), or for K conditions x (N, K, D) and log w (N, K), each
+    condition's column resampled on its own into (n, K, D). A log weight of −inf is no weight.
 
     >>> resample(torch.tensor([[0.0], [1.0]]), torch.tensor([0.0, -float("inf")]), 3).flatten().tolist()
     [0.0, 0.0, 0.0]
     """
+    if log_w.dim() not in (1, 2) or tuple(x.shape[:log_w.dim()]) != tuple(log_w.shape) or x.dim() != log_w.dim() + 1:
+        raise FlowforgeError(f"resample: draws of shape {tuple(x.shape)} and log weights of shape "
+                             f"{tuple(log_w.shape)} do not match (log_weights gives (N, D) and (N,), or "
+                             "(N, K, D) and (N, K) for K conditions)")
+    if bool((torch.isnan(log_w) | torch.isposinf(log_w)).any()):
+        raise FlowforgeError("resample: a log weight is NaN or +inf (the target or q at a draw); only finite "
+                             "values and -inf (no weight) can be resampled")
+    if not bool(torch.isfinite(log_w).any(0).all()):
+        raise FlowforgeError("resample: every draw has zero weight (log w = -inf)" +
+                             (" for some condition" if log_w.dim() == 2 else ""))
     probs = torch.softmax(log_w.double(), 0)
-    index = torch.multinomial(probs, n, replacement=True, generator=generator)
-    return x[index]
+    if log_w.dim() == 1:
+        return x[torch.multinomial(probs, n, replacement=True, generator=generator)]
+    index = torch.multinomial(probs.T, n, replacement=True, generator=generator)  # (K, n)
+    return x[index.T, torch.arange(log_w.shape[1], device=x.device)]
