@@ -7,6 +7,7 @@ import json
 import shutil
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -401,7 +402,7 @@ def test_a_users_target_fits_and_its_run_evaluates_without_importing_it(tmp_path
     assert cli(capsys, "fit", "--target", f"{tmp_path / 'mine.py'}:log_prob", "--dim", "3", "--out", run, *FAST)[0] == 0
     (tmp_path / "mine.py").write_text("raise SystemExit('imported on load')\n")
     code, out, err = cli(capsys, "eval", run, "--json")
-    assert code == 0 and json.loads(out)["stored"] is True, err
+    assert code == 0 and json.loads(out)["stored"] is True and json.loads(out)["draws"] == 20_000, err
     code, _, err = cli(capsys, "sample", run, "-n", "5", "-o", tmp_path / "x.csv", "--resample")
     assert code == 1 and "--resample needs the run's target" in err
 
@@ -800,3 +801,23 @@ def test_resample_takes_each_conditions_draws_and_refuses_weights_it_cannot_use(
                                 (flat, torch.full_like(flat_w, -math.inf), "zero weight")]:
         with pytest.raises(FlowforgeError, match=re.escape(words)):
             resample(bad_x, bad_w, 3)
+
+
+def test_a_target_file_imports_the_modules_beside_it(tmp_path):
+    (tmp_path / "posterior_data_beside.py").write_text("CENTRE = 3.0\n")
+    (tmp_path / "post.py").write_text("from posterior_data_beside import CENTRE\n\n"
+                                      "def log_prob(x):\n    return -0.5 * ((x - CENTRE) ** 2).sum(-1)\n")
+    path_before = list(sys.path)
+    target = load_target(f"{tmp_path / 'post.py'}:log_prob", 2)
+    assert torch.allclose(target(torch.full((1, 2), 3.0)), torch.zeros(1)) and sys.path == path_before
+
+
+def test_a_one_dimensional_target_fits_with_the_default_model(tmp_path, capsys):
+    """NSF couples at least two features: on one the recipe takes its autoregressive form (recorded)."""
+    (tmp_path / "one.py").write_text("def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n")
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'one.py'}:log_prob", "--dim", "1", "--out", run,
+                       "--steps", "200", "--no-progress", "--no-plots")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["train"]["model_options"]["autoregressive"] is True
+    assert abs(json.loads((run / "results.json").read_text())["log_z"] - 0.5 * math.log(2 * math.pi)) < 0.01

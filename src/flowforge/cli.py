@@ -765,7 +765,9 @@ Example:
 @click.argument("run", type=click.Path(path_type=Path))
 @MAX_PARAMS_OPTION
 def plot(run: Path, max_params: int) -> None:
-    """Draw the chapter's 2×2 figure, the density heat map and the training curve."""
+    """Draw a run's figures into RUN/plots: for a run trained on 2-D data the chapter's 2×2 figure,
+    the density heat map and the training curve (each family adds its own); for a run of
+    `flowforge fit`, the target against the flow's density and draws (2-D) and the ELBO and ESS curves."""
     _, _, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
     if _fitted_to_target(raw, run):  # flowforge.variational.figures
         return _variational().plot_and_list(run)

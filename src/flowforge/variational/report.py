@@ -46,7 +46,7 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
         changed = changed_target(raw)
         if changed is not None:
             warn(f"{changed}: changed (or gone) since the fit; these diagnostics are of the file as it was")
-        return {**{k: stored[k] for k in REPORTED if k in stored}, "target": name, "stored": True}
+        return {**{k: stored[k] for k in (*REPORTED, "draws") if k in stored}, "target": name, "stored": True}
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
     warn_if_unreliable(summary)

@@ -251,6 +251,8 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     if not path.is_file():
         raise FlowforgeError(f"target {spec}: no such file {path}")
     module_name = f"flowforge_user_target_{abs(hash(str(path.resolve())))}"
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # as `python path.py` would: the file imports its neighbours
     try:
         loader = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader)
@@ -258,6 +260,8 @@ def load_target(spec: str, dim: int | None = None) -> Target:
         loader.loader.exec_module(module)
     except Exception as err:  # noqa: BLE001 - the user's file: any failure is theirs, said in one line
         raise FlowforgeError(f"target {spec}: importing {path} failed ({type(err).__name__}: {err})") from None
+    finally:
+        sys.path.remove(folder)
     function = getattr(module, name, None)
     if not callable(function):
         raise FlowforgeError(f"target {spec}: {path} defines no function {name!r}")
