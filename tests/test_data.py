@@ -95,3 +95,16 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name_or_number(tmp_path):
     assert read_table(tmp_path / "named.csv").tolist() == [[1, 2], [3, 4]]
     (tmp_path / "bare.csv").write_bytes("\ufeff1,2\n3,4\n".encode())
     assert read_table(tmp_path / "bare.csv").tolist() == [[1, 2], [3, 4]]
+
+
+def test_integer_columns_are_named_in_one_warning_and_image_arrays_get_a_hint(tmp_path):
+    from flowforge.data.files import column_problems, read_table
+
+    table = np.random.default_rng(0).integers(0, 5, (100, 8)).astype(float)
+    table[:, 7] = np.random.default_rng(1).random(100)
+    problems = column_problems(table, [f"c{i}" for i in range(8)], "t.csv")
+    assert len(problems) == 1 and not problems[0][0]
+    assert "columns 'c0', 'c1', 'c2', 'c3', 'c4' and 2 more hold only 5 integer values each" in problems[0][1]
+    np.save(tmp_path / "images.npy", np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(FlowforgeError, match="got shape .4, 1, 8, 8. .images: train on a folder of PNGs"):
+        read_table(tmp_path / "images.npy")

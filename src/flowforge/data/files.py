@@ -76,16 +76,21 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
     """Why some columns of ``table`` cannot be modelled, or only poorly, as (fatal, message): a
     constant column has no density, and a flow puts a spike of density on each value of an
     integer-valued one (a discrete variable)."""
-    problems = []
+    problems, discrete = [], {}
     for j, name in enumerate(columns):
         values = table[:, j]
         if np.ptp(values) == 0:
             problems.append((True, f"{source}: column {name!r} is constant ({values[0]:g}); drop it, a "
                                    "density of a constant is not finite"))
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
-            problems.append((False, f"{source}: column {name!r} holds only {len(np.unique(values))} integer "
-                                    "values; a continuous flow puts spikes on them (add uniform noise in [0, 1) "
-                                    "to dequantise)"))
+            discrete[name] = len(np.unique(values))
+    if discrete:  # one line, however many columns (an image flattened into a table has dozens)
+        named = ", ".join(repr(n) for n in list(discrete)[:5]) + (f" and {len(discrete) - 5} more" if len(discrete) > 5 else "")
+        counts = sorted(set(discrete.values()))
+        each = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+        problems.append((False, f"{source}: column{'s' if len(discrete) > 1 else ''} {named} "
+                                f"hold{'' if len(discrete) > 1 else 's'} only {each} integer values{' each' if len(discrete) > 1 else ''}; a continuous "
+                                "flow puts spikes on them (add uniform noise in [0, 1) to dequantise)"))
     return problems
 
 
@@ -154,7 +159,8 @@ def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
     if not np.issubdtype(array.dtype, np.number):
         raise FlowforgeError(f"{path}: holds {array.dtype} values, expected numbers")
     if array.ndim != 2:
-        raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}")
+        images = " (images: train on a folder of PNGs, MNIST-style IDX files or digits)" if array.ndim in (3, 4) else ""
+        raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}{images}")
     for start in range(0, len(array), CHUNK_ROWS):
         yield np.asarray(array[start:start + CHUNK_ROWS])
 
