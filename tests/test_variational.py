@@ -327,9 +327,9 @@ def test_fit_run_eval_sample_and_plot_through_the_command_line(tmp_path, capsys)
     report = json.loads(out)
     assert code == 0 and {"elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k", "kl"} <= report.keys()
     assert report["kl"] == pytest.approx(report["true_log_z"] - report["elbo"])
-    for extra in ([], ["--resample"]):
-        code, _, err = cli(capsys, "sample", run, "-n", "50", "-o", tmp_path / "x.csv", *extra)
-        assert code == 0 and len((tmp_path / "x.csv").read_text().splitlines()) == 51, err
+    for name, extra in (("x.csv", []), ("resampled.csv", ["--resample"])):
+        code, _, err = cli(capsys, "sample", run, "-n", "50", "-o", tmp_path / name, *extra)
+        assert code == 0 and len((tmp_path / name).read_text().splitlines()) == 51, err
     assert cli(capsys, "fit", "--resume", run, "--steps", "40", "--no-progress", "--no-plots")[0] == 0
     assert json.loads((run / "results.json").read_text())["steps"] == 40
 
