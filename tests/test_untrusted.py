@@ -115,3 +115,23 @@ def test_resuming_with_another_models_checkpoint_is_one_line(run, tmp_path, caps
     assert code == 0, err
     (run / "checkpoint.safetensors").write_bytes((other / "checkpoint.safetensors").read_bytes())
     refused(capsys, 1, ["train", "--resume", run, "--no-progress", "--no-plots"], ("do not match",), run)
+
+
+@pytest.mark.parametrize("name, args", [("model.safetensors", ["eval", "{run}"]),
+                                         ("checkpoint.safetensors", ["train", "--resume", "{run}", "--steps", "40",
+                                                                     "--no-progress"])])
+def test_a_byte_flipped_in_saved_tensors_is_refused_not_scored(run, capsys, name, args):
+    """Weights carry the SHA-256 of their tensors: a bit flipped on disk (a bad sector, a bad copy)
+    is one line, where it used to give an NLL of 10¹⁰; a file written without one still loads."""
+    path = run / name
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0x40  # inside the last tensor's bytes, past the header
+    path.write_bytes(bytes(data))
+    refused(capsys, 1, [a.format(run=run) for a in args], (f"{name}: corrupt", "SHA-256"), run)
+
+
+def test_weights_saved_without_a_digest_still_load(run, capsys):
+    path = run / "model.safetensors"
+    save_file(load_file(str(path)), str(path), metadata={"json": "{}"})  # as flowforge wrote them before
+    code, out, err = cli(capsys, "eval", run)
+    assert code == 0 and "NLL" in out, err

@@ -7,6 +7,7 @@ that is renamed into place, so a crash leaves the previous file whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -59,9 +60,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
+    """Write ``tensors`` as safetensors, with ``metadata`` and the SHA-256 of the tensors' bytes
+    (so that a byte changed on disk since is noticed on loading, not scored)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_target(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata or {})})
+        save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata or {}), "sha256": tensors_sha256(tensors)})
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -70,10 +73,23 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as fh:
-            metadata = json.loads((fh.metadata() or {}).get("json", "{}"))
+            header = fh.metadata() or {}
+        metadata = json.loads(header.get("json", "{}"))
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as err:
         raise FlowforgeError(f"{path}: corrupt or not a safetensors file ({str(err).splitlines()[0]})") from None
+    if "sha256" in header and header["sha256"] != tensors_sha256(tensors):  # files written before it carry none
+        raise FlowforgeError(f"{path}: corrupt (its tensors no longer match the SHA-256 written with them)")
     return tensors, metadata
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """The SHA-256 of tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def split_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
