@@ -225,6 +225,8 @@ def test_a_folders_digest_follows_its_files(tmp_path):
     first = data_digest(str(tmp_path / "imgs"))
     (tmp_path / "imgs" / "b.png").write_bytes(b"two")
     second = data_digest(str(tmp_path / "imgs"))
+    (tmp_path / "imgs" / "scores.csv").write_text("1.5\n")  # not an image: not part of the data
+    assert data_digest(str(tmp_path / "imgs")) == second
     (tmp_path / "imgs" / "b.png").write_bytes(b"tw0")
     assert len({first, second, data_digest(str(tmp_path / "imgs"))}) == 3
     assert data_digest("moons") is None and data_digest("digits") is None and data_digest("mnist") is None

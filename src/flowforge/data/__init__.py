@@ -125,9 +125,11 @@ def data_digest(source: str, data_dir: str | None = None) -> str | None:
     """The SHA-256 of a user's data (a file, or a folder of images; MNIST's named set: its
     --data-dir), None for a generated or packaged set: what a run records, so that a file changed
     since is noticed before its rows are split again as if they were the same."""
-    if is_toy(source) or source == "digits":
+    if is_toy(source) or source == "digits" or (source == "mnist" and not data_dir):
         return None
-    return file_sha256(data_dir if source == "mnist" else source) if (source != "mnist" or data_dir) else None
+    # of a folder, the files its images are read from (a file written beside them changes nothing)
+    return file_sha256(data_dir if source == "mnist" else source, keep=lambda p: p.suffix.lower() == ".png" or
+                       "-idx" in p.name)
 
 
 def changed_data(raw: dict) -> str | None:

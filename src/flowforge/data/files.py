@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -23,12 +23,13 @@ CHUNK_ROWS = 65_536
 FLOAT32 = np.finfo(np.float32)
 
 
-def file_sha256(path: str | Path) -> str | None:
-    """The SHA-256 of a file's bytes, or of a folder's files (their names and bytes, in name
-    order); None when it cannot be read. What a run records of a user's file, to notice a change."""
+def file_sha256(path: str | Path, keep: Callable[[Path], bool] = lambda p: True) -> str | None:
+    """The SHA-256 of a file's bytes, or of the files of a folder that ``keep`` (their names and
+    bytes, in name order); None when it cannot be read. What a run records of a user's file, to
+    notice a change."""
     path, digest = Path(path), hashlib.sha256()
     try:
-        for file in sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]:
+        for file in sorted(p for p in path.iterdir() if p.is_file() and keep(p)) if path.is_dir() else [path]:
             digest.update(file.name.encode() if path.is_dir() else b"")
             with open(file, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
