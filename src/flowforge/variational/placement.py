@@ -45,8 +45,9 @@ def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEME
                      on_lost: Callable[[str], None] = warn) -> tuple[Tensor, Tensor] | None:
     """The (location, scale) per coordinate of ``target``'s mass — the scale at least its standard
     deviation, and large enough that 99.9% of the mass lies within ±:data:`REACH` of the location —
-    or None when the unit scale at the origin already covers it, or when no round found enough effective draws to trust (said to
-    ``on_lost`` when the search had moved out of that reach: a far target it did not find). Draws
+    or None when the unit scale at the origin already covers it, or when no round found enough
+    effective draws to trust (said to ``on_lost`` when the search had moved out of that reach: a
+    far target it did not find). Draws
     where the target is NaN count as no mass; a target that raises on a round's draws is left unplaced."""
     loc, scale, generator = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64), \
         torch.Generator().manual_seed(seed)
