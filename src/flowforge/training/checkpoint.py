@@ -26,6 +26,7 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 BEST_WEIGHTS = "model.safetensors"
 LAST_CHECKPOINT = "checkpoint.safetensors"
+DIGEST_KEY = "tensors_sha256"  # in a safetensors file's metadata: the digest of its tensors
 MAX_JSON_BYTES = 16 << 20  # a config.json is a few kB; a larger one is not flowforge's
 
 
@@ -64,7 +65,9 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     (so that a byte changed on disk since is noticed on loading, not scored)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_target(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"json": json.dumps(metadata or {}), "sha256": tensors_sha256(tensors)})
+        # one metadata key: safetensors writes several in a random order, and a run's files must repeat byte for byte
+        recorded = {**(metadata or {}), DIGEST_KEY: tensors_sha256(tensors)}
+        save_file(tensors, str(tmp), metadata={"json": json.dumps(recorded)})
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -73,11 +76,11 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-        metadata = json.loads(header.get("json", "{}"))
+            metadata = json.loads((fh.metadata() or {}).get("json", "{}"))
+        recorded = metadata.pop(DIGEST_KEY, None) if isinstance(metadata, dict) else None
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as err:
         raise FlowforgeError(f"{path}: corrupt or not a safetensors file ({str(err).splitlines()[0]})") from None
-    if "sha256" in header and header["sha256"] != tensors_sha256(tensors):  # files written before it carry none
+    if recorded is not None and recorded != tensors_sha256(tensors):  # files written before it carry none
         raise FlowforgeError(f"{path}: corrupt (its tensors no longer match the SHA-256 written with them)")
     return tensors, metadata
 
