@@ -185,18 +185,23 @@ def test_sample_and_density_never_write_over_a_users_file_unasked(run, tmp_path,
     replaced file keeps its permissions and a new one gets the umask's."""
     mine = tmp_path / "mine.csv"
     mine.write_text("0.1,0.2\n0.3,0.4\n")
-    os.chmod(mine, 0o644)
+    os.chmod(mine, 0o640)
     refused(capsys, 1, ["sample", run, "-n", 3, "-o", mine], ("mine.csv: exists", "--force"), run, tmp_path)
     refused(capsys, 1, ["density", run, mine, "-o", mine, "--force"], ("mine.csv: is an input",), run, tmp_path)
     refused(capsys, 1, ["density", run, mine, "-o", run / "metrics.jsonl"], ("metrics.jsonl: exists",), run, tmp_path)
     assert cli(capsys, "sample", run, "-n", 3, "-o", mine, "--force")[0] == 0
-    assert len(mine.read_text().splitlines()) == 4 and (os.stat(mine).st_mode & 0o777) == 0o644
-    umask = os.umask(0o022)
+    assert len(mine.read_text().splitlines()) == 4 and (os.stat(mine).st_mode & 0o777) == 0o640
+    os.chmod(mine, 0o444)  # a read-only file is replaced too, when asked, and stays read-only
+    assert cli(capsys, "sample", run, "-n", 2, "-o", mine, "--force")[0] == 0
+    assert len(mine.read_text().splitlines()) == 3 and (os.stat(mine).st_mode & 0o777) == 0o444
+    umask = os.umask(0o027)
     try:
         assert cli(capsys, "density", run, mine, "-o", tmp_path / "new.csv")[0] == 0
+        assert cli(capsys, *TRAIN, "--out", tmp_path / "fresh")[0] == 0
     finally:
         os.umask(umask)
-    assert (os.stat(tmp_path / "new.csv").st_mode & 0o777) == 0o644
+    for path in (tmp_path / "new.csv", tmp_path / "fresh" / "model.safetensors", tmp_path / "fresh" / "config.json"):
+        assert (os.stat(path).st_mode & 0o777) == 0o640, path
 
 
 def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
@@ -210,11 +215,13 @@ def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
     _table(table, rows[::-1])
     code, out, err = cli(capsys, "eval", tmp_path / "r")
     assert code == 0 and "held-out test split" in out
-    assert_one_line(err, "warning", "mine.csv: changed (or gone) since", "--data FILE")
+    assert_one_line(err, "warning", "mine.csv: changed since", "--data FILE")
     refused(capsys, 1, ["train", "--resume", tmp_path / "r", "--steps", 20, "--no-progress"],
             ("mine.csv: changed (or gone) since", "start a new run"), tmp_path)
     code, out, err = cli(capsys, "eval", tmp_path / "r", "--data", table)
     assert code == 0 and err == "" and "60 points" in out
+    table.unlink()  # gone: the loader's one line, no warning before it
+    refused(capsys, 1, ["eval", tmp_path / "r"], ("mine.csv",), tmp_path)
 
 
 def test_a_folders_digest_follows_its_files(tmp_path):
@@ -227,6 +234,7 @@ def test_a_folders_digest_follows_its_files(tmp_path):
     second = data_digest(str(tmp_path / "imgs"))
     (tmp_path / "imgs" / "scores.csv").write_text("1.5\n")  # not an image: not part of the data
     assert data_digest(str(tmp_path / "imgs")) == second
+    assert data_digest("mnist", "/nowhere") is None  # unreadable: nothing recorded
     (tmp_path / "imgs" / "b.png").write_bytes(b"tw0")
     assert len({first, second, data_digest(str(tmp_path / "imgs"))}) == 3
     assert data_digest("moons") is None and data_digest("digits") is None and data_digest("mnist") is None

@@ -183,6 +183,8 @@ def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
     code, _, err = cli(capsys, "sample", str(tmp_path / "g"), "-n", "2", "-o", str(tmp_path / "some.png"))
     assert code == 1 and "some.npy: exists; pass --force" in err
     assert (tmp_path / "some.npy").read_bytes() == before and not (tmp_path / "some.png").exists()
+    code, _, err = cli(capsys, "sample", str(tmp_path / "g"), "-n", "2", "-o", str(tmp_path / "some.jpg"))
+    assert code == 1 and "some.jpg: unsupported output type .jpg" in err
     code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "s.csv"))
     assert code == 1 and err.count("\n") == 1
 

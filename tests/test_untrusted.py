@@ -135,3 +135,14 @@ def test_weights_saved_without_a_digest_still_load(run, capsys):
     save_file(load_file(str(path)), str(path), metadata={"json": "{}"})  # as flowforge wrote them before
     code, out, err = cli(capsys, "eval", run)
     assert code == 0 and "NLL" in out, err
+
+
+def test_a_changed_number_in_a_checkpoints_metadata_is_refused(run, capsys):
+    """The digest covers the metadata too: a step rewritten in the header is not resumed from."""
+    path = run / "checkpoint.safetensors"
+    data = path.read_bytes()
+    at = data.index(b'step\\": ') + len(b'step\\": ')
+    digit = data[at:at + 1]
+    path.write_bytes(data[:at] + (b"7" if digit != b"7" else b"8") + data[at + 1:])
+    refused(capsys, 1, ["train", "--resume", run, "--steps", "60", "--no-progress"],
+            ("checkpoint.safetensors: corrupt", "SHA-256"), run)

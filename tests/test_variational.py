@@ -819,5 +819,6 @@ def test_a_one_dimensional_target_fits_with_the_default_model(tmp_path, capsys):
     code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'one.py'}:log_prob", "--dim", "1", "--out", run,
                        "--steps", "200", "--no-progress", "--no-plots")
     assert code == 0, err
-    assert json.loads((run / "config.json").read_text())["train"]["model_options"]["autoregressive"] is True
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["model_options"]["autoregressive"] is True and "data_sha256" not in config
     assert abs(json.loads((run / "results.json").read_text())["log_z"] - 0.5 * math.log(2 * math.pi)) < 0.01

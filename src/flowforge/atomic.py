@@ -25,12 +25,15 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     ...     _ = tmp.write_text("done")
     """
     path = Path(path)
+    mode = _mode_for(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}{TEMPORARY_MARK}", suffix=path.suffix, dir=path.parent)
-    os.fchmod(fd, _mode_for(path))  # mkstemp's 0600 would take the file away from the user's group
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
+        # after writing (a writer may have replaced the file, and a read-only mode would stop it):
+        # mkstemp's 0600 would take the file away from the user's group
+        os.chmod(tmp, mode)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -402,8 +402,7 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     if resample:
         _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file)
-    outputs = (output.with_suffix(".npy"), output.with_suffix(".png")) if spec.images else (output,)
-    refuse_to_replace(outputs, force, inputs=(run, context_file))
+    refuse_to_replace(_image_outputs(output) if spec.images else (output,), force, inputs=(run, context_file))
     if spec.images:
         _sample_images(flow, num, output, temperature, seed, conditions)
         return
@@ -507,6 +506,14 @@ def _finite_samples(x, temperature: float):
     return x
 
 
+def _image_outputs(output: Path) -> tuple[Path, Path]:
+    """An image sample's two files, the array (.npy) and the grid (.png), from either's name."""
+    if output.suffix.lower() not in (".png", ".npy"):
+        raise FlowforgeError(f"{output}: unsupported output type {output.suffix or '(none)'} for images; "
+                             "use .png or .npy (both are written)")
+    return output.with_suffix(".npy"), output.with_suffix(".png")
+
+
 def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, conditions=None) -> None:
     import numpy as np
     import torch
@@ -514,9 +521,7 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, 
     from flowforge.data import write_table
     from flowforge.plots.images import write_image_grid
 
-    if output.suffix.lower() not in (".png", ".npy"):
-        raise FlowforgeError(f"{output}: unsupported output type {output.suffix or '(none)'} for images; "
-                             "use .png or .npy (both are written)")
+    array_path, grid_path = _image_outputs(output)
     images, diverged = [], 0
     for x in _sample_batches(flow, num, temperature, seed, conditions):
         diverged += int((~torch.isfinite(x)).flatten(1).any(1).sum())
@@ -525,7 +530,6 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, 
     if diverged:
         warn(f"{diverged} of {len(images)} samples are not finite (written as 0 where not finite); "
              "try a lower --temperature")
-    array_path, grid_path = output.with_suffix(".npy"), output.with_suffix(".png")
     write_table(array_path, images)
     write_image_grid(grid_path, images, flow.bits)
     click.echo(f"wrote {len(images)} images to {array_path} and a grid to {grid_path}")
@@ -541,7 +545,7 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     source = config.data if data is None else data
     conditions = None
     if data is None:
-        _warn_of_changed_data(run, raw)
+        _warn_of_changed_data(run, raw, data_dir)
     if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
         splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
         recorded = raw.get("context") or {}
@@ -563,13 +567,13 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     return source, points, conditions
 
 
-def _warn_of_changed_data(run: Path, raw: dict) -> None:
+def _warn_of_changed_data(run: Path, raw: dict, data_dir: str | None) -> None:
     from flowforge.data import changed_data
 
-    changed = changed_data(raw)
-    if changed is not None:
-        warn(f"{changed}: changed (or gone) since {run} was trained on it; its test split now holds other rows "
-             "than the run held out (--data FILE scores a file's every row)")
+    changed = changed_data(raw, data_dir)
+    if changed is not None and Path(changed).exists():  # a file gone is the loader's to say
+        warn(f"{changed}: changed since {run} was trained on it; its held-out test split is not the one the run "
+             "held out (--data FILE scores a file's every row)")
 
 
 def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):
@@ -659,7 +663,8 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
             context_text: str | None = None, context_file: Path | None = None, force: bool = False) -> None:
     """log p(x) of each point (data units), one value per row: finite, or -inf where the flow gives
     no finite density (values beyond float32, say). For an image run, the bits/dim of each image
-    of a folder of PNGs (every one, in file-name order), of MNIST-style IDX files (the test images)
+    of a folder of PNGs (every one, in file-name order as strings: 10.png before 2.png), of
+    MNIST-style IDX files (the test images)
     or of an (N, C, H, W) .npy array: high values are unusual images.
 
     A conditional run scores log p(x | c): the file is laid out as its training table (the context

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from flowforge.data.context import COLUMNS, LABEL, ContextInfo, column_positions, one_hot, split_columns
-from flowforge.data.files import column_problems, file_sha256, read_table, table_columns, write_table
-from flowforge.data.images import (IMAGE_CLASSES, IMAGE_DATASETS, image_label_splits, image_splits, is_idx_directory,
-                                   is_image_source, read_png_folder)
+from flowforge.data.files import column_problems, file_sha256, files_sha256, read_table, table_columns, write_table
+from flowforge.data.images import (IMAGE_CLASSES, IMAGE_DATASETS, image_files, image_label_splits, image_splits,
+                                   is_idx_directory, is_image_source, read_png_folder)
 from flowforge.data.toy import TOY_CLASSES, TOY_DATASETS, sample_toy, sample_toy_labelled
 from flowforge.errors import FlowforgeError
 
@@ -122,24 +123,25 @@ def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.n
 
 
 def data_digest(source: str, data_dir: str | None = None) -> str | None:
-    """The SHA-256 of a user's data (a file, or a folder of images; MNIST's named set: its
-    --data-dir), None for a generated or packaged set: what a run records, so that a file changed
-    since is noticed before its rows are split again as if they were the same."""
+    """The SHA-256 of a user's data (a file, or the files a folder's images are read from; MNIST's
+    named set: its --data-dir), None for a generated or packaged set: what a run records, so that a
+    file changed since is noticed before its rows are split again as if they were the same."""
     if is_toy(source) or source == "digits" or (source == "mnist" and not data_dir):
         return None
-    # of a folder, the files its images are read from (a file written beside them changes nothing)
-    return file_sha256(data_dir if source == "mnist" else source, keep=lambda p: p.suffix.lower() == ".png" or
-                       "-idx" in p.name)
+    path = Path(data_dir if source == "mnist" else source)
+    return files_sha256(image_files(path)) if path.is_dir() else file_sha256(path)
 
 
-def changed_data(raw: dict) -> str | None:
-    """The data of a run trained on a user's file when it is no longer what the run was trained on
-    (its SHA-256 differs, or it is gone); None when it is the same, or the run recorded none."""
+def changed_data(raw: dict, data_dir: str | None = None) -> str | None:
+    """The data of a run trained on a user's file (read from ``data_dir`` when given) when it is no
+    longer what the run was trained on (its SHA-256 differs, or it is gone); None when it is the
+    same, or the run recorded none."""
     recorded, train = raw.get("data_sha256"), raw.get("train") or {}
     if not isinstance(recorded, str) or not isinstance(train.get("data"), str):
         return None
-    source = train["data"] if train["data"] != "mnist" else train.get("data_dir")
-    return None if data_digest(train["data"], train.get("data_dir")) == recorded else str(source)
+    data_dir = data_dir or train.get("data_dir")
+    source = train["data"] if train["data"] != "mnist" else data_dir
+    return None if data_digest(train["data"], data_dir) == recorded else str(source)
 
 
 __all__ = ["data_digest", "changed_data", "Splits", "ContextInfo", "LABEL", "COLUMNS", "TOY_DATASETS", "IMAGE_DATASETS", "TEST_SIZE", "load_splits", "load_points", "sample_toy",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -23,14 +23,19 @@ CHUNK_ROWS = 65_536
 FLOAT32 = np.finfo(np.float32)
 
 
-def file_sha256(path: str | Path, keep: Callable[[Path], bool] = lambda p: True) -> str | None:
-    """The SHA-256 of a file's bytes, or of the files of a folder that ``keep`` (their names and
-    bytes, in name order); None when it cannot be read. What a run records of a user's file, to
-    notice a change."""
-    path, digest = Path(path), hashlib.sha256()
+def file_sha256(path: str | Path) -> str | None:
+    """The SHA-256 of a file's bytes; None when it cannot be read. What a run records of a user's
+    file, to notice a change."""
+    return files_sha256([Path(path)], named=False)
+
+
+def files_sha256(files: list[Path], named: bool = True) -> str | None:
+    """The SHA-256 of ``files``' bytes in turn (each preceded by its name when ``named``: a folder's
+    files); None when one cannot be read."""
+    digest = hashlib.sha256()
     try:
-        for file in sorted(p for p in path.iterdir() if p.is_file() and keep(p)) if path.is_dir() else [path]:
-            digest.update(file.name.encode() if path.is_dir() else b"")
+        for file in files:
+            digest.update(file.name.encode() if named else b"")
             with open(file, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
@@ -160,7 +165,7 @@ def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
     if not np.issubdtype(array.dtype, np.number):
         raise FlowforgeError(f"{path}: holds {array.dtype} values, expected numbers")
     if array.ndim != 2:
-        images = " (images: train on a folder of PNGs, MNIST-style IDX files or digits)" if array.ndim in (3, 4) else ""
+        images = " (image runs read a folder of PNGs, MNIST-style IDX files or digits)" if array.ndim in (3, 4) else ""
         raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}{images}")
     for start in range(0, len(array), CHUNK_ROWS):
         yield np.asarray(array[start:start + CHUNK_ROWS])

@@ -123,10 +123,30 @@ def _png_to_chw(path: Path) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
+def png_files(directory: str | Path) -> list[Path]:
+    """The ``*.png`` files of ``directory``, sorted by name (as strings: 10.png before 2.png)."""
+    return sorted(p for p in Path(directory).iterdir() if p.suffix.lower() == ".png" and p.is_file())
+
+
+def image_files(directory: str | Path) -> list[Path]:
+    """The files a folder's images (and labels) are read from: its IDX files, or its PNGs."""
+    if not is_idx_directory(directory):
+        return png_files(directory)
+    stems = [*MNIST_FILES.values(), *MNIST_LABEL_FILES.values()]
+    return [path for stem in stems for path in [_found(Path(directory), stem)] if path is not None]
+
+
+def _found(directory: Path, stem: str) -> Path | None:
+    try:
+        return _mnist_path(directory, stem)
+    except FlowforgeError:
+        return None
+
+
 def read_png_folder(directory: str | Path) -> np.ndarray:
     """Every ``*.png`` in ``directory`` (sorted by name) as (N, C, H, W); all must share size and mode."""
     directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    files = png_files(directory)
     if not files:
         raise FlowforgeError(f"{directory}: holds no .png images")
     images = [_png_to_chw(files[0])]

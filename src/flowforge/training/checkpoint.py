@@ -61,12 +61,12 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:
-    """Write ``tensors`` as safetensors, with ``metadata`` and the SHA-256 of the tensors' bytes
-    (so that a byte changed on disk since is noticed on loading, not scored)."""
+    """Write ``tensors`` as safetensors, with ``metadata`` and the SHA-256 of both (so that a byte
+    changed on disk since is noticed on loading, not scored or resumed from)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_target(path) as tmp:
         # one metadata key: safetensors writes several in a random order, and a run's files must repeat byte for byte
-        recorded = {**(metadata or {}), DIGEST_KEY: tensors_sha256(tensors)}
+        recorded = {**(metadata or {}), DIGEST_KEY: tensors_sha256(tensors, metadata or {})}
         save_file(tensors, str(tmp), metadata={"json": json.dumps(recorded)})
 
 
@@ -80,14 +80,14 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         recorded = metadata.pop(DIGEST_KEY, None) if isinstance(metadata, dict) else None
     except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as err:
         raise FlowforgeError(f"{path}: corrupt or not a safetensors file ({str(err).splitlines()[0]})") from None
-    if recorded is not None and recorded != tensors_sha256(tensors):  # files written before it carry none
+    if recorded is not None and recorded != tensors_sha256(tensors, metadata):  # files written before carry none
         raise FlowforgeError(f"{path}: corrupt (its tensors no longer match the SHA-256 written with them)")
     return tensors, metadata
 
 
-def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    """The SHA-256 of tensors' names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
+def tensors_sha256(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> str:
+    """The SHA-256 of the metadata and of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().contiguous().cpu()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())

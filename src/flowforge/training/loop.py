@@ -127,12 +127,12 @@ def load_checkpoint(run_dir: Path, flow, optimizer, ema: EMA, generator, steps: 
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] | None, force: bool,
-                     context: dict | None = None) -> None:
+                     context: dict | None = None, digest: str | None = None) -> None:
     """Start the run's files (the caller holds the lock and has checked the directory): on ``force``
-    the previous run's own files go first, and nothing else in the directory is touched."""
+    the previous run's own files go first, and nothing else in the directory is touched. ``digest``:
+    the SHA-256 of the user's data file, so that its later edits are noticed."""
     if force:
         clear_run(run_dir)
-    digest = data_digest(config.data, config.data_dir)  # a user's file: its later edits are noticed
     write_json(run_dir / CONFIG, {MARKER: {"format": 1}, "config_version": CONFIG_VERSION, "train": config.to_dict(),
                                   "dim": dim, "columns": columns, "context": context,
                                   **({} if digest is None else {"data_sha256": digest}),
@@ -363,7 +363,7 @@ def refuse_changed_data(run_dir: Path) -> None:
 
 
 def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Context, splits, resume: bool,
-                     force: bool, flow, optimizer, ema: EMA, generator) -> Progress:
+                     force: bool, flow, optimizer, ema: EMA, generator, digest: str | None = None) -> Progress:
     """A resumed run's state from its checkpoint, or a new run's directory and a fresh start."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)  # rank 0's RNG too
@@ -374,7 +374,7 @@ def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Cont
         return progress
     if ranks.is_main:
         prepare_run_dir(run_dir, config, splits.dim, splits.columns, force,
-                        splits.context_info.to_dict() if splits.context_info else None)
+                        splits.context_info.to_dict() if splits.context_info else None, digest)
     torch.manual_seed(config.seed + ranks.rank)  # per-rank noise (e.g. trace estimators)
     return Progress()
 
@@ -399,12 +399,14 @@ def _stops_early(config: TrainConfig, progress: Progress, write: Callable[[str],
 
 def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resume: bool, force: bool,
            progress_bar: bool, stop_after: int | None, max_params: int | None) -> dict[str, Any]:
+    digest = None if resume else data_digest(config.data, config.data_dir)  # before the rows are read
     config, splits = _checked_setup(config, run_dir, ranks, resume)
     device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
     metrics = spec_of(config.model).metrics
     flow, optimizer, generator = _build(config, splits, max_params, device, dtype)
     ema = EMA(flow, config.ema_decay)
-    progress = _start_or_resume(config, run_dir, ranks, splits, resume, force, flow, optimizer, ema, generator)
+    progress = _start_or_resume(config, run_dir, ranks, splits, resume, force, flow, optimizer, ema, generator,
+                                digest)
     ranks.barrier()
     objective = _parallel_objective(flow, config, ranks, device)
     x_train = torch.from_numpy(splits.train).to(device, dtype)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -324,8 +325,8 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
         if resume:  # before the file is imported again
             refuse_a_changed_target(read_json(run_dir / CONFIG), run_dir)
         target = load_target(config.data, _recorded_dim(run_dir) if resume else dim)
-        if target.dim == 1 and config.model_options.get("autoregressive") is False:
-            config.model_options["autoregressive"] = True  # one feature: nothing to couple it to (NSF)
+        if target.dim == 1 and config.model_options.get("autoregressive") is False:  # one feature: nothing to
+            config = replace(config, model_options={**config.model_options, "autoregressive": True})  # couple to
         check_flow_size(config, target.dim, max_params)
         torch.manual_seed(config.seed)
         flow = build_flow(config, target.dim)
