@@ -91,13 +91,20 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
             discrete[name] = len(np.unique(values))
     if discrete:  # one line, however many columns (an image flattened into a table has dozens)
-        named = ", ".join(repr(n) for n in list(discrete)[:5]) + (f" and {len(discrete) - 5} more" if len(discrete) > 5 else "")
-        counts = sorted(set(discrete.values()))
-        each = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
-        problems.append((False, f"{source}: column{'s' if len(discrete) > 1 else ''} {named} "
-                                f"hold{'' if len(discrete) > 1 else 's'} only {each} integer values{' each' if len(discrete) > 1 else ''}; a continuous "
-                                "flow puts spikes on them (add uniform noise in [0, 1) to dequantise)"))
+        problems.append((False, f"{source}: {_discrete_columns(discrete)}; a continuous flow puts spikes on "
+                                "them (add uniform noise in [0, 1) to dequantise)"))
     return problems
+
+
+def _discrete_columns(values_per_column: dict[str, int], shown: int = 5) -> str:
+    """"column 'a' holds only 3 integer values", or "columns 'a', 'b' and 4 more hold only 2 to 9 … each"."""
+    names = list(values_per_column)
+    named = ", ".join(repr(n) for n in names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    low, high = min(values_per_column.values()), max(values_per_column.values())
+    counts = f"{low}" if low == high else f"{low} to {high}"
+    if len(names) == 1:
+        return f"column {named} holds only {counts} integer values"
+    return f"columns {named} hold only {counts} integer values each"
 
 
 def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
