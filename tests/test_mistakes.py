@@ -221,7 +221,7 @@ def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
     code, out, err = cli(capsys, "eval", tmp_path / "r", "--data", table)
     assert code == 0 and err == "" and "60 points" in out
     table.unlink()  # gone: the loader's one line, no warning before it
-    refused(capsys, 1, ["eval", tmp_path / "r"], ("mine.csv",), tmp_path)
+    refused(capsys, 1, ["eval", tmp_path / "r"], ("mine.csv: no such file", "--data FILE"), tmp_path)
 
 
 def test_a_folders_digest_follows_its_files(tmp_path):

@@ -546,6 +546,9 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     conditions = None
     if data is None:
         _warn_of_changed_data(run, raw, data_dir)
+        if not (is_toy(source) or is_image_source(source) or Path(source).exists()):
+            raise FlowforgeError(f"{source}: no such file (the data {run} was trained on; --data FILE scores "
+                                 "another)")
     if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
         splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
         recorded = raw.get("context") or {}

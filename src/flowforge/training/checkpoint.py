@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from flowforge.atomic import atomic_target
 from flowforge.errors import FlowforgeError
@@ -67,7 +67,9 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     with atomic_target(path) as tmp:
         # one metadata key: safetensors writes several in a random order, and a run's files must repeat byte for byte
         recorded = {**(metadata or {}), DIGEST_KEY: tensors_sha256(tensors, metadata or {})}
-        save_file(tensors, str(tmp), metadata={"json": json.dumps(recorded)})
+        # bytes written into our own temporary file: save_file makes a temporary of its own (.tmpXXXXXX)
+        # that a kill would leave behind, where a resume's clean-up does not know its name
+        tmp.write_bytes(save(tensors, metadata={"json": json.dumps(recorded)}))
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
