@@ -644,14 +644,20 @@ def test_placement_finds_where_a_targets_mass_lies_and_leaves_a_target_in_reach_
         assert target_placement(lambda x: -0.5 * ((x / 0.01) ** 2).sum(-1), 10, seed=0) is None
 
 
+def fitted_file_target(tmp_path, capsys, source: str, dim: int, steps: int):
+    """A `flowforge fit` run of the target ``log_prob`` in a file of ``source``, at the defaults."""
+    (tmp_path / "target.py").write_text(source)
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'target.py'}:log_prob", "--dim", str(dim), "--out", run,
+                       "--steps", str(steps), "--no-progress", "--no-plots")
+    assert code == 0, err
+    return run
+
+
 def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, capsys):
     """N((10, 10), I): the default NSF's splines reach ±4 only, so unplaced its q piled up at the
     edge (log Z −39.6 against 1.838); placed, it fits the target (log Z = log 2π)."""
-    (tmp_path / "far.py").write_text("def log_prob(x):\n    return -0.5 * ((x - 10) ** 2).sum(-1)\n")
-    run = tmp_path / "run"
-    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'far.py'}:log_prob", "--dim", "2", "--out", run,
-                       "--steps", "300", "--no-progress", "--no-plots")
-    assert code == 0, err
+    run = fitted_file_target(tmp_path, capsys, "def log_prob(x):\n    return -0.5 * ((x - 10) ** 2).sum(-1)\n", 2, 300)
     results = json.loads((run / "results.json").read_text())
     assert abs(results["log_z"] - math.log(2 * math.pi)) < 0.05 and results["ess_per_draw"] > 0.9
     placement = json.loads((run / "config.json").read_text())["variational"]["placement"]
@@ -814,11 +820,7 @@ def test_a_target_file_imports_the_modules_beside_it(tmp_path):
 
 def test_a_one_dimensional_target_fits_with_the_default_model(tmp_path, capsys):
     """NSF couples at least two features: on one the recipe takes its autoregressive form (recorded)."""
-    (tmp_path / "one.py").write_text("def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n")
-    run = tmp_path / "run"
-    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'one.py'}:log_prob", "--dim", "1", "--out", run,
-                       "--steps", "200", "--no-progress", "--no-plots")
-    assert code == 0, err
+    run = fitted_file_target(tmp_path, capsys, "def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n", 1, 200)
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["model_options"]["autoregressive"] is True and "data_sha256" not in config
     assert abs(json.loads((run / "results.json").read_text())["log_z"] - 0.5 * math.log(2 * math.pi)) < 0.01
