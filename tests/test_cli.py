@@ -213,6 +213,16 @@ def test_a_boolean_model_option_reads_the_usual_words(tmp_path, capsys, word, va
     assert options["lu"] is value and options["hidden"] == 16 and isinstance(options["hidden"], int)
 
 
+@pytest.mark.parametrize("mask", ["1,0,1", "[1,0,1]", "[1, 0, 1]"])
+def test_a_list_model_option_reads_with_or_without_brackets(tmp_path, capsys, mask):
+    table = tmp_path / "t.csv"
+    table.write_text("".join(f"{i % 7},{(i * 3) % 5 + 0.5},{i / 10}\n" for i in range(60)))
+    code, _, err = flowforge(capsys, "train", "--model", "realnvp", "--data", table, "--steps", "2", "--out",
+                             tmp_path / "r", "--model-option", f"mask={mask}", "--no-plots", "--no-progress")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["model_options"]["mask"] == [1, 0, 1]
+
+
 def test_a_size_flag_and_a_model_option_for_the_same_keyword_are_refused(tmp_path, capsys):
     code, _, err = flowforge(capsys, "train", "--model", "nsf", "--data", "moons", "--layers", "3", "--model-option",
                              "num_layers=7", "--out", tmp_path / "r")

@@ -120,8 +120,8 @@ def _recipe_epilog() -> str:
 
 def _model_options(model: str, sizes: dict[str, int | None], pairs: tuple[str, ...]) -> dict:
     """The builder's keyword arguments: ``--layers/--hidden/--depth`` under the model's own names
-    (refused where it has none), then each ``--model-option KEY=VALUE`` (VALUE read as JSON when
-    it parses, else as a string, then as the type of the builder's default: :func:`_typed_option`)."""
+    (refused where it has none), then each ``--model-option KEY=VALUE`` (VALUE read by
+    :func:`_option_value`, then as the type of the builder's default: :func:`_typed_option`)."""
     names = spec_of(model).size_options
     options = {}
     for flag, value in sizes.items():
@@ -137,13 +137,20 @@ def _model_options(model: str, sizes: dict[str, int | None], pairs: tuple[str, .
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--model-option")
         if key in from_flags:
             raise click.BadParameter(f"{key} is given twice (by {pair!r} and a size flag)", param_hint="--model-option")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+        options[key] = _option_value(value)
         if key in defaults:
             options[key] = _typed_option(key, options[key], defaults[key], pair)
     return options
+
+
+def _option_value(text: str):
+    """A --model-option VALUE: JSON when it parses (also as a list without brackets: 1,0,1,0), else the text."""
+    for candidate in (text, f"[{text}]" if "," in text else None):
+        try:
+            return json.loads(candidate) if candidate is not None else text
+        except json.JSONDecodeError:
+            continue
+    return text
 
 
 BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
