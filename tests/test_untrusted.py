@@ -146,3 +146,15 @@ def test_a_changed_number_in_a_checkpoints_metadata_is_refused(run, capsys):
     path.write_bytes(data[:at] + (b"7" if digit != b"7" else b"8") + data[at + 1:])
     refused(capsys, 1, ["train", "--resume", run, "--steps", "60", "--no-progress"],
             ("checkpoint.safetensors: corrupt", "SHA-256"), run)
+
+
+def test_a_run_without_weights_yet_names_the_process_training_it(run, capsys):
+    """Before its first evaluation a run has no weights: eval and plot name the writer holding it,
+    not a missing file; with nobody holding it, the missing file is the message."""
+    from flowforge.training.rundir import run_lock
+
+    (run / "model.safetensors").unlink()
+    with run_lock(run):  # another writer's lock: flock is per open file, so this process counts as one
+        for command in (["eval", run], ["plot", run]):
+            refused(capsys, 1, command, ("still being trained by another flowforge process (PID", "first evaluation"))
+    refused(capsys, 1, ["eval", run], ("model.safetensors: missing",))

@@ -13,6 +13,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, load_tensors, l
                                            split_prefix)
 from flowforge.training.config import TrainConfig
 from flowforge.training.device import resolve_device, resolve_dtype
+from flowforge.training.rundir import active_writer
 from flowforge.transforms import StandardizeContext
 from flowforge.training.validate import (check_buffers, check_data_shape, check_model_size,
                                          check_weights_file_size)
@@ -78,6 +79,10 @@ def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *, max_params: in
     check_flow_size(config, dim, max_params)
     flow = build_flow(config, dim).to(dtype=resolve_dtype(config.dtype))  # the weights' dtype
     path = run_dir / weights
+    writer = None if path.is_file() else active_writer(run_dir)
+    if writer is not None:
+        raise FlowforgeError(f"{run_dir}: still being trained by another flowforge process ({writer}); its "
+                             "weights are written at its first evaluation")
     check_weights_file_size(path, flow.state_dict())
     tensors, _ = load_tensors(path)
     if weights != BEST_WEIGHTS:  # a full checkpoint keeps the model under "model."

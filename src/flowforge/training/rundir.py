@@ -118,6 +118,22 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
+def active_writer(run_dir: Path) -> str | None:
+    """Who holds the run's lock now ("PID N"), or None when nobody does (the lock is only tried)."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return _holder(fd)
+    finally:
+        os.close(fd)
+
+
 def stale_lock_pid(run_dir: Path) -> int | None:
     """The PID a lock file records when that process is no longer running (a killed run's leftover)."""
     try:
