@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from cli_harness import cli, refused, run  # noqa: F401
+from cli_harness import assert_one_line, cli, refused, run  # noqa: F401
 from safetensors.torch import load_file, save_file
 
 from flowforge.training.validate import count_parameters
@@ -158,3 +158,12 @@ def test_a_run_without_weights_yet_names_the_process_training_it(run, capsys):
         for command in (["eval", run], ["plot", run]):
             refused(capsys, 1, command, ("still being trained by another flowforge process (PID", "first evaluation"))
     refused(capsys, 1, ["eval", run], ("model.safetensors: missing",))
+
+
+def test_column_names_that_do_not_fit_the_run_are_said_not_silently_replaced(run, tmp_path, capsys):
+    raw = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**raw, "columns": ["only", "three", "names"][:raw["dim"] + 1]}))
+    code, _, err = cli(capsys, "sample", run, "-n", 3, "-o", tmp_path / "s.csv")
+    assert code == 0
+    assert_one_line(err, "warning", "'columns' are not", "x0, x1")
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == ",".join(f"x{i}" for i in range(raw["dim"]))

@@ -415,6 +415,8 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
         return
     dim = int(raw["dim"])
     columns = raw.get("columns") if isinstance(raw.get("columns"), list) and len(raw["columns"]) == dim else None
+    if columns is None and raw.get("columns") is not None:
+        warn(f"{run / 'config.json'}: its 'columns' are not {dim} names; the samples' header is x0, x1, …")
     names = [str(c) for c in columns] if columns else [f"x{i}" for i in range(dim)]
     draws = (_variational().resampled_batches(flow, raw, num, seed) if resample  # variational runs only
              else _sample_batches(flow, num, temperature, seed, conditions))
