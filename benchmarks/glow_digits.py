@@ -72,18 +72,17 @@ def normflows_glow(image_shape: tuple[int, int, int], levels: int, steps: int, h
     return nf.MultiscaleFlow(q0, flows, merges, class_cond=False)
 
 
-def continuous(images: torch.Tensor, bits: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def continuous(images: torch.Tensor, bits: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
     """Stored images → flowforge's continuous pixels in [0, 1), then its Glow's Shift(−½) (log-det 0)."""
     return dequantize(images, bits, generator) - 0.5
 
 
 def normflows_bits_per_dim(model, images: torch.Tensor, bits: int) -> tuple[float, float]:
-    """Mean (bits/dim, discrete NLL in nats) with flowforge's evaluation noise: seed 0, batches of 256."""
-    generator = torch.Generator().manual_seed(DEQUANTIZATION_SEED)
+    """Mean (bits/dim, discrete NLL in nats) with flowforge's evaluation noise: keyed on seed 0 and each image."""
     dims = images[0].numel()
     model.eval()
     with torch.no_grad():
-        nll = torch.cat([-model.log_prob(continuous(chunk, bits, generator), None) for chunk in images.split(IMAGE_BATCH)])
+        nll = torch.cat([-model.log_prob(continuous(chunk, bits, DEQUANTIZATION_SEED), None) for chunk in images.split(IMAGE_BATCH)])
     model.train()
     nll = float(nll.mean())
     return float(bits_per_dim(nll, dims, bits)), nll + dims * bits * math.log(2)

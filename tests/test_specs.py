@@ -176,6 +176,11 @@ def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
         assert code == 0, err
         scored[source] = [float(v) for v in out.split()]
     assert len(scored["pngs"]) == 5 and scored["pngs"] == scored["in_name_order.npy"]
+    # an image's score is its own: the same image first, or after others, or in a smaller batch
+    np.save(tmp_path / "reordered.npy", images[:5][[2, 0, 4]])
+    code, out, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "reordered.npy"))
+    assert code == 0, err
+    assert [float(v) for v in out.split()] == [scored["in_name_order.npy"][i] for i in (2, 4, 0)]
     code, out, err = cli(capsys, "eval", str(tmp_path / "g"), "--data", str(tmp_path / "pngs"), "--json")
     assert code == 0 and json.loads(out)["n"] == 5, err
     # an image sample's .npy beside its .png is a file written too: an existing one is not replaced unasked

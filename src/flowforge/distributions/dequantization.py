@@ -14,6 +14,7 @@ with NLL_continuous including every Jacobian of the flow's own preprocessing (a 
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -37,11 +38,38 @@ def reduce_bits(images: Tensor, bits: int) -> Tensor:
     return torch.floor(images / 2 ** (STORED_BITS - check_bits(bits)))
 
 
-def dequantize(images: Tensor, bits: int, generator: torch.Generator | None = None) -> Tensor:
-    """(level + u) / 2^bits ∈ [0, 1) with u ~ U[0, 1) per pixel (``generator`` for repeatable noise)."""
+def dequantize(images: Tensor, bits: int, generator: torch.Generator | int | None = None) -> Tensor:
+    """(level + u) / 2^bits ∈ [0, 1) with u ~ U[0, 1) per pixel.
+
+    ``generator``: a ``torch.Generator`` for repeatable noise, or an ``int`` seed for noise keyed on
+    each image's own levels (:func:`keyed_noise`: an image gets the same noise wherever it sits).
+    """
     levels = reduce_bits(images, bits)
-    noise = torch.rand(levels.shape, generator=generator, dtype=levels.dtype, device=levels.device)
+    if isinstance(generator, int):
+        noise = keyed_noise(levels, generator)
+    else:
+        noise = torch.rand(levels.shape, generator=generator, dtype=levels.dtype, device=levels.device)
     return (levels + noise) / 2 ** bits
+
+
+def keyed_noise(levels: Tensor, seed: int) -> Tensor:
+    """U[0, 1) noise for each image in ``levels`` (N, ...) drawn from a generator seeded by a hash of
+    ``seed`` and that image's levels: the same image gets the same noise in any batch, at any position,
+    so a score of fixed noise is a function of the image alone (a batch-slot noise made an image's
+    score depend on which images came before it).
+
+    >>> a, b = torch.zeros(1, 4), torch.ones(1, 4)
+    >>> torch.equal(keyed_noise(torch.cat([a, b]), 0)[1], keyed_noise(torch.cat([b, a]), 0)[0])
+    True
+    """
+    cpu = levels.detach().to("cpu", torch.uint8).reshape(len(levels), -1).numpy()
+    noise = torch.empty(levels.shape, dtype=levels.dtype)
+    generator = torch.Generator()
+    for i, image in enumerate(cpu):
+        key = hashlib.blake2b(image.tobytes(), digest_size=8, key=str(seed).encode()).digest()
+        generator.manual_seed(int.from_bytes(key, "little") >> 1)
+        torch.rand(levels.shape[1:], generator=generator, dtype=levels.dtype, out=noise[i])
+    return noise.to(levels.device)
 
 
 def quantize(x: Tensor, bits: int) -> Tensor:

@@ -54,12 +54,13 @@ class ImageFlow(Flow):
     def dims(self) -> int:
         return self.base.event_dim
 
-    def dequantize(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Stored images (8-bit scale) → continuous pixels (level + u) / 2^bits in [0, 1)."""
+    def dequantize(self, images: Tensor, generator: torch.Generator | int | None = None) -> Tensor:
+        """Stored images (8-bit scale) → continuous pixels (level + u) / 2^bits in [0, 1); ``generator``
+        a ``torch.Generator``, or an ``int`` seed for noise keyed on each image (see ``dequantize``)."""
         self.check_event(images, "images")
         return dequantize(images, self.bits, generator)
 
-    def discrete_log_prob(self, images: Tensor, generator: torch.Generator | None = None,
+    def discrete_log_prob(self, images: Tensor, generator: torch.Generator | int | None = None,
                           context: Tensor | None = None) -> Tensor:
         """One-draw estimate of the dequantisation bound on log P(images | c) at ``bits`` bits, in nats.
 
@@ -67,7 +68,7 @@ class ImageFlow(Flow):
         """
         return self.log_prob(self.dequantize(images, generator), context) + log_bin_volume(self.dims, self.bits)
 
-    def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None,
+    def bits_per_dim(self, images: Tensor, generator: torch.Generator | int | None = None,
                      context: Tensor | None = None) -> Tensor:
         """Bits per pixel of each image, (NLL_continuous + D · log 2^bits) / (D · ln 2)."""
         return bits_per_dim(-self.log_prob(self.dequantize(images, generator), context), self.dims, self.bits)

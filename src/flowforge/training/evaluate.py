@@ -92,12 +92,12 @@ def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int], context: torch.
 def discrete_log_prob(flow: Flow, images: np.ndarray | torch.Tensor, batch_size: int = IMAGE_BATCH,
                       seed: int = DEQUANTIZATION_SEED, context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
     """Each quantised image's dequantisation bound on log P(x) (or log P(x | c)) in nats, the flow's
-    ``discrete_log_prob`` with noise drawn from ``seed`` (one draw per pixel)."""
+    ``discrete_log_prob`` with fixed noise keyed on ``seed`` and the image's own pixels: an image's
+    score does not depend on the images beside it or on its position among them."""
     device, dtype = flow_device(flow)
     x = torch.as_tensor(images, dtype=dtype)
-    generator = torch.Generator(device).manual_seed(seed)
     with torch.inference_mode():
-        return torch.cat([flow.discrete_log_prob(chunk.to(device), generator,
+        return torch.cat([flow.discrete_log_prob(chunk.to(device), seed,
                                                  None if c is None else c.to(device, dtype)).cpu()
                           for chunk, c in zip(x.split(batch_size), _chunks(context, len(x), batch_size))])
 
