@@ -216,12 +216,16 @@ def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
     code, out, err = cli(capsys, "eval", tmp_path / "r")
     assert code == 0 and "held-out test split" in out
     assert_one_line(err, "warning", "mine.csv: changed since", "--data FILE")
+    code, out, err = cli(capsys, "plot", tmp_path / "r")  # plot draws the training rows too: it says so
+    assert code == 0 and "flow.png" in out
+    assert_one_line(err, "warning", "mine.csv: changed since", "splits are not the run's")
     refused(capsys, 1, ["train", "--resume", tmp_path / "r", "--steps", 20, "--no-progress"],
             ("mine.csv: changed (or gone) since", "start a new run"), tmp_path)
     code, out, err = cli(capsys, "eval", tmp_path / "r", "--data", table)
     assert code == 0 and err == "" and "60 points" in out
     table.unlink()  # gone: the loader's one line, no warning before it
     refused(capsys, 1, ["eval", tmp_path / "r"], ("mine.csv: no such file", "--data FILE"), tmp_path)
+    refused(capsys, 1, ["plot", tmp_path / "r"], ("mine.csv: no such file", "the data", "was trained on"), tmp_path)
 
 
 def test_a_folders_digest_follows_its_files(tmp_path):

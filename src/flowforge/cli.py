@@ -554,10 +554,7 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     source = config.data if data is None else data
     conditions = None
     if data is None:
-        _warn_of_changed_data(run, raw, data_dir)
-        if not (is_toy(source) or is_image_source(source) or Path(source).exists()):
-            raise FlowforgeError(f"{source}: no such file (the data {run} was trained on; --data FILE scores "
-                                 "another)")
+        _check_training_data(run, raw, config, "--data FILE scores a file's every row", data_dir)
     if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
         splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
         recorded = raw.get("context") or {}
@@ -579,13 +576,17 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     return source, points, conditions
 
 
-def _warn_of_changed_data(run: Path, raw: dict, data_dir: str | None) -> None:
-    from flowforge.data import changed_data
+def _check_training_data(run: Path, raw: dict, config: TrainConfig, instead: str, data_dir: str | None = None) -> None:
+    """Before reading the data a run was trained on again: one line when it is gone, a warning when it
+    changed since (its splits are not the run's); ``instead`` says what the user can do about it."""
+    from flowforge.data import changed_data, is_image_source, is_toy
 
+    source = config.data
+    if not (is_toy(source) or is_image_source(source) or Path(source).exists()):
+        raise FlowforgeError(f"{source}: no such file (the data {run} was trained on; {instead})")
     changed = changed_data(raw, data_dir)
-    if changed is not None and Path(changed).exists():  # a file gone is the loader's to say
-        warn(f"{changed}: changed since {run} was trained on it; its held-out test split is not the one the run "
-             "held out (--data FILE scores a file's every row)")
+    if changed is not None and Path(changed).exists():  # MNIST's folder gone is the loader's to say
+        warn(f"{changed}: changed since {run} was trained on it; its splits are not the run's ({instead})")
 
 
 def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):
@@ -785,9 +786,10 @@ def plot(run: Path, max_params: int) -> None:
     """Draw a run's figures into RUN/plots: for a run trained on 2-D data the chapter's 2×2 figure,
     the density heat map and the training curve (each family adds its own); for a run of
     `flowforge fit`, the target against the flow's density and draws (2-D) and the ELBO and ESS curves."""
-    _, _, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
+    _, config, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
     if _fitted_to_target(raw, run):  # flowforge.variational.figures
         return _variational().plot_and_list(run)
+    _check_training_data(run, raw, config, "its figures draw the flow beside it")
     _plot(run)
 
 
