@@ -119,7 +119,10 @@ def test_resuming_with_another_models_checkpoint_is_one_line(run, tmp_path, caps
 
 @pytest.mark.parametrize("name, args", [("model.safetensors", ["eval", "{run}"]),
                                          ("checkpoint.safetensors", ["train", "--resume", "{run}", "--steps", "40",
-                                                                     "--no-progress"])])
+                                                                     "--no-progress"]),
+                                         # the best weights are read at a resume's end: refused before its steps
+                                         ("model.safetensors", ["train", "--resume", "{run}", "--steps", "400",
+                                                                "--no-progress"])])
 def test_a_byte_flipped_in_saved_tensors_is_refused_not_scored(run, capsys, name, args):
     """Weights carry the SHA-256 of their tensors: a bit flipped on disk (a bad sector, a bad copy)
     is one line, where it used to give an NLL of 10¹⁰; a file written without one still loads."""

@@ -367,6 +367,8 @@ def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Cont
     """A resumed run's state from its checkpoint, or a new run's directory and a fresh start."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)  # rank 0's RNG too
+        if progress.best_step >= 0:  # the best weights are read back at the end: a corrupt file is said now
+            load_tensors(run_dir / BEST_WEIGHTS)
         if ranks.is_main:
             drop_metrics_after(run_dir, progress.step)
         elif ranks.active:
