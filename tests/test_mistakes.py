@@ -188,7 +188,9 @@ def test_sample_and_density_never_write_over_a_users_file_unasked(run, tmp_path,
     os.chmod(mine, 0o640)
     refused(capsys, 1, ["sample", run, "-n", 3, "-o", mine], ("mine.csv: exists", "--force"), run, tmp_path)
     refused(capsys, 1, ["density", run, mine, "-o", mine, "--force"], ("mine.csv: is an input",), run, tmp_path)
-    refused(capsys, 1, ["density", run, mine, "-o", run / "metrics.jsonl"], ("metrics.jsonl: exists",), run, tmp_path)
+    refused(capsys, 1, ["density", run, mine, "-o", run / "metrics.jsonl"], ("metrics.jsonl: is the run's own",), run, tmp_path)
+    for own in ("config.json", "model.safetensors"):  # the run's own files: not even with --force
+        refused(capsys, 1, ["sample", run, "-n", 3, "-o", run / own, "--force"], (own, "the run's own file"), run)
     assert cli(capsys, "sample", run, "-n", 3, "-o", mine, "--force")[0] == 0
     assert len(mine.read_text().splitlines()) == 4 and (os.stat(mine).st_mode & 0o777) == 0o640
     os.chmod(mine, 0o444)  # a read-only file is replaced too, when asked, and stays read-only
@@ -212,6 +214,8 @@ def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
     assert cli(capsys, "train", "--data", table, "--steps", 10, "--eval-every", 5, "--out", tmp_path / "r", *SMALL)[0] == 0
     code, _, err = cli(capsys, "eval", tmp_path / "r")
     assert code == 0 and err == ""
+    refused(capsys, 1, ["sample", tmp_path / "r", "-n", 3, "-o", table, "--force"],  # its training data
+            ("mine.csv", "the data it was trained on"), tmp_path)
     _table(table, rows[::-1])
     code, out, err = cli(capsys, "eval", tmp_path / "r")
     assert code == 0 and "held-out test split" in out

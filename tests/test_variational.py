@@ -532,6 +532,8 @@ def test_a_file_target_is_recorded_by_its_absolute_path_and_resumes_from_anywher
     assert cli(capsys, "fit", "--target", "mine.py:log_prob", "--dim", "2", "--out", "run", *FAST)[0] == 0
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["variational"]["target"]
     assert recorded == f"{tmp_path / 'mine.py'}:log_prob"
+    code, _, err = cli(capsys, "sample", "run", "-n", "3", "-o", "mine.py", "--force")  # the target: kept
+    assert code == 1 and "the data it was trained on" in err and "def log_prob" in (tmp_path / "mine.py").read_text()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     code, _, err = cli(capsys, "fit", "--resume", tmp_path / "run", "--steps", "300", "--no-progress", "--no-plots")

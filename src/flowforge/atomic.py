@@ -51,13 +51,19 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def refuse_to_replace(outputs: Iterable[Path], force: bool, inputs: Iterable[Path | None] = ()) -> None:
-    """Refuse, before any work, to write over a file of the user's: an input of the command always,
-    any other existing file unless ``force`` (``--force``)."""
+def refuse_to_replace(outputs: Iterable[Path], force: bool, inputs: Iterable[Path | None] = (),
+                      kept: Iterable[Path] = ()) -> None:
+    """Refuse, before any work, to write over a file of the user's: an input of the command, or one of
+    ``kept`` (a run's own files and the data it was trained on), always; any other existing file
+    unless ``force`` (``--force``)."""
     sources = {Path(p).resolve() for p in inputs if p is not None and Path(p).exists()}
+    keep = {Path(p).resolve() for p in kept if Path(p).exists()}
     for output in outputs:
         if output.resolve() in sources:
             raise FlowforgeError(f"{output}: is an input of this command; write the output to another file")
+        if output.resolve() in keep:
+            raise FlowforgeError(f"{output}: is the run's own file or the data it was trained on; write the "
+                                 "output to another file")
         if output.is_dir():
             raise FlowforgeError(f"{output}: is a directory; give a file to write")
         if output.exists() and not force:

@@ -359,6 +359,18 @@ def _plot(run_dir: Path) -> None:
         click.echo(f"wrote {path}")
 
 
+def _kept_files(run: Path, raw: dict) -> list[Path]:
+    """Files an output of `sample` or `density` may never replace, even with --force: the run's own
+    files and the data it was trained on (a fitted run's target file)."""
+    from flowforge.data import is_image_source, is_toy
+    from flowforge.training.rundir import flowforge_files
+
+    data = (raw.get("train") or {}).get("data")
+    if not isinstance(data, str) or is_toy(data) or is_image_source(data):
+        return flowforge_files(run)
+    return [*flowforge_files(run), Path(data.rpartition(":")[0] if ".py:" in data else data)]  # path.py:fn
+
+
 def _load(run: Path, max_params: int, device: str = "cpu", dtype: str | None = None):
     """A run's flow (refused if untrusted) on ``device`` in ``dtype``, its config, its config file
     and its model's spec."""
@@ -409,7 +421,8 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     if resample:
         _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file)
-    refuse_to_replace(_image_outputs(output) if spec.images else (output,), force, inputs=(run, context_file))
+    refuse_to_replace(_image_outputs(output) if spec.images else (output,), force, inputs=(run, context_file),
+                      kept=_kept_files(run, raw))
     if spec.images:
         _sample_images(flow, num, output, temperature, seed, conditions)
         return
@@ -689,7 +702,7 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
 
     flow, config, raw, spec = _load(run, max_params, device, dtype)
     if output is not None:
-        refuse_to_replace((output,), force, inputs=(run, points, context_file))
+        refuse_to_replace((output,), force, inputs=(run, points, context_file), kept=_kept_files(run, raw))
     conditional = raw.get("context") is not None and context_text is None and context_file is None
     _, conditions = (None, None) if conditional else _run_conditions(run, raw, context_text, context_file)
     if spec.images:
