@@ -312,3 +312,18 @@ def test_density_with_context_on_a_file_that_holds_it_says_to_drop_context(tmp_p
                "--steps", "10", "--no-plots")[0] == 0
     refused(capsys, 1, ["density", run, tmp_path / "t.csv", "--context", "1,0.5"],
             ("has 4 columns but", "expects 2", "already holds the 2 context columns, so drop --context"), run)
+
+
+def test_a_file_of_the_wrong_width_names_what_each_command_takes(tmp_path, capsys):
+    np.savetxt(tmp_path / "t.csv", np.random.default_rng(0).normal(size=(200, 3)), delimiter=",",
+               header="theta,x,y", comments="")
+    np.savetxt(tmp_path / "x.csv", np.random.default_rng(1).normal(size=(20, 2)), delimiter=",", header="x,y",
+               comments="")
+    run = tmp_path / "r"
+    assert cli(capsys, "train", "--data", tmp_path / "t.csv", "--context-columns", "theta", "--out", run,
+               "--steps", "10", "--no-plots")[0] == 0
+    # density takes --context (one condition for every row); eval has no such option, so it is not offered
+    line = refused(capsys, 1, ["density", run, tmp_path / "x.csv"], ("has 2 columns", "or give --context"), run)
+    assert "--context" in line
+    line = refused(capsys, 1, ["eval", run, "--data", tmp_path / "x.csv"], ("has 2 columns", "the context theta"), run)
+    assert "--context" not in line

@@ -2,6 +2,7 @@
 files on disk as they were; numbers that float32 cannot hold are refused or scored -inf, never NaN."""
 
 import errno
+import json
 import math
 import os
 
@@ -247,3 +248,53 @@ def test_a_folders_digest_follows_its_files(tmp_path):
     assert len({first, second, data_digest(str(tmp_path / "imgs"))}) == 3
     assert data_digest("moons") is None and data_digest("digits") is None and data_digest("mnist") is None
     assert data_digest(str(tmp_path / "gone.csv")) is None
+
+
+def _far_from_zero(path, rows: int = 500):
+    """A table whose column 'a' varies by 0.01 around 10⁶, where float32's steps are 0.0625."""
+    x = np.random.default_rng(0).standard_normal((rows, 2))
+    x[:, 0] = 1e6 + 0.01 * x[:, 0]
+    np.savetxt(path, x, delimiter=",", header="a,b", comments="", fmt="%.17g")
+    return x
+
+
+def test_a_float64_run_reads_scores_and_writes_its_data_in_float64(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    x = _far_from_zero(data)
+    code, _, err = cli(capsys, "train", "--data", data, "--out", tmp_path / "r32", "--steps", 30, *SMALL)
+    assert code == 0 and "column 'a' holds 2 distinct values as float32" in err and "--dtype float64" in err
+    run = tmp_path / "r64"
+    code, _, err = cli(capsys, "train", "--data", data, "--out", run, "--steps", 30, "--dtype", "float64", *SMALL)
+    assert code == 0 and "distinct values" not in err
+    # eval and density read the file alike (in float64): the mean log-density is eval's NLL in data units
+    code, out, _ = cli(capsys, "eval", run, "--data", data, "--json")
+    nll_data = json.loads(out)["nll_data"]
+    code, out, _ = cli(capsys, "density", run, data)
+    assert code == 0 and -np.mean([float(v) for v in out.split()]) == pytest.approx(nll_data, abs=1e-6)
+    # the draws keep float64's digits: far more distinct values of 'a' than float32's few steps at 10⁶
+    assert cli(capsys, "sample", run, "-n", 200, "-o", tmp_path / "s.csv")[0] == 0
+    drawn = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)
+    assert len(np.unique(drawn[:, 0])) > 150 and abs(drawn[:, 0].mean() - 1e6) < 0.1
+    assert len(np.unique(x[:, 0].astype(np.float32))) < 10  # what float32 would have kept
+
+
+def test_a_tiny_table_warns_and_reports_no_standard_error_of_one_point(tmp_path, capsys):
+    data = _table(tmp_path / "d.csv", [[0.1 * i, (i * 7) % 11 + 0.5 * i] for i in range(11)])
+    run = tmp_path / "r"
+    code, _, err = cli(capsys, "train", "--data", data, "--out", run, "--steps", 20, *SMALL)
+    assert code == 0 and "11 rows leave 1 for validation and 1 for test" in err
+    results = json.loads((run / "results.json").read_text(), parse_constant=pytest.fail)  # NaN is not JSON
+    assert results["test_nll_stderr"] is None
+    code, out, _ = cli(capsys, "eval", run, "--json")
+    assert code == 0 and json.loads(out, parse_constant=pytest.fail)["nll_stderr"] is None
+    code, out, _ = cli(capsys, "eval", run)
+    assert code == 0 and "1 point of its held-out" in out and "nan" not in out.lower()
+
+
+def test_a_batch_larger_than_the_training_rows_is_warned_of(tmp_path, capsys):
+    data = _table(tmp_path / "d.csv", [[math.sin(i), math.cos(3 * i) + 0.1 * i] for i in range(150)])
+    code, _, err = cli(capsys, "train", "--data", data, "--out", tmp_path / "r", "--steps", 5, "--batch-size",
+                       4000, *SMALL)
+    assert code == 0 and "--batch-size 4000 is more than the 120 training rows" in err
+    code, _, err = cli(capsys, "train", "--data", data, "--out", tmp_path / "q", "--steps", 5, *SMALL)
+    assert code == 0 and "--batch-size" not in err  # the recipe's batch fits the table

@@ -415,6 +415,8 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     run draws -n samples for each condition (--context, or each row of --context-file), and a
     table's rows start with the condition's columns.
     """
+    import numpy as np
+
     from flowforge.data.files import write_table_batches
 
     flow, _, raw, spec = _load(run, max_params, device, dtype)
@@ -433,12 +435,14 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     names = [str(c) for c in columns] if columns else [f"x{i}" for i in range(dim)]
     draws = (_variational().resampled_batches(flow, raw, num, seed) if resample  # variational runs only
              else _sample_batches(flow, num, temperature, seed, conditions))
-    batches = (_finite_samples(x, temperature).cpu().float().numpy() for x in draws)
+    batches = (_finite_samples(x, temperature).cpu().numpy() for x in draws)
     if info is not None:
         names = _condition_names(info) + names
         batches = _with_conditions(batches, info, conditions, num)
     rows = num * (1 if conditions is None else len(conditions))
-    write_table_batches(output, batches, (rows, len(names)), header=",".join(_csv_name(n) for n in names))
+    wide = _numpy_dtype(flow) == np.float64  # a float64 run's draws are written in full
+    write_table_batches(output, batches, (rows, len(names)), np.float64 if wide else np.float32,
+                        header=",".join(_csv_name(n) for n in names), fmt="%.17g" if wide else "%.8g")
     click.echo(f"wrote {rows} samples to {output}" + (f" ({num} for each of {len(conditions)} conditions)"
                                                       if conditions is not None and len(conditions) > 1 else ""))
 
@@ -475,6 +479,16 @@ def _run_conditions(run: Path, raw: dict, text: str | None, file: Path | None):
     table = read_table(file)
     names = table_columns(file, table.shape[1]) if file.suffix.lower() == ".csv" else None
     return info, conditions_from_table(table, info, str(file), names)
+
+
+def _numpy_dtype(flow):
+    """The NumPy type of the flow's weights (float32 or float64): what its data are read and written as."""
+    import numpy as np
+    import torch
+
+    from flowforge.training.device import flow_device
+
+    return np.float64 if flow_device(flow)[1] == torch.float64 else np.float32
 
 
 def _condition_names(info) -> list[str]:
@@ -558,10 +572,15 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, 
 
 
 def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | tuple[int, ...],
-                config: TrainConfig, raw: dict):
+                config: TrainConfig, raw: dict, dtype=None):
     """(the source's name, its points, their conditions or None): the run's held-out test split, a
-    named set's, or a file's rows (a conditional run's file laid out as its training table)."""
+    named set's, or a file's rows (a conditional run's file laid out as its training table), read
+    as ``dtype`` (the flow's: a float64 run's numbers are not rounded to float32 first)."""
+    import numpy as np
+
     from flowforge.data import is_image_source, is_toy, load_points, load_splits
+
+    dtype = dtype or np.float32
 
     data_dir = data_dir or config.data_dir
     source = config.data if data is None else data
@@ -569,18 +588,19 @@ def _points_for(run: Path, data: str | None, data_dir: str | None, shape: int | 
     if data is None:
         _check_training_data(run, raw, config, "--data FILE scores a file's every row", data_dir)
     if config.conditions_on is not None and (data is None or is_toy(data) or is_image_source(data)):
-        splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on)
+        splits = load_splits(source, config.seed, config.n_train, data_dir=data_dir, context=config.conditions_on,
+                             dtype=dtype)
         recorded = raw.get("context") or {}
         if splits.context_info.dim != len(recorded.get("names", [])):
             raise FlowforgeError(f"{source} carries a context of {splits.context_info.dim} values but the run in {run} "
                                  f"conditions on {len(recorded.get('names', []))}")
         points, conditions = splits.test, splits.context[2]
     elif data is None:  # the run's own held-out split
-        points = load_splits(config.data, config.seed, config.n_train, data_dir=data_dir).test
+        points = load_splits(config.data, config.seed, config.n_train, data_dir=data_dir, dtype=dtype).test
     elif config.conditions_on is not None:
-        points, conditions = _conditioned_rows(run, Path(data), raw, shape)
+        points, conditions = _conditioned_rows(run, Path(data), raw, shape, dtype)
     else:
-        points = _in_run_order(load_points(data, config.seed, data_dir=data_dir), Path(data), raw)
+        points = _in_run_order(load_points(data, config.seed, data_dir=data_dir, dtype=dtype), Path(data), raw)
     if isinstance(shape, int) and points.ndim == 2 and points.shape[1] != shape:
         raise FlowforgeError(f"{source} has {points.shape[1]} columns but the model in {run} expects {shape}")
     if points.shape[1:] != ((shape,) if isinstance(shape, int) else shape):
@@ -602,9 +622,10 @@ def _check_training_data(run: Path, raw: dict, config: TrainConfig, instead: str
         warn(f"{changed}: changed since {run} was trained on it; its splits are not the run's ({instead})")
 
 
-def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):
+def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None, or_else: str = ""):
     """A file's points and their conditions, laid out as the run's training table (or, for a label
-    run, x's columns and a 'label' column)."""
+    run, x's columns and a 'label' column); ``or_else`` ends the message of a file that is not
+    (what else the command takes)."""
     import numpy as np
 
     from flowforge.data import read_table, table_columns
@@ -616,7 +637,7 @@ def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None):
     recorded = raw.get("columns")
     x_names = [str(c) for c in recorded] if isinstance(recorded, list) and len(recorded) == dim else \
         [f"x{i}" for i in range(dim)]
-    return points_and_conditions(table, names, info, x_names, str(path))
+    return points_and_conditions(table, names, info, x_names, str(path), or_else)
 
 
 @cli.command("eval", epilog="""\b
@@ -653,20 +674,32 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
                                    "not data")
         summary = _variational().evaluate_run(run, flow, raw)
         return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
-    source, points, conditions = _points_for(run, data, data_dir, data_shape(raw), config, raw)
+    source, points, conditions = _points_for(run, data, data_dir, data_shape(raw), config, raw, _numpy_dtype(flow))
     summary = nll_summary(flow, points, spec.metrics, context=conditions)
-    held_out = " of its held-out test split" if data is None else ""
     if as_json:
         click.echo(json.dumps({**summary, "data": source, **({"split": "test"} if data is None else {})}))
-    elif "bits_per_dim" in spec.metrics:
-        click.echo(f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f} ± "
-                   f"{summary['nll_stderr']:.2f} nats/image (dequantised at {flow.bits} bits) · "
-                   f"{summary['n']} images{held_out}")
     else:
-        click.echo(f"{source}: NLL {summary['nll']:.4f} ± {summary['nll_stderr']:.4f} nats/sample "
-                   f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, "
-                   f"{summary['nll_data']:.4f} nats/sample in data units · {summary['n']} points{held_out}"
-                   + (f" · {summary['nfe']} evaluations of f" if "nfe" in summary else ""))
+        click.echo(_nll_line(summary, source, " of its held-out test split" if data is None else "",
+                             flow.bits if "bits_per_dim" in spec.metrics else None))
+
+
+def _nll_line(summary: dict, source: str, held_out: str, bits: int | None) -> str:
+    """``eval``'s line: the NLL ± its standard error, per sample and per dimension (an image run's: in
+    bits/dim and nats/image, dequantised at ``bits``)."""
+    n = summary["n"]
+    if bits is not None:
+        return (f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f}"
+                f"{_plus_minus(summary['nll_stderr'], 2)} nats/image (dequantised at {bits} bits) · "
+                f"{n} image{'s' * (n != 1)}{held_out}")
+    return (f"{source}: NLL {summary['nll']:.4f}{_plus_minus(summary['nll_stderr'], 4)} nats/sample "
+            f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, {summary['nll_data']:.4f} nats/sample "
+            f"in data units · {n} point{'s' * (n != 1)}{held_out}"
+            + (f" · {summary['nfe']} evaluations of f" if "nfe" in summary else ""))
+
+
+def _plus_minus(stderr: float | None, digits: int) -> str:
+    """" ± SE", or nothing for a single point (no standard error)."""
+    return "" if stderr is None else f" ± {stderr:.{digits}f}"
 
 
 @cli.command(epilog="""\b
@@ -709,7 +742,7 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
         values, name = _image_scores(run, flow, points, config, raw, conditions), "bits_per_dim"
     else:
         if conditional:  # float32 overflow is the evaluator's to score (-inf)
-            table, conditions = _conditioned_rows(run, points, raw, int(raw["dim"]), np.float64)
+            table, conditions = _conditioned_rows(run, points, raw, int(raw["dim"]), np.float64, "or give --context")
         else:
             table = _table_of(run, points, raw)
         from flowforge.training import log_prob

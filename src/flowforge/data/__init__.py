@@ -43,7 +43,7 @@ def is_toy(source: str) -> bool:
 
 
 def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str | None = None,
-                context: str | list[str] | None = None) -> Splits:
+                context: str | list[str] | None = None, dtype: type = np.float32) -> Splits:
     """Train/validation/test splits of a toy set, a file or an image set.
 
     A toy set draws ``n_train`` training points from ``seed`` and its validation and test
@@ -53,6 +53,7 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
 
     ``context`` makes the splits conditional (:mod:`flowforge.data.context`): ``"label"`` for a
     labelled set's one-hot labels, or a list of a table's columns (names or 0-based indices).
+    ``dtype`` is what a file's numbers are read as (a float64 run's: float32 would round them first).
     """
     if context == LABEL:
         return _labelled_splits(source, seed, n_train, data_dir)
@@ -67,7 +68,7 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
     if not source.lower().endswith((".csv", ".npy")):
         raise FlowforgeError(f"unknown data {source!r}: give a toy set ({', '.join(TOY_DATASETS)}), "
                              f"an image set ({', '.join(IMAGE_DATASETS)}, a directory of images) or a .csv/.npy file")
-    table = read_table(source)
+    table = read_table(source, dtype=dtype)
     if len(table) < 10:
         raise FlowforgeError(f"{source}: {len(table)} rows are too few to split for training (need 10)")
     order = np.random.default_rng(seed).permutation(len(table))
@@ -112,14 +113,15 @@ def _labelled_splits(source: str, seed: int, n_train: int, data_dir: str | None)
                   ContextInfo(LABEL, [str(k) for k in range(classes)]))
 
 
-def load_points(source: str, seed: int = 0, data_dir: str | None = None) -> np.ndarray:
+def load_points(source: str, seed: int = 0, data_dir: str | None = None, dtype: type = np.float32) -> np.ndarray:
     """Points to evaluate: a toy set's or an image set's held-out test split (MNIST's: its official
-    test images), every image of a folder of PNGs (in file-name order), or every row of a file."""
+    test images), every image of a folder of PNGs (in file-name order), or every row of a file (as
+    ``dtype``)."""
     if is_image_source(source) and source not in IMAGE_DATASETS and not is_idx_directory(source):
         return read_png_folder(source)
     if is_toy(source) or is_image_source(source):
         return load_splits(source, seed, n_train=1, data_dir=data_dir).test
-    return read_table(source)
+    return read_table(source, dtype=dtype)
 
 
 def data_digest(source: str, data_dir: str | None = None) -> str | None:

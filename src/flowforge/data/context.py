@@ -186,20 +186,22 @@ def _number(value: float) -> str:
 
 
 def points_and_conditions(table: np.ndarray, names: list[str] | None, info: ContextInfo, x_names: list[str],
-                          source: str) -> tuple[np.ndarray, np.ndarray]:
+                          source: str, or_else: str = "") -> tuple[np.ndarray, np.ndarray]:
     """A file laid out as the run's training table (every column by header name, else by the
-    training positions), or for a label run x's columns and a ``label`` column: (x, context)."""
+    training positions), or for a label run x's columns and a ``label`` column: (x, context).
+    ``or_else`` ends the message of a file laid out otherwise (what else the command takes)."""
     x_dim = len(x_names)
     if info.kind == LABEL:
         if not names or LABEL not in names or table.shape[1] != x_dim + 1:
-            raise FlowforgeError(f"{source}: a label run reads {x_dim} columns and a column named 'label' "
-                                 "(or give --context)")
+            raise FlowforgeError(f"{source}: a label run reads {x_dim} columns and a column named 'label'"
+                                 + (f" ({or_else})" if or_else else ""))
         where = names.index(LABEL)
         x = np.delete(table, where, axis=1)
         return x, conditions_from_table(table[:, [where]], info, source)
     if table.shape[1] != x_dim + info.dim:
         raise FlowforgeError(f"{source} has {table.shape[1]} columns but the run reads {x_dim + info.dim} "
-                             f"({x_dim} modelled and the context {', '.join(info.names)}), or give --context")
+                             f"({x_dim} modelled and the context {', '.join(info.names)})"
+                             + (f", {or_else}" if or_else else ""))
     order = _by_name(names, list(x_names) + list(info.names), source)
     if order is not None:
         x, context = table[:, order[:x_dim]], table[:, order[x_dim:]]

@@ -87,13 +87,34 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
         values = table[:, j]
         if np.ptp(values) == 0:
             problems.append((True, f"{source}: column {name!r} is constant ({values[0]:g}); drop it, a "
-                                   "density of a constant is not finite"))
+                                   f"density of a constant is not finite{_float32_hint(values)}"))
+        elif _float32_coarse(values):
+            step = float(np.spacing(np.abs(values).max()))
+            problems.append((False, f"{source}: column {name!r} holds {len(np.unique(values))} distinct values "
+                                    f"as float32 (spread {values.std():.3g} around {values.mean():.7g}, where "
+                                    f"float32's steps are {step:.3g}): train with --dtype float64, or subtract "
+                                    "its mean first"))
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
             discrete[name] = len(np.unique(values))
     if discrete:  # one line, however many columns (an image flattened into a table has dozens)
         problems.append((False, f"{source}: {_discrete_columns(discrete)}; a continuous flow puts spikes on "
                                 "them (add uniform noise in [0, 1) to dequantise)"))
     return problems
+
+
+def _float32_coarse(values: np.ndarray) -> bool:
+    """Whether float32 has rounded a column to a coarse lattice: its spread is under 100 of float32's
+    steps at its largest value (1e6 + 0.01·noise keeps 2 distinct values of 500)."""
+    return values.dtype == np.float32 and values.std() < 100 * np.spacing(np.abs(values).max())
+
+
+def _float32_hint(values: np.ndarray) -> str:
+    """For a constant float32 column far from 0 (where float32's steps reach 10⁻³): its values may have
+    differed before float32 rounded them."""
+    if values.dtype != np.float32 or np.spacing(np.abs(values[0])) < 1e-3:
+        return ""
+    return f" (or, if its values differ by less than {float(np.spacing(np.abs(values[0]))):.3g}, " \
+           "train with --dtype float64: float32 rounds them to one)"
 
 
 def _discrete_columns(values_per_column: dict[str, int], shown: int = 5) -> str:
@@ -250,9 +271,10 @@ def write_table(path: str | Path, array: np.ndarray, header: str | None = None) 
 
 
 def write_table_batches(path: str | Path, batches: Iterable[np.ndarray], shape: tuple[int, ...],
-                        dtype=np.float32, header: str | None = None) -> None:
-    """Write rows arriving in ``batches`` (``shape`` in all, as ``dtype``) as .csv or .npy, atomically
-    and without holding them all: memory depends on the batch, not on the table."""
+                        dtype=np.float32, header: str | None = None, fmt: str = "%.8g") -> None:
+    """Write rows arriving in ``batches`` (``shape`` in all, as ``dtype``) as .csv (each number as
+    ``fmt``) or .npy, atomically and without holding them all: memory depends on the batch, not on
+    the table."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy"):
@@ -267,7 +289,7 @@ def write_table_batches(path: str | Path, batches: Iterable[np.ndarray], shape: 
             written = 0
             for batch in batches:
                 batch = np.ascontiguousarray(batch, dtype=dtype)
-                fh.write(batch.tobytes()) if suffix == ".npy" else np.savetxt(fh, batch, delimiter=",", fmt="%.8g")
+                fh.write(batch.tobytes()) if suffix == ".npy" else np.savetxt(fh, batch, delimiter=",", fmt=fmt)
                 written += len(batch)
             if written != shape[0]:
                 raise RuntimeError(f"write_table_batches: {written} rows written, {shape[0]} announced")

@@ -28,6 +28,8 @@ class CNFFlow(Flow):
     Besides the ``Flow`` verbs it offers the trainer's hooks (``training_loss``,
     ``training_metrics``) and the marginals at intermediate times for plots.
 
+    >>> import torch
+    >>> from flowforge.models import FFJORD
     >>> flow = FFJORD(2, hidden=16, depth=2)
     >>> flow.training_loss(torch.randn(32, 2), "flow-matching").shape
     torch.Size([])
@@ -127,6 +129,8 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
     Grathwohl et al. 2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative
     Models", arXiv:1810.01367; Lipman et al. 2023, "Flow Matching for Generative Modeling", arXiv:2210.02747.
 
+    >>> import torch
+    >>> from flowforge.models import FFJORD
     >>> flow = FFJORD(2, hidden=16, depth=2, trace="hutchinson", kinetic=0.01)
     >>> flow.log_prob(torch.randn(4, 2)).shape
     torch.Size([4])

@@ -65,6 +65,8 @@ def Glow(image_shape: tuple[int, int, int], levels: int = 3, steps: int = 32, hi
 
     Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions", arXiv:1807.03039.
 
+    >>> import torch
+    >>> from flowforge.models import Glow
     >>> flow = Glow((1, 8, 8), levels=2, steps=2, hidden=16)
     >>> x = torch.rand(4, 1, 8, 8)
     >>> flow.forward(x)[0].shape, flow.log_prob(x).shape

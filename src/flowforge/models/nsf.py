@@ -48,6 +48,8 @@ def NSF(dim: int, num_layers: int = 5, bins: int = 8, bound: float = 4.0, hidden
         lu: a learned LU-factored linear map between layers (Glow's 1×1 convolution on vectors).
         standardize: put a :class:`Standardize` layer first (statistics set by the trainer).
 
+    >>> import torch
+    >>> from flowforge.models import NSF
     >>> flow = NSF(3, num_layers=2, bins=4, hidden=16, context_dim=2)
     >>> flow.log_prob(torch.randn(5, 3), context=torch.randn(5, 2)).shape
     torch.Size([5])
@@ -77,6 +79,8 @@ def MAF(dim: int, num_layers: int = 5, hidden: int = 128, depth: int = 2, contex
     2.13 (30 s, seed 0, benchmarks/tabular.py). The 2-D sets' recipe keeps 1: the wider bound also
     lets tails thin out, and two moons test points past a tip scored NLL in the thousands.
 
+    >>> import torch
+    >>> from flowforge.models import MAF
     >>> flow = MAF(3, num_layers=2, hidden=16)
     >>> flow.sample(4).shape
     torch.Size([4, 3])

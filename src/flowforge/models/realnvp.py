@@ -38,6 +38,8 @@ def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
         scale_bound: each coupling's log-scale is scale_bound · tanh(raw / scale_bound); the book's 1
             lets a layer stretch by at most e.
 
+    >>> import torch
+    >>> from flowforge.models import RealNVP
     >>> flow = RealNVP(3, mask=[1, 1, 0], hidden=16, depth=2)   # D=3, d=2
     >>> flow.log_prob(torch.randn(4, 3)).shape
     torch.Size([4])

@@ -46,6 +46,8 @@ def RealNVPImage(image_shape: tuple[int, int, int], scales: int = 2, hidden: int
 
     Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803.
 
+    >>> import torch
+    >>> from flowforge.models import RealNVPImage
     >>> flow = RealNVPImage((1, 8, 8), scales=2, hidden=8)
     >>> flow.forward(torch.rand(2, 1, 8, 8))[0].shape
     torch.Size([2, 1, 8, 8])

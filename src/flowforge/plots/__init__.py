@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from flowforge.data import load_splits
 from flowforge.models.specs import spec_of
 from flowforge.plots.common import new_figure, save_figure
@@ -30,7 +32,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     flow, config, _ = load_run(run_dir)
     spec = spec_of(config.model)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
-                         context=config.conditions_on)
+                         context=config.conditions_on, dtype=np.dtype(config.dtype))
     out = run_dir / "plots"
     curve = training_curve(run_dir / METRICS)
     if splits.context_info is not None:  # p(x | c): figures per condition

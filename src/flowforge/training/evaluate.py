@@ -148,6 +148,8 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[st
     scale of the published moons figures); ``nll_data`` is in the data's own units;
     since log p_std(u) = log p(x) + Σ log std, they differ by that constant. ``nll_per_dim`` is ``nll`` / D.
 
+    ``nll_stderr`` is the standard error of ``nll`` (None for a single point).
+
     ``metrics`` are the model spec's (:attr:`flowforge.models.specs.ModelSpec.metrics`).
     With ``"bits_per_dim"`` (a flow over quantised images) both are the discrete NLL
     bound in nats per image, −log p(dequantised x) + D·log 2^bits with fixed noise, and
@@ -167,7 +169,7 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[st
     nll = nll_data - standardization_log_scale(flow)
     dim = int(np.prod(tuple(points.shape[1:])))
     summary = {"nll": nll, "nll_data": nll_data, "nll_per_dim": nll / dim,
-               "nll_stderr": float(lp.std() / math.sqrt(len(lp))) if len(lp) > 1 else float("nan"),
+               "nll_stderr": float(lp.std() / math.sqrt(len(lp))) if len(lp) > 1 else None,  # JSON has no NaN
                "n": len(lp)}
     if discrete:
         summary["bits_per_dim"] = nats_to_bits_per_dim(nll_data, dim)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -337,16 +338,18 @@ def _checked_setup(config: TrainConfig, run_dir: Path, ranks: distributed.Contex
     if resume:
         refuse_changed_data(run_dir)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
-                         context=config.conditions_on)
+                         context=config.conditions_on, dtype=np.dtype(config.dtype))
     if resume and recorded_dim != (list(splits.dim) if isinstance(splits.dim, tuple) else splits.dim):
         raise FlowforgeError(f"{run_dir / CONFIG}: records data of shape {recorded_dim}, but {config.data} "
                              f"has {splits.dim}; cannot resume")
+    batch_given = config.batch_size is not None  # before the recipe fills it in
     if not resume:
         check_input_kind(config, splits)
         config = config.resolved(data_info(config.data, splits))
     config = config.validate()
     if ranks.is_main and not resume:
         _check_columns(config, splits)
+        _check_sizes(config, splits, batch_given)
     if config.batch_size % ranks.world_size:
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {ranks.world_size} processes")
     _check_context_size(config, splits)
@@ -498,6 +501,21 @@ def _evaluate_and_save(run_dir: Path, ranks, flow, optimizer, ema: EMA, generato
             save_tensors(run_dir / BEST_WEIGHTS, best_state, {"step": progress.step, "val_nll": val})
         save_checkpoint(run_dir, flow, optimizer, ema, generator, progress)
     return record
+
+
+def _check_sizes(config: TrainConfig, splits, batch_given: bool) -> None:
+    """Warn of a table too small to score (a handful of test rows) and of a batch, given on the command
+    line, larger than the training rows (drawn with replacement: each step repeats every row, at that
+    many times the cost)."""
+    rows = len(splits.train)
+    if not is_toy(config.data) and len(splits.test) < 5:
+        warn(f"{config.data}: {rows + len(splits.val) + len(splits.test)} rows leave {len(splits.val)} for "
+             f"validation and {len(splits.test)} for test: early stopping and the test NLL rest on too few "
+             "points to mean much (give at least 50 rows)")
+    if batch_given and config.batch_size > rows:
+        warn(f"--batch-size {config.batch_size} is more than the {rows} training rows: batches are drawn with "
+             f"replacement, so each step repeats every row about {config.batch_size / rows:.0f} times at as many "
+             "times the cost and learns little more (leave it out for the recipe's)")
 
 
 def _check_columns(config: TrainConfig, splits) -> None:

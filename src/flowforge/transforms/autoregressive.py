@@ -31,7 +31,8 @@ class MaskedAutoregressive(Transform):
         context_dim: the size of a context every hidden unit sees (0: unconditional).
         order: the autoregressive order, a permutation of 0…D−1 (default 0, 1, …).
 
-    >>> from flowforge.transforms import Affine
+    >>> import torch
+    >>> from flowforge.transforms import Affine, MaskedAutoregressive
     >>> maf = MaskedAutoregressive(3, Affine(), hidden=16, context_dim=2)
     >>> z, log_abs_det = maf(torch.randn(4, 3), torch.randn(4, 2))
     >>> x, _ = maf.inverse(z, torch.zeros(4, 2))
