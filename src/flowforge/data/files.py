@@ -89,11 +89,8 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
             problems.append((True, f"{source}: column {name!r} is constant ({values[0]:g}); drop it, a "
                                    f"density of a constant is not finite{_float32_hint(values)}"))
         elif _float32_coarse(values):
-            step = float(np.spacing(np.abs(values).max()))
-            problems.append((False, f"{source}: column {name!r} holds {len(np.unique(values))} distinct values "
-                                    f"as float32 (spread {values.std():.3g} around {values.mean():.7g}, where "
-                                    f"float32's steps are {step:.3g}): train with --dtype float64, or subtract "
-                                    "its mean first"))
+            problems.append((False, f"{source}: column {name!r} {_coarse_values(values)}: train with --dtype "
+                                    "float64, or subtract its mean first"))
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
             discrete[name] = len(np.unique(values))
     if discrete:  # one line, however many columns (an image flattened into a table has dozens)
@@ -105,7 +102,14 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
 def _float32_coarse(values: np.ndarray) -> bool:
     """Whether float32 has rounded a column to a coarse lattice: its spread is under 100 of float32's
     steps at its largest value (1e6 + 0.01·noise keeps 2 distinct values of 500)."""
-    return values.dtype == np.float32 and values.std() < 100 * np.spacing(np.abs(values).max())
+    return values.dtype == np.float32 and values.std(dtype=np.float64) < 100 * np.spacing(np.abs(values).max())
+
+
+def _coarse_values(values: np.ndarray) -> str:
+    """What float32 left of a column: its distinct values, spread and float32's step there."""
+    spread, centre = values.std(dtype=np.float64), values.mean(dtype=np.float64)
+    return (f"holds {len(np.unique(values))} distinct values as float32 (spread {spread:.3g} around "
+            f"{centre:.7g}, where float32's steps are {float(np.spacing(np.abs(values).max())):.3g})")
 
 
 def _float32_hint(values: np.ndarray) -> str:

@@ -507,11 +507,11 @@ def _check_sizes(config: TrainConfig, splits, batch_given: bool) -> None:
     """Warn of a table too small to score (a handful of test rows) and of a batch, given on the command
     line, larger than the training rows (drawn with replacement: each step repeats every row, at that
     many times the cost)."""
-    rows = len(splits.train)
+    rows, what = len(splits.train), "images" if len(splits.shape) > 1 else "rows"
     if not is_toy(config.data) and len(splits.test) < 5:
-        warn(f"{config.data}: {rows + len(splits.val) + len(splits.test)} rows leave {len(splits.val)} for "
+        warn(f"{config.data}: {rows + len(splits.val) + len(splits.test)} {what} leave {len(splits.val)} for "
              f"validation and {len(splits.test)} for test: early stopping and the test NLL rest on too few "
-             "points to mean much (give at least 50 rows)")
+             f"points to mean much (give at least 50 {what})")
     if batch_given and config.batch_size > rows:
         warn(f"--batch-size {config.batch_size} is more than the {rows} training rows: batches are drawn with "
              f"replacement, so each step repeats every row about {config.batch_size / rows:.0f} times at as many "
