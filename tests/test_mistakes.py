@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from cli_harness import SMALL, assert_one_line, cli, file_hashes, measured_cli, refused, run  # noqa: F401
 
 TRAIN = ["train", "--data", "moons", "--steps", 20, "--eval-every", 10, *SMALL]
@@ -266,11 +267,16 @@ def test_a_float64_run_reads_scores_and_writes_its_data_in_float64(tmp_path, cap
     run = tmp_path / "r64"
     code, _, err = cli(capsys, "train", "--data", data, "--out", run, "--steps", 30, "--dtype", "float64", *SMALL)
     assert code == 0 and "distinct values" not in err
+    from flowforge.training import load_run
+
+    standardize = load_run(run)[0].transform.transforms[0]  # statistics of the float64 rows, not of float32's 2 values
+    assert standardize.std.dtype == torch.float64 and standardize.std[0].item() == pytest.approx(x[:, 0].std(), rel=0.2)
     # eval and density read the file alike (in float64): the mean log-density is eval's NLL in data units
     code, out, _ = cli(capsys, "eval", run, "--data", data, "--json")
     nll_data = json.loads(out)["nll_data"]
     code, out, _ = cli(capsys, "density", run, data)
-    assert code == 0 and -np.mean([float(v) for v in out.split()]) == pytest.approx(nll_data, abs=1e-6)
+    assert code == 0 and -np.mean([float(v) for v in out.split()]) == pytest.approx(nll_data, abs=1e-9)
+    assert len(out.split()[0].lstrip("-").replace(".", "")) > 12  # printed in float64's digits
     # the draws keep float64's digits: far more distinct values of 'a' than float32's few steps at 10⁶
     assert cli(capsys, "sample", run, "-n", 200, "-o", tmp_path / "s.csv")[0] == 0
     drawn = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1)

@@ -90,3 +90,18 @@ def test_flow_log_prob_itself_is_never_nan_for_finite_float32(grad):
         warnings.simplefilter("ignore", RuntimeWarning)
         values = flow.log_prob(torch.tensor([[1e38, 1e38], [-3e38, 1e-45], [0.0, 0.0]]))
     assert not torch.isnan(values).any() and torch.isfinite(values[-1])
+
+
+def test_the_evaluator_keeps_a_float64_flows_precision_and_names_nan_as_missing():
+    flow, _ = _model("realnvp")
+    wide = flow.double()
+    x = torch.tensor([[0.3, -1.2], [2.0, 0.5]], dtype=torch.float64)
+    values = log_prob(wide, x)
+    assert values.dtype == torch.float64 and torch.equal(values, wide.log_prob(x))  # not rounded to float32
+    with pytest.warns(UserWarning) as caught:
+        values = log_prob(flow.float(), np.array([[0.1, 0.2], [np.nan, 0.0], [1e39, 0.0]]))
+    messages = " ".join(str(w.message) for w in caught)
+    assert math.isnan(values[1]) and values[2] == -math.inf and math.isfinite(values[0])
+    assert "1 of 3 points hold NaN" in messages and "1 of 3 points hold values beyond float32's range" in messages
+    with pytest.raises(ValueError, match=r"got \(2, 3\)"):  # the input's shape, not that of its finite rows
+        log_prob(flow, np.array([[0.1, 0.2, 0.3], [np.nan, 0.0, 0.0]]))

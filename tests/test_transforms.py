@@ -1,5 +1,7 @@
 """Every transform passes the shared base; a few layer-specific facts on top."""
 
+import math
+
 import pytest
 import torch
 
@@ -232,3 +234,22 @@ def test_fit_standardization_sets_the_data_and_context_statistics_for_a_users_ow
     flow.context_embedding = torch.nn.Linear(1, 1)
     with pytest.raises(ValueError, match="context_embedding is a Linear, not a StandardizeContext"):
         fit_standardization(flow, x, context=c)
+
+
+@pytest.mark.parametrize("build, rows, context, words", [
+    (dict(standardize=True), "nan", None, "row 7 of the training data holds NaN"),
+    (dict(), "x", None, "no Standardize layer to set; build it with standardize=True"),
+    (dict(standardize=True), "wide", None, r"\(N, D\) = \(N, 2\); got shape \(50, 3\)"),
+    (dict(standardize=True), "x", "c", "unconditional \\(context_dim=0\\): it takes no context"),
+], ids=["nan row", "no layer", "wrong width", "context for an unconditional flow"])
+def test_fit_standardization_refuses_what_it_would_set_silently_wrong(build, rows, context, words):
+    from flowforge.models import NSF
+    from flowforge.transforms import fit_standardization
+
+    x = torch.randn(50, 2)
+    data = {"x": x, "nan": x.clone().index_fill_(0, torch.tensor([7]), math.nan), "wide": torch.randn(50, 3)}[rows]
+    flow = NSF(2, num_layers=1, hidden=8, **build)
+    before = {k: v.clone() for k, v in flow.state_dict().items()}
+    with pytest.raises(ValueError, match=words):
+        fit_standardization(flow, data, context=None if context is None else torch.randn(50, 1))
+    assert all(torch.equal(before[k], v) for k, v in flow.state_dict().items()) and flow.context_embedding is None

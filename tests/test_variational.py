@@ -8,6 +8,7 @@ import shutil
 import math
 import re
 import sys
+import warnings
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from scipy.stats import genpareto
 
 from cli_harness import assert_one_line, cli, file_hashes
 from flowforge.distributions import DiagonalNormal, Flow, StandardNormal
-from flowforge.errors import FlowforgeError
+from flowforge.errors import FlowforgeError, FlowforgeWarning
 from flowforge.models import NSF
 from flowforge.transforms import Standardize
 from flowforge.variational import fit, importance_summary, load_target, log_weights, resample
@@ -826,3 +827,43 @@ def test_a_one_dimensional_target_fits_with_the_default_model(tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["model_options"]["autoregressive"] is True and "data_sha256" not in config
     assert abs(json.loads((run / "results.json").read_text())["log_z"] - 0.5 * math.log(2 * math.pi)) < 0.01
+
+
+def _far_gaussian(x):
+    """N((10, 10), I), unnormalised: log Z = log 2π; beyond a spline flow's ±4 at the unit scale."""
+    return -0.5 * ((x - 10) ** 2).sum(-1)
+
+
+def test_the_python_fit_places_an_unplaced_flow_where_the_target_lies_as_the_command_line_does():
+    results = {}
+    for place in (True, False):
+        torch.manual_seed(0)
+        flow = NSF(2, num_layers=2, hidden=16, standardize=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FlowforgeWarning)  # the unplaced fit is warned of; not the point here
+            results[place] = fit(flow, _far_gaussian, steps=150, place=place)
+        if place:
+            assert all(abs(v - 10) < 0.5 for v in flow.transform.transforms[0].mean.tolist())
+    assert abs(results[True]["log_z"] - math.log(2 * math.pi)) < 0.05 and results[True]["ess_per_draw"] > 0.8
+    assert results[False]["ess_per_draw"] < 0.1  # unplaced, q piles up at the splines' edge
+
+
+def test_fit_leaves_a_placed_flow_where_it_is_and_warns_of_a_flow_it_cannot_place():
+    torch.manual_seed(0)
+    flow = NSF(2, num_layers=1, hidden=8, standardize=True)
+    set_target_scale(flow, 3.0, 1.0)  # the caller's own placement
+    fit(flow, _far_gaussian, steps=2)
+    assert flow.transform.transforms[0].std.tolist() == [3.0, 3.0]
+    assert flow.transform.transforms[0].mean.tolist() == [1.0, 1.0]
+    with pytest.warns(FlowforgeWarning, match="build it with standardize=True"):
+        fit(NSF(2, num_layers=1, hidden=8), _far_gaussian, steps=2)
+
+
+def test_a_handful_of_effective_draws_is_warned_of_even_below_the_pareto_threshold():
+    from flowforge.variational.diagnostics import warn_if_unreliable
+
+    with pytest.warns(FlowforgeWarning, match="effective sample size is 1.0 of 20000 draws"):
+        warn_if_unreliable({"pareto_k": 0.6, "ess_per_draw": 0.5 / 10_000, "draws": 20_000})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_unreliable({"pareto_k": 0.6, "ess_per_draw": 0.2, "draws": 20_000})

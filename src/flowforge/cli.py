@@ -749,10 +749,11 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
 
         values = log_prob(flow, table, context=_per_row(conditions, len(table), points))
         values, name = values.numpy().astype(np.float64), "log_prob"
+    digits = "%.17g" if _numpy_dtype(flow) == np.float64 else "%.8g"  # a float64 run's in full
     if output is None:
-        click.echo("\n".join(f"{v:.8g}" for v in values))
+        click.echo("\n".join(digits % v for v in values))
     else:
-        write_table(output, values, header=name)  # .npy: shape (N,), as log_prob returns
+        write_table(output, values, header=name, fmt=digits)  # .npy: shape (N,), as log_prob returns
         click.echo(f"wrote {len(values)} {'scores' if spec.images else 'log-densities'} to {output}")
 
 

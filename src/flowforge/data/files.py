@@ -269,9 +269,10 @@ def read_table(path: str | Path, *, dtype: type = np.float32) -> np.ndarray:
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def write_table(path: str | Path, array: np.ndarray, header: str | None = None) -> None:
-    """Write ``array`` as .csv or .npy (by suffix), atomically: a crash leaves no half file."""
-    write_table_batches(path, [array], array.shape, array.dtype, header)
+def write_table(path: str | Path, array: np.ndarray, header: str | None = None, fmt: str = "%.8g") -> None:
+    """Write ``array`` as .csv (each number as ``fmt``) or .npy (by suffix), atomically: a crash
+    leaves no half file."""
+    write_table_batches(path, [array], array.shape, array.dtype, header, fmt)
 
 
 def write_table_batches(path: str | Path, batches: Iterable[np.ndarray], shape: tuple[int, ...],

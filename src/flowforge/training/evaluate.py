@@ -21,21 +21,26 @@ IMAGE_BATCH = 256  # images per evaluation batch (convolutional flows hold large
 
 def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 8192, *,
              report: bool = True, context: np.ndarray | torch.Tensor | None = None) -> torch.Tensor:
-    """log p(x) (or log p(x | c), one condition per point) of each point in data units: finite or
-    −inf for every finite point, never NaN.
+    """log p(x) (or log p(x | c), one condition per point) of each point in data units, in the
+    flow's precision (float32, or float64 for a float64 flow): finite or −inf for every finite
+    point, never NaN; a point holding NaN (a missing value) gets NaN, as ``flow.log_prob`` gives.
 
-    Points are converted to float32 batch by batch. A point with a value beyond float32's range,
-    or one the flow cannot score (its arithmetic overflows to NaN), gets −inf: its density is
-    below anything float32 represents. With ``report`` each kind is told in one warning line.
+    Points are converted to the flow's precision batch by batch. A point with a value beyond its
+    range (float32's ±3.4e38), or one the flow cannot score (its arithmetic overflows to NaN), gets
+    −inf: its density is below anything that precision represents. With ``report`` each kind is
+    told in one warning line.
     """
     x = torch.as_tensor(points)
-    parts, counts = [], {"overflow": 0, "unscored": 0}
+    parts, counts = [], {"overflow": 0, "unscored": 0, "missing": 0}
     with torch.inference_mode():
         for chunk, conditions in zip(x.split(batch_size), _chunks(context, len(x), batch_size)):
             parts.append(_finite_or_minus_inf(flow, chunk, counts, conditions))
+    if report and counts["missing"]:
+        warn(f"{counts['missing']} of {len(x)} points hold NaN (a missing value); their log-density is NaN")
     if report and counts["overflow"]:
-        warn(f"{counts['overflow']} of {len(x)} points hold values beyond float32's range "
-             f"(±{torch.finfo(torch.float32).max:.3g}); their log-density is reported as -inf")
+        precision = flow_device(flow)[1]
+        warn(f"{counts['overflow']} of {len(x)} points hold values beyond {str(precision)[len('torch.'):]}'s range "
+             f"(±{torch.finfo(precision).max:.3g}); their log-density is reported as -inf")
     if report and counts["unscored"]:
         warn(f"{counts['unscored']} of {len(x)} points could not be scored (the flow's float32 arithmetic "
              "overflows there); their log-density is reported as -inf")
@@ -52,19 +57,25 @@ def _chunks(context, rows: int, batch_size: int):
 def _finite_or_minus_inf(flow: Flow, chunk: torch.Tensor, counts: dict[str, int],
                          conditions: torch.Tensor | None = None) -> torch.Tensor:
     device, dtype = flow_device(flow)
-    narrow = chunk.to(torch.float64 if dtype == torch.float64 else torch.float32)  # the flow's own precision
+    precision = torch.float64 if dtype == torch.float64 else torch.float32  # the flow's own
+    narrow = chunk.to(precision)
     fits = torch.isfinite(narrow).reshape(len(narrow), -1).all(1)
-    values = torch.full((len(narrow),), -math.inf)
+    missing = torch.isnan(chunk.reshape(len(chunk), -1)).any(1) if chunk.is_floating_point() else \
+        torch.zeros(len(chunk), dtype=torch.bool)
+    values = torch.full((len(narrow),), -math.inf, dtype=precision)
     conditions = None if conditions is None else conditions.to(device, dtype)
     if bool(fits.all()):
-        values = _scored(flow, narrow.to(device, dtype), counts, conditions).cpu()
-    elif bool(fits.any()):
-        values[fits] = _scored(flow, narrow[fits].to(device, dtype), counts,
-                               None if conditions is None else conditions[fits.to(device)]).cpu()
+        values = _scored(flow, narrow.to(device, dtype), counts, conditions).cpu().to(precision)
+    else:
+        flow.check_event(narrow.to(dtype))  # the whole chunk's shape, before some of its rows are set aside
+        if bool(fits.any()):
+            values[fits] = _scored(flow, narrow[fits].to(device, dtype), counts,
+                                   None if conditions is None else conditions[fits.to(device)]).cpu().to(precision)
     unscored = torch.isnan(values) | (values == math.inf)
-    counts["overflow"] += int((~fits).sum())
+    counts["overflow"] += int((~fits & ~missing).sum())
+    counts["missing"] += int(missing.sum())
     counts["unscored"] += int(unscored.sum())
-    return values.masked_fill(unscored, -math.inf)
+    return values.masked_fill(unscored, -math.inf).masked_fill(missing, math.nan)
 
 
 def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int], context: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,7 +85,7 @@ def _scored(flow: Flow, x: torch.Tensor, counts: dict[str, int], context: torch.
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LogProbOverflowWarning)
-            values = flow.log_prob(x, context).float()
+            values = flow.log_prob(x, context)
     except AssertionError:
         if len(x) == 1:
             return torch.full((1,), math.nan)

@@ -173,10 +173,10 @@ def _build(config: TrainConfig, splits, max_params: int | None,
     """The flow (standardisation statistics set), its optimiser and the batch generator."""
     check_flow_size(config, splits.dim, max_params)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    flow = build_flow(config, splits.dim)
+    flow = build_flow(config, splits.dim).to(dtype=dtype)  # a float64 run's statistics in float64
     if config.standardize:
         try:
-            fit_standardization(flow, torch.from_numpy(splits.train).float())
+            fit_standardization(flow, torch.from_numpy(splits.train).to(dtype))
         except ValueError as err:
             raise FlowforgeError(f"{config.data}: {err}") from None
         if not math.isfinite(standardization_log_scale(flow)):

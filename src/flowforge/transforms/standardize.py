@@ -74,13 +74,23 @@ def fit_standardization(module: torch.nn.Module, train: Tensor, context: Tensor 
     >>> bool(flow.context_embedding(c).abs().mean() < 2)
     True
     """
-    for layer in [m for m in module.modules() if isinstance(m, Standardize)]:
-        layer.set_statistics(*_statistics(train, "training data"))
-    if context is not None:
+    layers = [m for m in module.modules() if isinstance(m, Standardize)]
+    if not layers and context is None:
+        raise ValueError("the flow has no Standardize layer to set; build it with standardize=True")
+    train = torch.as_tensor(train)
+    if layers and (train.dim() != 2 or train.shape[1] != layers[0].mean.shape[0]):
+        raise ValueError(f"give the training rows as (N, D) = (N, {layers[0].mean.shape[0]}); got shape "
+                         f"{tuple(train.shape)}")
+    statistics = _statistics(train, "training data") if layers else None
+    if context is not None:  # checked whole before anything is set
         context = _context_rows(module, context, len(train))
+        context_statistics = _statistics(context, "context")
+    for layer in layers:
+        layer.set_statistics(*statistics)
+    if context is not None:
         if getattr(module, "context_embedding", None) is None:
             module.context_embedding = StandardizeContext(context.shape[1])
-        module.context_embedding.set_statistics(*_statistics(context, "context"))
+        module.context_embedding.set_statistics(*context_statistics)
 
 
 def _context_rows(module: torch.nn.Module, context: Tensor, rows: int) -> Tensor:
@@ -94,6 +104,8 @@ def _context_rows(module: torch.nn.Module, context: Tensor, rows: int) -> Tensor
     if embedding is not None and not isinstance(embedding, StandardizeContext):
         raise ValueError(f"the flow's context_embedding is a {type(embedding).__name__}, not a StandardizeContext; "
                          "standardise its conditions inside that module")
+    if width == 0:
+        raise ValueError("the flow is unconditional (context_dim=0): it takes no context to standardise")
     if width and context.shape[1] != width:
         raise ValueError(f"the flow reads {width} context values per row, the context has {context.shape[1]}")
     return context
@@ -101,6 +113,10 @@ def _context_rows(module: torch.nn.Module, context: Tensor, rows: int) -> Tensor
 
 def _statistics(rows: Tensor, what: str) -> tuple[Tensor, Tensor]:
     rows = torch.as_tensor(rows)
+    finite = torch.isfinite(rows).all(1)
+    if not bool(finite.all()):
+        raise ValueError(f"row {int((~finite).nonzero()[0])} of the {what} holds NaN or an infinite value; "
+                         "drop or impute it first")
     mean, std = rows.mean(0), rows.std(0, unbiased=False)
     if (std <= 0).any():
         raise ValueError(f"a column of the {what} is constant; it has no spread to standardise by")

@@ -3,8 +3,9 @@ Boltzmann density, an energy), estimate its normaliser log Z and correct q's err
 weights (Rezende & Mohamed 2015, "Variational Inference with Normalizing Flows", arXiv:1505.05770).
 
     from flowforge.models import NSF
-    from flowforge.variational import fit, load_target
-    result = fit(NSF(2), load_target("gmm"), steps=2000)   # ELBO, log Z ± SE, ESS/n, Pareto k̂
+    from flowforge.variational import fit, load_target, log_weights, resample
+    flow, target = NSF(2, standardize=True), load_target("gmm")   # fit() places q on the target's scale
+    result = fit(flow, target, steps=2000)                 # ELBO, log Z ± SE, ESS/n, Pareto k̂
     x, log_w = log_weights(flow, target, 8000)             # draws of q and their log p̃/q
     draws = resample(x, log_w, 1000)                       # importance-resampled: closer to p
 """
@@ -13,7 +14,7 @@ from flowforge.lazy import lazy_names
 
 __all__ = ["fit", "fit_run", "fit_config", "load_target", "built_in_target", "Target", "diagnose",
            "importance_summary", "pareto_k", "log_weights", "resample", "reverse_kl", "sticking_the_landing", "forward_kl", "jeffreys",
-           "student_t_base", "target_placement", "set_target_scale"]
+           "student_t_base", "target_placement", "set_target_scale", "place_on_target"]
 __getattr__, __dir__ = lazy_names(__name__, {
     "fit": ".fitting", "fit_run": ".fitting", "fit_config": ".fitting", "load_target": ".targets",
     "built_in_target": ".targets", "Target": ".targets", "diagnose": ".diagnostics",
@@ -21,4 +22,4 @@ __getattr__, __dir__ = lazy_names(__name__, {
     "resample": ".diagnostics",
     "reverse_kl": ".objectives", "sticking_the_landing": ".objectives", "forward_kl": ".objectives",
     "jeffreys": ".objectives", "student_t_base": ".fitting", "target_placement": ".placement",
-    "set_target_scale": ".fitting"})
+    "set_target_scale": ".fitting", "place_on_target": ".fitting"})

@@ -21,6 +21,7 @@ from flowforge.variational.targets import checked_log_prob
 
 PARETO_K_WARNING = 0.7  # above this the importance-sampling estimates are unreliable (PSIS, §3)
 EVAL_DRAWS = 20_000  # draws behind every reported diagnostic
+ESS_WARNING = 0.01  # an ESS per draw below this: a handful of draws carry the weights (warned of)
 
 
 def generalized_pareto_shape(exceedances: Tensor) -> float:
@@ -124,10 +125,16 @@ def diagnose(flow, target, n: int = EVAL_DRAWS, generator: torch.Generator | Non
 
 def warn_if_unreliable(summary: dict) -> None:
     """Warn when the Pareto k̂ of the importance weights says they cannot be trusted
-    (k̂ ≥ :data:`PARETO_K_WARNING`: their variance is effectively infinite)."""
+    (k̂ ≥ :data:`PARETO_K_WARNING`: their variance is effectively infinite), or when a few draws
+    carry all the weight (ESS per draw below :data:`ESS_WARNING`; k̂, fitted to those few, can miss it)."""
     if summary["pareto_k"] >= PARETO_K_WARNING:
         warn(f"Pareto k-hat of the importance weights is {summary['pareto_k']:.2f} (≥ {PARETO_K_WARNING}): "
              "q misses mass of the target, so log Z and resampled draws are unreliable")
+    elif summary.get("ess_per_draw", 1.0) < ESS_WARNING:
+        draws = summary.get("draws")
+        carried = f"{summary['ess_per_draw'] * draws:.1f} of {draws}" if draws else f"{summary['ess_per_draw']:.2g} per"
+        warn(f"the importance weights' effective sample size is {carried} draws: q misses where the target keeps "
+             "its mass, so log Z and resampled draws are unreliable")
 
 
 def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: float = 0.2) -> float:

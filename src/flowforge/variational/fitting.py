@@ -34,7 +34,7 @@ from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, warn_if_unreliable
 from flowforge.variational.objectives import OBJECTIVES, objective_function
 from flowforge.variational.placement import target_placement
-from flowforge.variational.targets import checked_log_prob, is_file_target, target_file_digest, target_name
+from flowforge.variational.targets import Target, checked_log_prob, is_file_target, target_file_digest, target_name
 
 SECTION = "variational"  # config.json's key for what a variational run fitted, and how
 TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
@@ -83,14 +83,44 @@ def set_target_scale(flow, scale: float | torch.Tensor, loc: float | torch.Tenso
                              torch.zeros_like(layer.std) + torch.as_tensor(scale, **like))
 
 
+def place_on_target(flow, target: Callable, seed: int = 0, on_lost: Callable[[str], None] = warn):
+    """Before a first step, as ``flowforge fit`` does: set the fixed first layer of a flow not yet
+    placed (its Standardize layers at mean 0, std 1) to where ``target`` keeps its mass — a built-in
+    target's own scale, else :func:`target_placement`'s search. Returns the search's (location,
+    scale) when it moved the flow, else None. A flow without a Standardize layer cannot be placed:
+    it is warned of (``on_lost``) when the target lies beyond the unit scale it starts at."""
+    from flowforge.transforms import Standardize
+
+    layers = [layer for layer in flow.modules() if isinstance(layer, Standardize)]
+    if any(bool((layer.mean != 0).any() or (layer.std != 1).any()) for layer in layers):
+        return None  # placed already: by the caller, or by an earlier fit of this flow
+    known = isinstance(target, Target) and not is_file_target(target.name)
+    dim = int(flow.base.event_shape[-1])
+    placement = (torch.zeros(dim), torch.zeros(dim) + torch.as_tensor(target.scale, dtype=torch.float32)) \
+        if known else target_placement(target, dim, seed, on_lost=on_lost)
+    if placement is None or (known and bool((placement[1] == 1).all())):
+        return None
+    if not layers:
+        on_lost(f"target {target_name(target)} keeps its mass up to {float(placement[0].abs().max()):.3g} from the "
+                f"origin with spread up to {float(placement[1].max()):.3g}, beyond the unit scale the flow starts "
+                "at: build it with standardize=True, and fit() places it there")
+        return None
+    set_target_scale(flow, placement[1], placement[0])
+    return None if known else placement
+
+
 def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-then-jeffreys", draws: int = 256,
         lr: float = 3e-3, warmup_steps: int = 100, grad_clip: float = 10.0, ema_decay: float = 0.99,
         eval_every: int | None = None, seed: int = 0, on_nan: str = "rollback", context_sampler: Callable | None = None,
-        progress_bar: bool = False, seconds: float | None = None) -> dict[str, Any]:
+        progress_bar: bool = False, seconds: float | None = None, place: bool = True) -> dict[str, Any]:
     """Fit ``flow`` (in place) to ``target``, a callable log p̃(x) → (batch,) (or log p̃(x, c) with a
     ``context_sampler(n, generator) -> (n, C)`` for an amortised q(x | c)); returns the final
     diagnostics (see :func:`flowforge.variational.diagnostics.diagnose`) and the history, evaluated
     every ``eval_every`` steps (default: every 200, or ten times in a shorter run).
+
+    With ``place`` (the default) a flow built with ``standardize=True`` and not yet placed starts
+    where the target keeps its mass (:func:`place_on_target`; not for an amortised fit): a flow
+    at the unit scale misses a target far from it or wider than a spline's ±4.
 
     With ``seconds`` the run ends after that much wall-clock (evaluations included) or ``steps``
     steps, whichever comes first; the learning-rate schedule and the objective's phases follow
@@ -116,6 +146,8 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
                          eval_every=eval_every or evaluation_interval(steps), seed=seed, on_nan=on_nan,
                          objective=objective)
     check_target(flow, target, objective, seed, context_sampler)
+    if place and context_sampler is None:
+        place_on_target(flow, target, seed)
     device = next((p.device for p in flow.parameters()), torch.device("cpu"))
     optimizer = make_optimizer(flow.parameters(), lr)
     generator = torch.Generator(device).manual_seed(seed)
@@ -330,12 +362,8 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
         check_flow_size(config, target.dim, max_params)
         torch.manual_seed(config.seed)
         flow = build_flow(config, target.dim)
-        set_target_scale(flow, target.scale)
         lost: list[str] = []  # said once the target has passed its check (a refused one gets one line)
-        placement = None if resume or not is_file_target(config.data) else target_placement(
-            target, target.dim, config.seed, on_lost=lost.append)  # a built-in knows its scale; a resumed flow has its own
-        if placement is not None:
-            set_target_scale(flow, placement[1], placement[0])
+        placement = None if resume else place_on_target(flow, target, config.seed, on_lost=lost.append)
         flow = flow.to(resolve_device(config.device), resolve_dtype(config.dtype))
         optimizer = make_optimizer(flow.parameters(), config.lr, config.weight_decay)
         ema, generator = EMA(flow, config.ema_decay), torch.Generator(resolve_device(config.device))
