@@ -1,12 +1,1 @@
-"""Names every doctest in src/ may use without importing them (as the docstrings' examples do)."""
-
-import math
-
-import numpy
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _doctest_names(doctest_namespace):
-    doctest_namespace.update(torch=torch, math=math, np=numpy)
+"""The repository root's conftest: pytest puts this folder on sys.path, so tests import ``benchmarks``."""

@@ -1,6 +1,7 @@
 """Flow and base distributions: the change of variables, sampling, reparameterised gradients,
 the torch.distributions view, batch shapes, other bases, densities that integrate to 1."""
 
+import math
 import os
 import subprocess
 import sys
@@ -243,6 +244,28 @@ def test_conditional_distribution_has_the_context_batch_shape():
     assert d.rsample().shape == (5, 2)
     independent = torch.distributions.Independent(d, 1)  # a torch.distributions utility accepts it
     assert independent.log_prob(x).shape == (4,)
+
+
+def test_an_expanded_distribution_scores_one_value_per_batch_entry_as_torch_distributions_do():
+    d = perturbed_flow().distribution().expand((4,))
+    normal = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(4, 2), 1.0), 1)  # batch (4,)
+    for value in (torch.zeros(2), torch.zeros(3, 1, 2), torch.zeros(3, 4, 2)):
+        assert d.log_prob(value).shape == normal.log_prob(value).shape
+    with pytest.raises(ValueError, match=r"batch shape \(5,\) do not broadcast against .* \(4,\)"):
+        d.log_prob(torch.zeros(5, 2))
+    conditional = perturbed_flow(context_dim=3).distribution(torch.randn(5, 3))
+    assert conditional.expand((2, 5)).batch_shape == (2, 5)
+    with pytest.raises(ValueError, match=r"cannot expand a batch of shape \(5,\) to \(4,\)"):
+        conditional.expand((4,))
+
+
+@pytest.mark.parametrize("context, words", [
+    (None, "conditional .* give a context"), ([0.1, 0.2, 0.3], "must be a tensor"),
+    (torch.randn(5, 2), "a context of 3 values, got 2"), (torch.full((1, 3), math.nan), "NaN"),
+], ids=["missing", "a list", "wrong width", "NaN"])
+def test_a_distribution_refuses_a_bad_context_when_it_is_made(context, words):
+    with pytest.raises(ValueError, match=words):
+        perturbed_flow(context_dim=3).distribution(context)
 
 
 # ---- other bases train, and every density integrates to 1 ---------------------------------------

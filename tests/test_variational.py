@@ -855,7 +855,7 @@ def test_fit_leaves_a_placed_flow_where_it_is_and_warns_of_a_flow_it_cannot_plac
     fit(flow, _far_gaussian, steps=2)
     assert flow.transform.transforms[0].std.tolist() == [3.0, 3.0]
     assert flow.transform.transforms[0].mean.tolist() == [1.0, 1.0]
-    with pytest.warns(FlowforgeWarning, match="build it with standardize=True"):
+    with pytest.warns(FlowforgeWarning, match="build the flow with standardize=True"):
         fit(NSF(2, num_layers=1, hidden=8), _far_gaussian, steps=2)
 
 

@@ -21,6 +21,7 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
 
     Two writers never share a temporary file, so neither can clobber the other's half-written one.
 
+    >>> from flowforge.atomic import atomic_target
     >>> with atomic_target("/tmp/out.txt") as tmp:
     ...     _ = tmp.write_text("done")
     """

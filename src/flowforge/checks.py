@@ -8,6 +8,7 @@ import math
 def positive_finite(value: float, what: str) -> float:
     """``value`` as a float if it is a finite number > 0 (not a bool), else a ValueError naming ``what``.
 
+    >>> from flowforge.checks import positive_finite
     >>> positive_finite(2, "the temperature")
     2.0
     """

@@ -24,6 +24,8 @@ def mlp(in_features: int, out_features: int, hidden: int, depth: int,
     With ``zero_last`` the output layer starts at zero, so a coupling built on it
     starts as the identity map (a stable start for deep flows).
 
+    >>> import torch
+    >>> from flowforge.nets import mlp
     >>> mlp(3, 2, hidden=8, depth=2)(torch.randn(4, 3)).abs().max().item()
     0.0
     """
@@ -55,6 +57,8 @@ def zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 def coupling_cnn(in_channels: int, out_channels: int, hidden: int = 512, depth: int = 2) -> nn.Sequential:
     """Glow's coupling network: 3×3 conv → ReLU → (depth − 1) × [1×1 conv → ReLU] → zero-started 3×3 conv.
 
+    >>> import torch
+    >>> from flowforge.nets import coupling_cnn
     >>> coupling_cnn(2, 4, hidden=8)(torch.randn(1, 2, 6, 6)).abs().max().item()
     0.0
     """
@@ -70,6 +74,8 @@ def coupling_cnn(in_channels: int, out_channels: int, hidden: int = 512, depth: 
 def with_context_channels(x: Tensor, context: Tensor | None) -> Tensor:
     """Append a (B, K) context to (B, C, H, W) images as K constant channels: (B, C + K, H, W).
 
+    >>> import torch
+    >>> from flowforge.nets import with_context_channels
     >>> with_context_channels(torch.zeros(2, 1, 3, 3), torch.ones(2, 4)).shape
     torch.Size([2, 5, 3, 3])
     """
@@ -87,6 +93,8 @@ class MLPConditioner(nn.Module):
     in the input's dtype; the map it parameterises is computed at that precision, so the
     coupling stays exactly invertible. The choice is a buffer, so it travels with the weights.
 
+    >>> import torch
+    >>> from flowforge.nets import MLPConditioner
     >>> MLPConditioner(2, 3, params=2, hidden=8, depth=1, context_dim=1)(torch.randn(5, 2), torch.randn(5, 1)).shape
     torch.Size([5, 6])
     """
@@ -119,6 +127,8 @@ class SeparateMLPConditioner(nn.Module):
     conditioners' layout (batch, 2 · out_features). The book's coupling (its ``s`` and ``t`` towers);
     the scale's bound (tanh) is the element-wise map's, as for :class:`MLPConditioner`.
 
+    >>> import torch
+    >>> from flowforge.nets import SeparateMLPConditioner
     >>> SeparateMLPConditioner(2, 3, hidden=8, depth=2)(torch.randn(5, 2)).shape
     torch.Size([5, 6])
     """
@@ -140,6 +150,8 @@ class CNNConditioner(nn.Module):
     """Glow's coupling CNN from ``in_channels`` (+ ``context_dim`` constant context channels) to
     ``params`` values for each pixel of ``out_channels`` channels: (batch, params · out_channels, H, W).
 
+    >>> import torch
+    >>> from flowforge.nets import CNNConditioner
     >>> CNNConditioner(2, 2, params=2, hidden=8, context_dim=3)(torch.randn(4, 2, 5, 5), torch.randn(4, 3)).shape
     torch.Size([4, 4, 5, 5])
     """
@@ -211,6 +223,8 @@ class MADE(nn.Module):
     output of feature i sees hidden units of degree < deg(i); the context enters every hidden unit.
     The output layer starts at zero and has the conditioners' layout: ``params`` blocks of D along dim 1.
 
+    >>> import torch
+    >>> from flowforge.nets import MADE
     >>> made = MADE(3, params=2, hidden=16, depth=2)
     >>> made(torch.randn(4, 3)).shape
     torch.Size([4, 6])

@@ -54,6 +54,8 @@ class ContextInfo:
 def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     """Labels 0 … classes − 1 as float32 rows of one-hot vectors.
 
+    >>> import numpy as np
+    >>> from flowforge.data.context import one_hot
     >>> one_hot(np.array([1, 0]), 3).tolist()
     [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
     """
@@ -63,6 +65,7 @@ def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
 def column_positions(wanted: list[str], columns: list[str], source: str) -> list[int]:
     """Where the ``wanted`` columns stand among ``columns``: each is a header name or a 0-based index.
 
+    >>> from flowforge.data.context import column_positions
     >>> column_positions(["b", "0"], ["a", "b", "c"], "t.csv")
     [1, 0]
     """
@@ -169,6 +172,8 @@ def columns_by_name(table: np.ndarray, names: list[str], recorded: list[str], so
     ``recorded`` columns (a header naming only some is refused), else by position, with a warning
     when both carry names and the header uses none of the run's.
 
+    >>> import numpy as np
+    >>> from flowforge.data.context import columns_by_name
     >>> columns_by_name(np.array([[1.0, 2.0]]), ["b", "a"], ["a", "b"], "f.csv")
     array([[2., 1.]])
     """

@@ -19,6 +19,7 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 def parse_idx(data: bytes, source: str = "IDX data") -> np.ndarray:
     """The array held by IDX bytes; a bad header or a wrong length is a :class:`FlowforgeError`.
 
+    >>> from flowforge.data.idx import parse_idx
     >>> parse_idx(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9])).tolist()
     [7, 9]
     """

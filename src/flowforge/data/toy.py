@@ -103,6 +103,7 @@ def sample_toy(name: str, n: int, seed: int) -> np.ndarray:
 def sample_toy_labelled(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`sample_toy`'s points and each one's part (0 … ``TOY_CLASSES[name]`` − 1) as int64.
 
+    >>> from flowforge.data.toy import sample_toy_labelled
     >>> x, label = sample_toy_labelled("moons", 4, seed=0)
     >>> x.shape, sorted(set(label.tolist())) <= [0, 1]
     ((4, 2), True)

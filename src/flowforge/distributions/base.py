@@ -91,6 +91,8 @@ class GaussianBase(Base):
 class StandardNormal(GaussianBase):
     """N(0, I) over events of shape ``shape`` (an int for vectors, a tuple for images), the default base.
 
+    >>> import torch
+    >>> from flowforge import StandardNormal
     >>> base = StandardNormal(2)
     >>> base.log_prob(torch.zeros(1, 2))
     tensor([-1.8379])
@@ -114,6 +116,8 @@ class StandardNormal(GaussianBase):
 class DiagonalNormal(GaussianBase):
     """N(μ, diag σ²) with μ and log σ learned (``learned=False``: fixed at ``loc`` and ``scale``).
 
+    >>> import torch
+    >>> from flowforge.distributions import DiagonalNormal
     >>> base = DiagonalNormal(2)
     >>> base.log_prob(torch.zeros(1, 2)).detach()
     tensor([-1.8379])
@@ -138,6 +142,8 @@ class DiagonalNormal(GaussianBase):
 class ConditionalDiagonalNormal(GaussianBase):
     """N(μ(c), diag σ(c)²): an MLP of the context gives μ and log σ (it starts at N(0, I)).
 
+    >>> import torch
+    >>> from flowforge.distributions import ConditionalDiagonalNormal
     >>> base = ConditionalDiagonalNormal(2, context_dim=3, hidden=16)
     >>> base.log_prob(torch.zeros(4, 2), context=torch.randn(4, 3)).shape
     torch.Size([4])
@@ -170,6 +176,8 @@ class DistributionBase(Base):
     seed taken from it, repeatable without touching the global RNG. Temperatures other than 1 are
     refused (they are defined for Gaussian bases only).
 
+    >>> import torch
+    >>> from flowforge.distributions import DistributionBase
     >>> base = DistributionBase(torch.distributions.StudentT(3.0, torch.zeros(2), torch.ones(2)))
     >>> base.event_shape, base.log_prob(torch.zeros(5, 2)).shape
     (torch.Size([2]), torch.Size([5]))

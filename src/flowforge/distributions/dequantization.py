@@ -32,6 +32,8 @@ def check_bits(bits: int) -> int:
 def reduce_bits(images: Tensor, bits: int) -> Tensor:
     """8-bit-scale pixels → levels 0 … 2^bits − 1 (floor division by 2^(8 − bits)).
 
+    >>> import torch
+    >>> from flowforge.distributions.dequantization import reduce_bits
     >>> reduce_bits(torch.tensor([0., 15., 16., 255.]), 4).tolist()
     [0.0, 0.0, 1.0, 15.0]
     """
@@ -58,6 +60,8 @@ def keyed_noise(levels: Tensor, seed: int) -> Tensor:
     so a score of fixed noise is a function of the image alone (a batch-slot noise made an image's
     score depend on which images came before it).
 
+    >>> import torch
+    >>> from flowforge.distributions.dequantization import keyed_noise
     >>> a, b = torch.zeros(1, 4), torch.ones(1, 4)
     >>> torch.equal(keyed_noise(torch.cat([a, b]), 0)[1], keyed_noise(torch.cat([b, a]), 0)[0])
     True
@@ -76,6 +80,8 @@ def quantize(x: Tensor, bits: int) -> Tensor:
     """Continuous pixels in [0, 1] → 8-bit-scale images (level · 2^(8 − bits), the data's own format).
     Values outside [0, 1] are clipped; a non-finite value (a diverged sample) becomes 0.
 
+    >>> import torch
+    >>> from flowforge.distributions.dequantization import quantize
     >>> quantize(torch.tensor([-0.1, 0.5, 0.99, 1.3, float("nan")]), 4).tolist()
     [0.0, 128.0, 240.0, 240.0, 0.0]
     """
@@ -91,6 +97,7 @@ def log_bin_volume(dims: int, bits: int) -> float:
 def bits_per_dim(continuous_nll: Tensor | float, dims: int, bits: int) -> Tensor | float:
     """(NLL_continuous + D · log 2^bits) / (D · ln 2): nats of a density on [0, 1]^D → bits per pixel of the data.
 
+    >>> from flowforge.distributions.dequantization import bits_per_dim
     >>> round(bits_per_dim(0.0, dims=64, bits=4), 6)    # a uniform density on [0, 1]^D: 4 bits a pixel
     4.0
     """

@@ -66,6 +66,7 @@ class Flow(nn.Module):
         context_embedding: a module applied to the context before any layer sees it, keeping its
             size (nflows' ``embedding_net``; the trainer standardises a table's context columns so).
 
+    >>> import torch
     >>> from flowforge.models import RealNVP
     >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1)
     >>> x = flow.sample(5); flow.log_prob(x).shape
@@ -257,6 +258,7 @@ class Flow(nn.Module):
     def distribution(self, context: Tensor | None = None) -> "FlowDistribution":
         """This flow (given ``context``) as a ``torch.distributions.Distribution``.
 
+        >>> import torch
         >>> from flowforge.models import RealNVP
         >>> d = RealNVP(2, num_layers=2, hidden=8, depth=1).distribution()
         >>> isinstance(d, torch.distributions.Distribution), d.rsample((3,)).shape
@@ -271,6 +273,7 @@ class FlowDistribution(Distribution):
     reparameterised. Calling it draws a sample and ``expand`` broadcasts it to a batch shape, as
     Pyro's ``pyro.sample`` and ``pyro.plate`` expect.
 
+    >>> import torch
     >>> from flowforge.models import RealNVP
     >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1, context_dim=3)
     >>> d = flow.distribution(torch.randn(4, 3))
@@ -282,7 +285,7 @@ class FlowDistribution(Distribution):
     has_rsample = True
 
     def __init__(self, flow: Flow, context: Tensor | None = None, batch_shape: torch.Size | None = None):
-        self.flow, self.context = flow, context
+        self.flow, self.context = flow, flow._check_context(context)  # refused now, not at the first draw
         if batch_shape is None:
             batch_shape = torch.Size() if context is None else context.shape[:-1]
         super().__init__(torch.Size(batch_shape), flow.event_shape, validate_args=None)
@@ -293,6 +296,12 @@ class FlowDistribution(Distribution):
 
     def expand(self, batch_shape, _instance=None) -> "FlowDistribution":
         batch_shape = torch.Size(batch_shape)
+        try:
+            fits = torch.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"cannot expand a batch of shape {tuple(self.batch_shape)} to {tuple(batch_shape)}")
         context = None if self.context is None else self.context.expand(*batch_shape, self.context.shape[-1])
         return FlowDistribution(self.flow, context, batch_shape)
 
@@ -302,7 +311,14 @@ class FlowDistribution(Distribution):
         return shape if self.context is not None else shape + self.batch_shape
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return self.flow.log_prob(value, context=self.context)
+        log_p = self.flow.log_prob(value, context=self.context)
+        if self.context is not None or not self.batch_shape:
+            return log_p
+        try:  # an expanded unconditional flow: one value per batch entry, as torch.distributions gives
+            return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
+        except RuntimeError:
+            raise ValueError(f"values of batch shape {tuple(log_p.shape)} do not broadcast against the "
+                             f"distribution's batch shape {tuple(self.batch_shape)}") from None
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> Tensor:
         return self.flow.rsample(self._draw_shape(sample_shape), context=self.context)

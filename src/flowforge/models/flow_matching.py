@@ -44,6 +44,8 @@ def check_coupling(coupling: str) -> str:
 def ot_pairing(z: Tensor, x: Tensor) -> Tensor:
     """The permutation ``p`` minimising Σ_i ‖z[p[i]] - x[i]‖² (exact assignment, O(n³) on the batch).
 
+    >>> import torch
+    >>> from flowforge.models.flow_matching import ot_pairing
     >>> z = torch.tensor([[0.0], [10.0], [20.0]]); x = torch.tensor([[19.0], [1.0], [11.0]])
     >>> ot_pairing(z, x).tolist()   # x[0] takes z[2], x[1] takes z[0], x[2] takes z[1]
     [2, 0, 1]
@@ -66,6 +68,9 @@ def flow_matching_loss(cnf: CNF, x: Tensor, coupling: str = "independent", time_
     N(0, I) draws). With a context, each pair keeps its own condition, and the minimiser is the
     conditional field that carries the base to p(x | c).
 
+    >>> import torch
+    >>> from flowforge.models.flow_matching import flow_matching_loss
+    >>> from flowforge.transforms.cnf import CNF
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> flow_matching_loss(CNF(ConcatSquashMLP(2, 16, 2)), torch.randn(64, 2), coupling="ot").shape
     torch.Size([])

@@ -35,6 +35,7 @@ def pixel_preprocessing(logit: float | None) -> Transform:
 class ImageFlow(Flow):
     """A :class:`Flow` over (C, H, W) images in [0, 1] with the trainer's dequantisation hooks.
 
+    >>> import torch
     >>> from flowforge.models import Glow
     >>> flow = Glow((1, 8, 8), levels=2, steps=2, hidden=16, bits=4)
     >>> images = torch.randint(0, 256, (5, 1, 8, 8)).float()     # as stored: the 8-bit scale

@@ -21,6 +21,7 @@ sees the masked 2-vector, flowforge's the d given features; and in the book's Ke
 penalty is declared but never enters the gradient, because its custom ``train_step`` does not
 add ``model.losses`` — ``l2`` here applies it, as the chapter describes.
 
+>>> from flowforge.models.recipes import RECIPES
 >>> from flowforge.training import TrainConfig
 >>> config = TrainConfig(**RECIPES["book"])
 >>> config.n_train, config.steps, config.l2, config.model_options["separate_networks"]

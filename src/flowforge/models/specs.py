@@ -6,6 +6,8 @@ The loop, evaluation, plots and command line ask a :class:`ModelSpec` instead of
 model's name, attributes or the data's shape. This module imports neither torch nor the
 builders (``flowforge --help`` reads it): a builder is imported when a model is first built.
 
+>>> from flowforge.models import SPECS
+>>> from flowforge.models.specs import DataInfo
 >>> spec = SPECS["glow"]
 >>> spec.input_kind, spec.size_options["layers"]
 ('image', 'steps')

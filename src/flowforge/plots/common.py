@@ -21,6 +21,7 @@ LATENT_COLORMAP = "twilight"  # cyclic, for angles
 def new_figure(rows: int = 1, columns: int = 1, figsize: tuple[float, float] = (6, 5)):
     """(figure, axes) like ``plt.subplots``, with a constrained layout and no pyplot.
 
+    >>> from flowforge.plots import new_figure
     >>> fig, axes = new_figure(1, 2, figsize=(4, 2)); axes.shape
     (2,)
     """

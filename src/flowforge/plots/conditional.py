@@ -20,6 +20,9 @@ def class_density_figure(flow, data: np.ndarray, labels: np.ndarray, info: Conte
                          resolution: int = 150) -> Figure:
     """p(x | class) as a heat map for each class, with that class's points over it.
 
+    >>> import numpy as np
+    >>> from flowforge.data import ContextInfo
+    >>> from flowforge.plots import class_density_figure
     >>> from flowforge.models import RealNVP
     >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1, context_dim=2)
     >>> info = ContextInfo("label", ["0", "1"])

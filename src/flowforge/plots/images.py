@@ -31,6 +31,8 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1, fil
     """(N, C, H, W) → one (rows·(H+pad)−pad, cols·(W+pad)−pad[, 3]) picture, rows filled left to right,
     images apart by ``pad`` pixels of value ``fill`` (mid grey, visible on black and white backgrounds).
 
+    >>> import numpy as np
+    >>> from flowforge.plots import image_grid
     >>> image_grid(np.zeros((6, 1, 4, 4), np.uint8), columns=3).shape
     (9, 14)
     """

@@ -20,6 +20,8 @@ def unit_square_images_figure(matrices: list[np.ndarray]) -> Figure:
     """One panel per 2×2 matrix A: the unit square, its image A·square, and the images of
     e₁ and e₂; the title gives det A (the image's signed area).
 
+    >>> import numpy as np
+    >>> from flowforge.plots import unit_square_images_figure
     >>> fig = unit_square_images_figure([np.eye(2), np.array([[0.0, 1.0], [1.0, 0.0]])])
     >>> [ax.get_title() for ax in fig.axes]
     ['det A = 1', 'det A = -1']
@@ -47,6 +49,8 @@ def dependency_figure(jacobians: dict[str, np.ndarray], tolerance: float = 1e-9)
     the right, a line from x_i to y_j where ∂y_j/∂x_i ≠ 0 — grey where y_j = x_j passes through
     (a row of the identity), coloured where x_i conditions a transformed y_j.
 
+    >>> import numpy as np
+    >>> from flowforge.plots import dependency_figure
     >>> fig = dependency_figure({"one coupling": np.array([[1.0, 0.0], [0.5, 2.0]])})
     >>> len(fig.axes[0].lines)   # x1→y1, x1→y2, x2→y2
     3

@@ -40,6 +40,8 @@ def latent_and_generated(flow: Flow, data: np.ndarray, n_samples: int = 3000,
     """(f(X), Z, g(Z)): the data mapped to latent space, ``n_samples`` draws Z ~ N(0, I) (the same
     for a given ``seed``, so snapshots taken during training are comparable) and g(Z) in data space.
 
+    >>> import numpy as np
+    >>> from flowforge.plots import latent_and_generated
     >>> from flowforge.models import RealNVP
     >>> latent, z, generated = latent_and_generated(RealNVP(2, num_layers=2, hidden=8, depth=1), np.zeros((5, 2)), 7)
     >>> latent.shape, z.shape, generated.shape
@@ -55,6 +57,8 @@ def latent_and_generated(flow: Flow, data: np.ndarray, n_samples: int = 3000,
 def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: int = 0) -> Figure:
     """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data).
 
+    >>> import numpy as np
+    >>> from flowforge.plots import chapter_figure
     >>> from flowforge.models import RealNVP
     >>> fig = chapter_figure(RealNVP(2, num_layers=2, hidden=8, depth=1), np.random.randn(200, 2), n_samples=100)
     >>> len(fig.axes)
@@ -82,6 +86,8 @@ def training_animation(steps: list[int], data: np.ndarray, z: np.ndarray, latent
     snapshot to the next (``latents[k]``, ``generated[k]`` taken at ``steps[k]``, e.g. with
     :func:`latent_and_generated`). ``save_animation`` writes it as a GIF.
 
+    >>> import numpy as np
+    >>> from flowforge.plots import training_animation
     >>> import tempfile
     >>> from flowforge.plots.ffjord import save_animation
     >>> points = np.random.default_rng(0).normal(size=(2, 5, 2))
@@ -148,6 +154,7 @@ def training_curve(records: list[dict] | str | Path) -> Figure:
     """Train and validation NLL against step, the best validation step marked; ``records`` are
     metrics.jsonl's lines (or the file's path).
 
+    >>> from flowforge.plots import training_curve
     >>> training_curve([{"step": 1, "train_nll": 3.0, "val_nll": 2.5}, {"step": 2, "train_nll": 2.0, "val_nll": 2.1}])
     <Figure size 800x500 with 1 Axes>
     """

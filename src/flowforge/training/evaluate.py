@@ -120,6 +120,8 @@ def gaussian_baseline_nll(train: np.ndarray, test: np.ndarray, train_context: np
     With conditions its mean is linear in them (least squares on [c, 1]: one mean per class for
     one-hot labels) and its covariance that of the residuals.
 
+    >>> import numpy as np
+    >>> from flowforge.training.evaluate import gaussian_baseline_nll
     >>> rng = np.random.default_rng(0); c = rng.normal(size=(4000, 1)); x = 3 * c + rng.normal(size=(4000, 1))
     >>> nll = gaussian_baseline_nll(x[:2000], x[2000:], c[:2000], c[2000:])
     >>> bool(abs(nll - 0.5 * np.log(2 * np.pi * np.e)) < 0.05), gaussian_baseline_nll(x[:2000], x[2000:]) > 2.5  # N(3c, 1)

@@ -267,6 +267,7 @@ def pixel_bits(images) -> int:
     """The bit depth of 8-bit-scale pixel values: 8 − log2 of their common step (digits' 16 levels
     are stored as 16·v, so 4 bits; MNIST's 256 levels, 8 bits).
 
+    >>> from flowforge.training.loop import pixel_bits
     >>> import numpy as np
     >>> pixel_bits(np.array([0, 16, 240])), pixel_bits(np.array([0, 3, 255]))
     (4, 8)

@@ -20,6 +20,8 @@ def kernels(module: nn.Module) -> list[Tensor]:
     """The weight matrices (and convolution kernels) of ``module``: parameters named ``weight``
     with two or more dimensions; biases, scales and other vectors are left out.
 
+    >>> from torch import nn
+    >>> from flowforge.training.regularization import kernels
     >>> [tuple(w.shape) for w in kernels(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))]
     [(4, 3), (2, 4)]
     """
@@ -29,6 +31,8 @@ def kernels(module: nn.Module) -> list[Tensor]:
 def l2_penalty(module: nn.Module, strength: float) -> Tensor:
     """``strength`` · Σ w² over the kernels of ``module`` (Keras's ``l2`` kernel regulariser).
 
+    >>> from torch import nn
+    >>> from flowforge.training.regularization import l2_penalty
     >>> layer = nn.Linear(2, 1); _ = nn.init.constant_(layer.weight, 3.0)
     >>> round(l2_penalty(layer, 0.01).item(), 6)   # 0.01 · (3² + 3²)
     0.18

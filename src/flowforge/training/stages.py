@@ -20,6 +20,7 @@ from flowforge.training.run import load_run
 def stage_ends(steps: int, every: int) -> list[int]:
     """The steps a run of ``steps`` stops at when staged ``every`` steps (the last is ``steps``).
 
+    >>> from flowforge.training.stages import stage_ends
     >>> stage_ends(10, 4)
     [4, 8, 10]
     """
@@ -33,6 +34,7 @@ def train_in_stages(config: TrainConfig, run_dir: str | Path, every: int, *, for
     """Train ``config`` into ``run_dir``, yielding ``(step, flow, results)`` at every stop: the
     flow with the weights of that step (evaluation mode), and the results of the best weights so far.
 
+    >>> from flowforge.training.stages import train_in_stages
     >>> from flowforge.training import TrainConfig
     >>> import tempfile
     >>> config = TrainConfig(steps=4, eval_every=2, n_train=64, batch_size=16, model_options={"num_layers": 2,

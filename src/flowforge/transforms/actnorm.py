@@ -26,6 +26,8 @@ class ActNorm(Transform):
     re-initialised. Initialisation happens on the first ``forward`` in training mode; under
     ``torch.distributed`` the statistics are those of the global batch, so every rank agrees.
 
+    >>> import torch
+    >>> from flowforge.transforms import ActNorm
     >>> norm = ActNorm(3)
     >>> y, log_abs_det = norm(5 + 2 * torch.randn(64, 3, 4, 4))
     >>> bool(y.mean((0, 2, 3)).abs().max() < 1e-5), bool(norm.initialized)

@@ -23,6 +23,9 @@ class Transform(nn.Module):
     minus the forward's at the matching point. Layers without a network accept a context and
     ignore it; layers with one take ``context_dim`` (0: unconditional) and feed it to the network.
 
+    >>> import math
+    >>> import torch
+    >>> from flowforge.transforms import Transform
     >>> class Double(Transform):
     ...     def forward(self, x, context=None):
     ...         return 2 * x, x.new_full(x.shape[:1], x[0].numel() * math.log(2))
@@ -59,6 +62,7 @@ class Compose(Transform):
     """Apply transforms in order, each given the same context; the inverse runs them in reverse
     and log-dets add: log|det J_{g∘f}(x)| = log|det J_f(x)| + log|det J_g(f(x))|.
 
+    >>> import torch
     >>> from flowforge.transforms import Compose, Reverse
     >>> y, log_abs_det = Compose([Reverse(), Reverse()])(torch.tensor([[1.0, 2.0]]))
     >>> y, log_abs_det
@@ -87,7 +91,8 @@ class Compose(Transform):
 class Inverse(Transform):
     """``transform`` with its directions swapped: forward is its inverse and vice versa.
 
-    >>> from flowforge.transforms import Shift
+    >>> import torch
+    >>> from flowforge.transforms import Shift, Inverse
     >>> Inverse(Shift(1.0))(torch.zeros(1, 2))[0]
     tensor([[-1., -1.]])
     """

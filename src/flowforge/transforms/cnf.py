@@ -124,6 +124,8 @@ class CNF(Transform):
     2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative Models",
     arXiv:1810.01367.
 
+    >>> import torch
+    >>> from flowforge.transforms.cnf import CNF
     >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> cnf = CNF(ConcatSquashMLP(2, hidden=16, depth=2))
     >>> z, log_abs_det = cnf(torch.randn(8, 2))
@@ -182,6 +184,8 @@ class CNF(Transform):
                   context: Tensor | None = None) -> Integrated:
         """Solve from global time t0 to t1 (either direction) through every block in between.
 
+        >>> import torch
+        >>> from flowforge.transforms.cnf import CNF
         >>> from flowforge.transforms.dynamics import ConcatSquashMLP
         >>> cnf = CNF(ConcatSquashMLP(2, hidden=8, depth=1))
         >>> halfway = cnf.integrate(torch.randn(3, 2), 1.0, 0.5).z

@@ -41,6 +41,8 @@ class Mask(nn.Module):
 class FeatureMask(Mask):
     """A binary mask over the D features of vectors (1 = passes through and conditions).
 
+    >>> import torch
+    >>> from flowforge.transforms import FeatureMask
     >>> given, free = FeatureMask([1, 1, 0]).split(torch.tensor([[1.0, 2.0, 3.0]]))
     >>> given, free
     (tensor([[1., 2.]]), tensor([[3.]]))
@@ -137,8 +139,9 @@ class Coupling(Transform):
             (batch, P·k, *rest) for a free part of shape (batch, k, *rest).
         elementwise: the element-wise map, with P = ``elementwise.params_per_element``.
 
+    >>> import torch
     >>> from flowforge.nets import MLPConditioner
-    >>> from flowforge.transforms import Affine
+    >>> from flowforge.transforms import Affine, Coupling, FeatureMask
     >>> layer = Coupling(FeatureMask([1, 0]), MLPConditioner(1, 1, params=2, hidden=8, depth=1), Affine())
     >>> y, log_abs_det = layer(torch.randn(4, 2))
     """
@@ -191,6 +194,8 @@ class AffineCoupling(Coupling):
     (the book's coupling: an ``s`` tower ending in tanh and a ``t`` tower) instead of one with two heads.
     ``scale_bound`` widens the tanh bound: s = scale_bound · tanh(raw / scale_bound).
 
+    >>> import torch
+    >>> from flowforge.transforms import AffineCoupling
     >>> layer = AffineCoupling([1, 1, 0], hidden=16, depth=2)  # D=3, d=2: x1, x2 scale and shift x3
     >>> book = AffineCoupling([1, 0], hidden=16, depth=2, separate_networks=True)
     >>> y, log_abs_det = book(torch.randn(8, 2))
@@ -224,6 +229,8 @@ class SplineCoupling(Coupling):
 
     Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032.
 
+    >>> import torch
+    >>> from flowforge.transforms import SplineCoupling
     >>> layer = SplineCoupling([1, 0, 1], bins=4, hidden=16, depth=2, context_dim=2)
     >>> y, log_abs_det = layer(torch.randn(8, 3), context=torch.randn(8, 2))
     """
@@ -247,6 +254,8 @@ class ChannelCoupling(Coupling):
     The first ⌊C/2⌋ channels condition the rest; ``flip`` swaps the roles. s and t come from a
     CNN whose last convolution starts at zero; a context enters as constant extra channels.
 
+    >>> import torch
+    >>> from flowforge.transforms import ChannelCoupling
     >>> x = torch.randn(2, 4, 8, 8)
     >>> y, log_abs_det = ChannelCoupling(4, hidden=16)(x)
     >>> torch.equal(y[:, :2], x[:, :2])    # the conditioning half passes unchanged
@@ -267,7 +276,8 @@ class MaskedCoupling(Coupling):
 
         y = b⊙x + (1−b)⊙(x⊙s(b⊙x, c) + t(b⊙x, c)),    log|det J| = Σ (1−b)⊙log s
 
-    >>> from flowforge.transforms import checkerboard_mask
+    >>> import torch
+    >>> from flowforge.transforms import checkerboard_mask, MaskedCoupling
     >>> layer = MaskedCoupling(checkerboard_mask((1, 4, 4)), hidden=8)
     >>> y, log_abs_det = layer(torch.randn(3, 1, 4, 4))
     """
@@ -296,6 +306,7 @@ def rename_legacy_keys(module: nn.Module, state: dict, prefix: str = "") -> dict
 def checkerboard_mask(shape: tuple[int, int, int], parity: int = 0) -> Tensor:
     """1 where (row + column + parity) is even, on every channel: shape (C, H, W).
 
+    >>> from flowforge.transforms import checkerboard_mask
     >>> checkerboard_mask((1, 2, 2))[0].tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
@@ -307,6 +318,7 @@ def checkerboard_mask(shape: tuple[int, int, int], parity: int = 0) -> Tensor:
 def channel_mask(shape: tuple[int, int, int], parity: int = 0) -> Tensor:
     """1 on the first ⌊C/2⌋ channels (parity 0) or on the others (parity 1): shape (C, H, W).
 
+    >>> from flowforge.transforms import channel_mask
     >>> channel_mask((4, 1, 1)).flatten().tolist()
     [1.0, 1.0, 0.0, 0.0]
     """

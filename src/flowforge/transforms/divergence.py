@@ -28,6 +28,8 @@ def sample_noise(like: Tensor, kind: str = "gaussian") -> Tensor:
 def exact_divergence(f: Tensor, z: Tensor, create_graph: bool = False) -> tuple[Tensor, Tensor]:
     """(Tr ∂f/∂z, ‖∂f/∂z‖²_F) per sample, from the D rows of the Jacobian; ``f`` must depend on ``z``.
 
+    >>> import torch
+    >>> from flowforge.transforms.divergence import exact_divergence
     >>> z = torch.randn(4, 2, requires_grad=True)
     >>> exact_divergence(3 * z, z)[0]
     tensor([6., 6., 6., 6.])
@@ -45,6 +47,8 @@ def hutchinson_divergence(f: Tensor, z: Tensor, noise: Tensor,
                           create_graph: bool = False) -> tuple[Tensor, Tensor]:
     """Unbiased (εᵀ J ε, ‖εᵀ J‖²) per sample for the given noise ε (same shape as z).
 
+    >>> import torch
+    >>> from flowforge.transforms.divergence import hutchinson_divergence
     >>> z = torch.randn(4, 2, requires_grad=True)
     >>> hutchinson_divergence(3 * z, z, torch.ones(4, 2))[0]
     tensor([6., 6., 6., 6.])

@@ -24,6 +24,8 @@ def _time_column(t: Tensor, like: Tensor) -> Tensor:
 class ConcatSquashLinear(nn.Module):
     """One time-conditioned layer: (W h + b) · σ(gate(t)) + bias(t).
 
+    >>> import torch
+    >>> from flowforge.transforms.dynamics import ConcatSquashLinear
     >>> layer = ConcatSquashLinear(2, 8)
     >>> layer(torch.tensor(0.5), torch.randn(4, 2)).shape
     torch.Size([4, 8])
@@ -57,6 +59,8 @@ class ConcatSquashMLP(nn.Module):
     sample (as flow matching calls it). The last layer starts at zero, so f ≡ 0 and the flow
     starts as the identity map.
 
+    >>> import torch
+    >>> from flowforge.transforms.dynamics import ConcatSquashMLP
     >>> f = ConcatSquashMLP(2, hidden=16, depth=2)
     >>> f(torch.tensor(0.3), torch.randn(5, 2)).shape, f(torch.rand(5), torch.randn(5, 2)).shape
     (torch.Size([5, 2]), torch.Size([5, 2]))

@@ -26,6 +26,8 @@ def log_scale(raw: Tensor, kind: str, bound: float = 1.0) -> Tensor:
     the book's scale in (1/e, e)); "sigmoid": s = sigmoid(raw + 2) ∈ (0, 1), Glow's choice (starts at
     0.88, never expands); "additive": s = 1 (NICE).
 
+    >>> import torch
+    >>> from flowforge.transforms.elementwise import log_scale
     >>> log_scale(torch.tensor([0.0]), "tanh"), log_scale(torch.tensor([0.0]), "additive")
     (tensor([0.]), tensor([0.]))
     """
@@ -59,6 +61,8 @@ class Affine(ElementwiseMap):
     the tanh bound: log s = bound · tanh(raw / bound), so s ∈ (e^−bound, e^bound) with the same
     slope at 0 (a MAF on peaked conditionals needs more than a factor e per layer).
 
+    >>> import torch
+    >>> from flowforge.transforms import Affine
     >>> y, log_der = Affine()(torch.ones(1, 2), torch.tensor([[0.0, 0.0, 1.0, 2.0]]))
     >>> y, log_der
     (tensor([[2., 3.]]), tensor([[0., 0.]]))
@@ -92,6 +96,8 @@ class Affine(ElementwiseMap):
 class Additive(ElementwiseMap):
     """y = x + t, volume preserving (NICE: Dinh et al. 2014, arXiv:1410.8516); the param is t.
 
+    >>> import torch
+    >>> from flowforge.transforms import Additive
     >>> Additive()(torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]))[0]
     tensor([[ 1., -1.]])
     """

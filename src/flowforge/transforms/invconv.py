@@ -24,6 +24,8 @@ class InvConv1x1(Transform):
     Works on (B, C, *spatial) tensors. ``weight()`` gives W as a matrix in both variants, so a
     plain (``lu=False``, log-det by ``slogdet``) and an LU layer with the same W agree exactly.
 
+    >>> import torch
+    >>> from flowforge.transforms import InvConv1x1
     >>> conv = InvConv1x1(4)
     >>> y, log_abs_det = conv(torch.randn(2, 4, 8, 8))
     >>> bool(log_abs_det.abs().max() < 1e-4)    # a rotation keeps volume

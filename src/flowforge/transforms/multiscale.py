@@ -33,7 +33,8 @@ class Split(Transform):
     Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803; Kingma & Dhariwal 2018,
     "Glow", arXiv:1807.03039.
 
-    >>> from flowforge.transforms import ActNorm
+    >>> import torch
+    >>> from flowforge.transforms import ActNorm, Split
     >>> split = Split(4, inner=ActNorm(2))
     >>> split(torch.randn(3, 4, 2, 2))[0].shape
     torch.Size([3, 4, 2, 2])

@@ -12,6 +12,8 @@ class Permutation(VolumePreserving):
     """y = x[:, perm], a fixed reordering of the features (placed between couplings so that every
     feature is transformed and conditions the others in turn).
 
+    >>> import torch
+    >>> from flowforge.transforms import Permutation
     >>> Permutation(torch.tensor([2, 0, 1]))(torch.arange(3.).view(1, 3))[0]
     tensor([[2., 0., 1.]])
     """
@@ -34,6 +36,8 @@ class Permutation(VolumePreserving):
 class Reverse(VolumePreserving):
     """Reverse the order of the features: y = x[:, ::-1] (the book's alternating masks, as a layer).
 
+    >>> import torch
+    >>> from flowforge.transforms import Reverse
     >>> Reverse()(torch.tensor([[1.0, 2.0, 3.0]]))[0]
     tensor([[3., 2., 1.]])
     """

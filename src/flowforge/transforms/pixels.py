@@ -19,6 +19,8 @@ class Logit(Transform):
     """Map [0, 1] onto the real line, squeezed by α away from the edges where logit explodes
     (RealNVP's preprocessing: Dinh et al. 2017, arXiv:1605.08803).
 
+    >>> import torch
+    >>> from flowforge.transforms import Logit
     >>> y, log_abs_det = Logit(0.05)(torch.full((1, 1, 2, 2), 0.5))
     >>> y.flatten().tolist()
     [0.0, 0.0, 0.0, 0.0]
@@ -46,6 +48,8 @@ class Logit(Transform):
 class Shift(VolumePreserving):
     """y = x + offset, volume preserving; Glow centres pixels with ``Shift(-0.5)``.
 
+    >>> import torch
+    >>> from flowforge.transforms import Shift
     >>> Shift(-0.5)(torch.ones(1, 3))[0].tolist()
     [[0.5, 0.5, 0.5]]
     """

@@ -43,6 +43,8 @@ class RationalQuadraticSpline(ElementwiseMap):
     their gradients stay finite, and the inverse's discriminant is clamped at zero against
     rounding: never NaN, never an exception for finite input.
 
+    >>> import torch
+    >>> from flowforge.transforms import RationalQuadraticSpline
     >>> spline = RationalQuadraticSpline(bins=4, bound=3.0)
     >>> x = torch.tensor([[-5.0, 0.3, 2.9]])
     >>> y, log_der = spline(x, torch.zeros(1, spline.params_per_element * 3))

@@ -31,6 +31,8 @@ class Squeeze(VolumePreserving):
     """(B, C, H, W) → (B, 4C, H/2, W/2), a fixed permutation of the pixels (RealNVP's squeezing:
     Dinh et al. 2017, "Density estimation using Real NVP", arXiv:1605.08803).
 
+    >>> import torch
+    >>> from flowforge.transforms import Squeeze
     >>> Squeeze()(torch.zeros(2, 3, 8, 8))[0].shape
     torch.Size([2, 12, 4, 4])
     """
@@ -45,6 +47,8 @@ class Squeeze(VolumePreserving):
 class Unsqueeze(VolumePreserving):
     """(B, 4C, H, W) → (B, C, 2H, 2W): :class:`Squeeze` run backwards (ends a multi-scale level).
 
+    >>> import torch
+    >>> from flowforge.transforms import Unsqueeze
     >>> Unsqueeze()(torch.zeros(2, 12, 4, 4))[0].shape
     torch.Size([2, 3, 8, 8])
     """

@@ -33,6 +33,8 @@ class Standardize(Statistics, Transform):
     """y = (x − mean) / std with statistics stored as buffers (saved with the weights);
     log|det J| = −Σ log std, so densities stay in data units while the layers after it see unit scale.
 
+    >>> import torch
+    >>> from flowforge.transforms import Standardize
     >>> s = Standardize(2); s.set_statistics(torch.tensor([1., 2.]), torch.tensor([2., 4.]))
     >>> s(torch.tensor([[3., 6.]]))[0]
     tensor([[1., 1.]])
@@ -52,6 +54,8 @@ class StandardizeContext(Statistics):
     """c ↦ (c − mean) / std, a conditional flow's ``context_embedding``: its networks see unit-scale
     conditions while callers give them in data units (a table's columns of any scale).
 
+    >>> import torch
+    >>> from flowforge.transforms import StandardizeContext
     >>> e = StandardizeContext(1); e.set_statistics(torch.tensor([10.]), torch.tensor([5.]))
     >>> e(torch.tensor([[20.]]))
     tensor([[2.]])
@@ -67,6 +71,8 @@ def fit_standardization(module: torch.nn.Module, train: Tensor, context: Tensor 
     rows' ``context`` (N, C), a conditional flow also gets (or updates) a :class:`StandardizeContext`
     as its ``context_embedding``, so its networks see unit-scale conditions given in data units.
 
+    >>> import torch
+    >>> from flowforge.transforms import fit_standardization
     >>> from flowforge.models import NSF
     >>> flow = NSF(2, num_layers=1, hidden=8, context_dim=1, standardize=True)
     >>> x, c = torch.randn(100, 2) * 100 + 500, torch.rand(100, 1) * 20 + 2000

@@ -32,6 +32,8 @@ def generalized_pareto_shape(exceedances: Tensor) -> float:
     The GPD is written with θ = −k/σ: for each of m candidate θ on a grid, k(θ) = mean log(1 − θx)
     and the profile log-likelihood is n (log(−θ/k) − k − 1); θ̂ is the posterior mean over the grid.
 
+    >>> import torch
+    >>> from flowforge.variational.diagnostics import generalized_pareto_shape
     >>> u = torch.rand(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     >>> round(generalized_pareto_shape(u ** -0.5 - 1), 1)   # a Pareto tail of shape 0.5
     0.5
@@ -68,6 +70,8 @@ def importance_summary(log_weights: Tensor, log_z: float | None = None) -> dict[
     """ELBO, log Ẑ and its standard error, Kish ESS per draw and Pareto-k̂ from log-weights (and the
     KL(q‖p) = log Z − ELBO and log Ẑ − log Z when the true ``log_z`` is known).
 
+    >>> import torch
+    >>> from flowforge.variational import importance_summary
     >>> s = importance_summary(torch.zeros(1000) + 1.5)
     >>> s["log_z"], s["elbo"], s["ess_per_draw"], s["log_z_stderr"]
     (1.5, 1.5, 1.0, 0.0)
@@ -141,6 +145,8 @@ def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: f
     """The fraction of the target's modes that q covers: a mode counts when at least ``share`` of
     the draws p would give it (its ``mass``, p's share; 1/M each when None) fall nearest to it.
 
+    >>> import torch
+    >>> from flowforge.variational.diagnostics import mode_coverage
     >>> mode_coverage(torch.tensor([[0.0, 0.1], [0.1, 0.0]]), torch.tensor([[0.0, 0.0], [5.0, 5.0]]))
     0.5
     """
@@ -156,6 +162,8 @@ def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None
     gives them: x (N, D) and log w (N,), or for K conditions x (N, K, D) and log w (N, K), each
     condition's column resampled on its own into (n, K, D). A log weight of −inf is no weight.
 
+    >>> import torch
+    >>> from flowforge.variational import resample
     >>> resample(torch.tensor([[0.0], [1.0]]), torch.tensor([0.0, -float("inf")]), 3).flatten().tolist()
     [0.0, 0.0, 0.0]
     """

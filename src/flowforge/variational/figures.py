@@ -25,6 +25,7 @@ def _grid(box: float, resolution: int = GRID) -> tuple[np.ndarray, torch.Tensor]
 def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0) -> Figure:
     """Target density p (when the target is known), flow density q, and draws of q over p's contours.
 
+    >>> from flowforge.variational.figures import density_panels
     >>> from flowforge.models import RealNVP
     >>> from flowforge.variational.targets import banana
     >>> len(density_panels(RealNVP(2, num_layers=2, hidden=8, depth=1), banana(), n=100).axes)
@@ -62,6 +63,7 @@ def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0)
 def curves(records: list[dict], log_z: float | None = None) -> Figure:
     """ELBO (with the true log Z where known) and Kish ESS per draw against the step.
 
+    >>> from flowforge.variational.figures import curves
     >>> len(curves([{"step": 1, "elbo": 0.1, "ess_per_draw": 0.5}], log_z=0.3).axes)
     2
     """

@@ -101,9 +101,9 @@ def place_on_target(flow, target: Callable, seed: int = 0, on_lost: Callable[[st
     if placement is None or (known and bool((placement[1] == 1).all())):
         return None
     if not layers:
-        on_lost(f"target {target_name(target)} keeps its mass up to {float(placement[0].abs().max()):.3g} from the "
-                f"origin with spread up to {float(placement[1].max()):.3g}, beyond the unit scale the flow starts "
-                "at: build it with standardize=True, and fit() places it there")
+        on_lost(f"target {target_name(target)} lies beyond the unit scale the flow starts at (its mass centred "
+                f"{float(placement[0].abs().max()):.3g} from the origin, spread up to {float(placement[1].max()):.3g}): "
+                "build the flow with standardize=True, and fit() places it there")
         return None
     set_target_scale(flow, placement[1], placement[0])
     return None if known else placement
@@ -128,9 +128,11 @@ def fit(flow, target: Callable, steps: int = 2000, *, objective: str = "forward-
     base first (:func:`student_t_base`). ``target`` must be written in torch operations (the
     reverse KL differentiates it) and finite everywhere.
 
+    >>> from flowforge.variational import fit
     >>> from flowforge.models import RealNVP
     >>> from flowforge.variational.targets import banana
-    >>> out = fit(RealNVP(2, num_layers=2, hidden=8, depth=1), banana(), steps=20, eval_every=10)
+    >>> flow = RealNVP(2, num_layers=2, hidden=8, depth=1, standardize=True)   # placed on the target first
+    >>> out = fit(flow, banana(), steps=20, eval_every=10)
     >>> len(out["history"]), out["elbo"] <= banana().log_z + 0.1
     (2, True)
     """

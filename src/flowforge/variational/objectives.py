@@ -52,6 +52,7 @@ def reverse_kl(flow, target: Callable, n: int, context: Tensor | None = None,
                generator: torch.Generator | None = None) -> Tensor:
     """E_q[log q(x) − log p̃(x)] by ``n`` reparameterised draws (per context row): −ELBO.
 
+    >>> from flowforge.variational import reverse_kl
     >>> from flowforge.models import RealNVP
     >>> from flowforge.variational.targets import banana
     >>> reverse_kl(RealNVP(2, num_layers=2, hidden=8, depth=1), banana(), 16).shape

@@ -12,6 +12,7 @@ the base has there: a target centred at 10, spread over hundreds, or with 5% of 
 then takes μ and a scale that brings 99.9% of the mass within ±B, and the layers after it see the
 target there wherever it sits.
 
+>>> from flowforge.variational import target_placement
 >>> import torch
 >>> place = target_placement(lambda x: -0.5 * ((x - 10) ** 2).sum(-1), dim=2, seed=0)
 >>> [round(v) for v in place[0].tolist()], [round(v) for v in place[1].tolist()]

@@ -61,6 +61,8 @@ MIXTURE_SCALE = 0.5
 def gaussian_mixture() -> Target:
     """Σ_k w_k N(x; μ_k, 0.5² I) with unnormalised weights: log Z = log Σ_k w_k exactly.
 
+    >>> import torch
+    >>> from flowforge.variational.targets import gaussian_mixture
     >>> t = gaussian_mixture(); round(t.log_z, 4), t(torch.zeros(3, 2)).shape
     (2.3026, torch.Size([3]))
     """
@@ -84,6 +86,7 @@ def ring_mixture(rings: int = 2) -> Target:
     """normflows' ring mixture: log Σ_i exp(−(|x| − 2i/n)² / 2s²), s = 1/(4n), i = 1…n; Z exact
     (each ring's radial integral in closed form, times 2π).
 
+    >>> from flowforge.variational.targets import ring_mixture
     >>> t = ring_mixture(); abs(t.log_z - 1.7760) < 1e-3
     True
     """
@@ -116,6 +119,7 @@ def two_moons() -> Target:
     """normflows' two-moons energy: −½((|x| − 2)/0.2)² + log(e^{−½((x₁−2)/0.3)²} + e^{−½((x₁+2)/0.3)²});
     log Z by polar quadrature (a million cells; the ring holds all the mass at |x| ≤ 4).
 
+    >>> from flowforge.variational.targets import two_moons
     >>> abs(two_moons().log_z - 0.8042) < 1e-3
     True
     """
@@ -127,6 +131,7 @@ def banana(curvature: float = 1.0, spread: float = 4.0) -> Target:
     """The banana (a Rosenbrock density): x₁ ~ N(0, 1), x₂ | x₁ ~ N(b x₁², 1/c), in unnormalised form
     −½ x₁² − ½ c (x₂ − b x₁²)²: log Z = log 2π − ½ log c exactly (b = ``curvature``, c = ``spread``).
 
+    >>> from flowforge.variational.targets import banana
     >>> round(banana().log_z, 4)
     1.1447
     """
@@ -141,6 +146,8 @@ def funnel(dim: int = 10, scale: float = 3.0) -> Target:
     """Neal's funnel (Neal 2003, "Slice sampling", arXiv:physics/0009028): v ~ N(0, 3²) and
     x_i | v ~ N(0, eᵛ) for the other D − 1 coordinates; normalised, so log Z = 0.
 
+    >>> import torch
+    >>> from flowforge.variational.targets import funnel
     >>> funnel().log_z, funnel()(torch.zeros(2, 10)).shape
     (0.0, torch.Size([2]))
     """
@@ -169,6 +176,7 @@ def double_well(dim: int = 4) -> Target:
     Importance Sampling Bootstrap", arXiv:2208.01893): log p̃ = −Σ U, 2^{D/2} modes; log Z exact up to
     the 1-D quadrature of the quartic factor (the y factor is Gaussian).
 
+    >>> from flowforge.variational.targets import double_well
     >>> t = double_well(4); len(t.modes), round(t.log_z, 3)
     (4, 20.587)
     """
@@ -217,6 +225,7 @@ def absolute_target(spec: str) -> str:
     """``spec`` with a file target's path made absolute (so ``fit --resume`` finds it from any
     directory); a built-in name unchanged.
 
+    >>> from flowforge.variational.targets import absolute_target
     >>> absolute_target("gmm")
     'gmm'
     """
@@ -241,6 +250,7 @@ def load_target(spec: str, dim: int | None = None) -> Target:
     """A built-in target by name, or ``path.py:function`` from the user's own file (imported: it is
     the user's code, run because they named it). Its log Z is unknown; ``dim`` must be given.
 
+    >>> from flowforge.variational import load_target
     >>> load_target("banana").dim
     2
     """
@@ -283,6 +293,8 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
     every draw); ``differentiable``: the loss differentiates log p̃ at the draws, so it must carry a
     gradient with respect to x (not computed outside torch's autograd).
 
+    >>> import torch
+    >>> from flowforge.variational.targets import checked_log_prob, banana
     >>> checked_log_prob(banana(), torch.zeros(4, 2)).shape
     torch.Size([4])
     """
