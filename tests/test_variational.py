@@ -723,6 +723,10 @@ def test_the_python_fit_refuses_what_it_cannot_fit_in_one_line_each():
     conditional = NSF(3, num_layers=1, hidden=8, context_dim=1)
     with pytest.raises(FlowforgeError, match=r"context_sampler\(64, generator\) returned \(65, 1\)"):
         fit(conditional, gaussian, steps=5, context_sampler=lambda n, g: torch.rand(n + 1, 1, generator=g))
+    with pytest.raises(FlowforgeError, match=r"conditional \(context_dim=1\): give fit\(\) a context_sampler"):
+        fit(conditional, gaussian, steps=5)
+    with pytest.raises(FlowforgeError, match="resample: n=0; give the number of draws"):
+        resample(torch.zeros(4, 3), torch.zeros(4), 0)
     with pytest.raises(FlowforgeError, match=r"give its dimension \(--dim; load_target\(spec, dim\) in Python\)"):
         load_target(f"{__file__}:test_the_python_fit_refuses_what_it_cannot_fit_in_one_line_each")
     # a short fit is evaluated ten times, as `flowforge fit` evaluates it

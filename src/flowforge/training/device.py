@@ -26,7 +26,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0:
-            raise FlowforgeError(f"--device {name}: this machine has no CUDA device (use --device cpu)")
+            raise FlowforgeError(f"--device {name}: this machine has no CUDA device (use --device cpu; "
+                                 "device='cpu' in Python)")
         if (device.index or 0) >= count:
             raise FlowforgeError(f"--device {name}: this machine has {count} CUDA device(s)")
     return device

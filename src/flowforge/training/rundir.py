@@ -69,7 +69,7 @@ def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
         raise FlowforgeError(f"{run_dir} is not a flowforge run directory (its config.json was not written "
                              "by flowforge); nothing there is replaced, even with --force; choose another --out")
     if not force:
-        raise FlowforgeError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over")
+        raise FlowforgeError(f"{run_dir} already holds a run; pass --resume to continue it or --force to start over (resume=True, force=True in Python)")
 
 
 def flowforge_files(run_dir: Path) -> list[Path]:

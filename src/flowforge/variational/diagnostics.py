@@ -171,6 +171,8 @@ def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None
         raise FlowforgeError(f"resample: draws of shape {tuple(x.shape)} and log weights of shape "
                              f"{tuple(log_w.shape)} do not match (log_weights gives (N, D) and (N,), or "
                              "(N, K, D) and (N, K) for K conditions)")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise FlowforgeError(f"resample: n={n!r}; give the number of draws to return, a positive integer")
     if bool((torch.isnan(log_w) | torch.isposinf(log_w)).any()):
         raise FlowforgeError("resample: a log weight is NaN or +inf (the target or q at a draw); only finite "
                              "values and -inf (no weight) can be resampled")

@@ -436,6 +436,9 @@ def check_target(flow, target, objective: str, seed: int, context_sampler: Calla
     restored after (a user's sampler or target may draw from them): the fit's draws are unchanged."""
     device = next((p.device for p in flow.parameters()), torch.device("cpu"))
     generator = torch.Generator(device).manual_seed(seed)
+    if getattr(flow, "context_dim", 0) and context_sampler is None:
+        raise FlowforgeError(f"the flow is conditional (context_dim={flow.context_dim}): give fit() a "
+                             f"context_sampler(n, generator) returning the (n, {flow.context_dim}) conditions of a step")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         context = None if context_sampler is None else _checked_contexts(context_sampler, 64, generator)
         with torch.no_grad():
