@@ -124,10 +124,19 @@ def test_coupling_scale_is_tanh_bounded():
     assert lad.abs().max() <= 1.0
 
 
-@pytest.mark.parametrize("mask", [[1, 1], [0, 0], [1, 2]])
+@pytest.mark.parametrize("mask", [[1, 1], [0, 0], [1, 2], [[1, 0], [0, 1]]])
 def test_coupling_rejects_degenerate_masks(mask):
     with pytest.raises(ValueError):
         AffineCoupling(mask)
+
+
+@pytest.mark.parametrize("width", [2, 5])
+def test_coupling_refuses_input_of_another_width_than_its_mask(width):
+    # The book's layer is D=3; without the check extra columns were dropped silently.
+    layer = AffineCoupling([1, 1, 0], hidden=8, depth=1)
+    for direction in (layer, layer.inverse):
+        with pytest.raises(ValueError, match=r"covers 3 features.*\(4, " + str(width) + r"\)"):
+            direction(torch.randn(4, width))
 
 
 def test_permutation_rejects_non_permutation():

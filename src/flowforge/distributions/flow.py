@@ -53,11 +53,12 @@ class LogProbOverflowWarning(RuntimeWarning):
 class Flow(nn.Module):
     """A density over data with the ``torch.distributions`` verbs, optionally conditional.
 
-    ``forward`` (data → latent, the chapter's direction 1) and ``inverse`` (latent → data,
-    direction −1) return ``(output, log_abs_det)`` of the map they apply. Every verb takes any
-    number of batch dimensions in front of the event shape; with a context of batch shape B,
-    ``sample((n,), context=c)`` returns (n, *B, *event) and ``log_prob(x, context=c)`` broadcasts
-    x's batch dimensions against B, as ``torch.distributions`` does.
+    ``forward`` (data → latent, the book's direction −1, as in training) and ``inverse``
+    (latent → data, direction 1, as in sampling) return ``(output, log_abs_det)`` of the map they
+    apply. Every verb takes any number of batch dimensions in front of the event shape; with a
+    context of batch shape B, ``sample((n,), context=c)`` returns (n, *B, *event) and
+    ``log_prob(x, context=c)`` broadcasts x's batch dimensions against B, as
+    ``torch.distributions`` does.
 
     Args:
         transform: the invertible map f from data to latent.
@@ -174,13 +175,13 @@ class Flow(nn.Module):
         return z, rows, batch
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Data → latent (the chapter's direction 1): (z = f(x; c), log|det J_f(x; c)|)."""
+        """Data → latent (the book's direction −1, as in training): (z = f(x; c), log|det J_f(x; c)|)."""
         x, context, batch = self._flatten(x, context, "data")
         z, log_abs_det = self.transform(x, context)
         return z.reshape(*batch, *z.shape[1:]), log_abs_det.reshape(batch)
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Latent → data (direction −1): (x = g(z; c), log|det J_g(z; c)|)."""
+        """Latent → data (the book's direction 1, as in sampling): (x = g(z; c), log|det J_g(z; c)|)."""
         z, context, batch = self._flatten(z, context, "latents")
         x, log_abs_det = self.transform.inverse(z, context)
         return x.reshape(*batch, *x.shape[1:]), log_abs_det.reshape(batch)

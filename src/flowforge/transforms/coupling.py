@@ -50,7 +50,9 @@ class FeatureMask(Mask):
 
     def __init__(self, mask: Tensor | list[int]):
         super().__init__()
-        mask = torch.as_tensor(mask).flatten()
+        mask = torch.as_tensor(mask)
+        if mask.dim() != 1:
+            raise ValueError(f"the coupling mask must be a 1-D list of 0s and 1s, one per feature; got shape {tuple(mask.shape)}")
         if not ((mask == 0) | (mask == 1)).all():
             raise ValueError("the coupling mask must hold only 0s and 1s")
         mask = mask.bool()
@@ -69,6 +71,12 @@ class FeatureMask(Mask):
         return self.cond_idx.numel(), self.trans_idx.numel()
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # Indexing alone would drop extra columns silently (or fail with an IndexError on too few).
+        if x.dim() != 2 or x.shape[1] != self.mask.numel():
+            raise ValueError(
+                f"this coupling's mask covers {self.mask.numel()} features, so it takes input of shape "
+                f"(batch, {self.mask.numel()}); got {tuple(x.shape)}"
+            )
         return x[:, self.cond_idx], x[:, self.trans_idx]
 
     def join(self, given: Tensor, free: Tensor) -> Tensor:
