@@ -63,7 +63,7 @@ def summarise(out: Path, images: Path) -> dict:
     data = load_splits(config.data, config.seed, config.n_train).train[:SNAPSHOT_POINTS]
     images.mkdir(parents=True, exist_ok=True)
     save_figure(chapter_figure(flow, data), images / "book_recipe_flow.png")
-    save_figure(training_curve(records), images / "book_recipe_curve.png")
+    save_figure(training_curve(records, config), images / "book_recipe_curve.png")
     if (out / "snapshots.npz").is_file():
         snapshots = np.load(out / "snapshots.npz")
         z = flow.base.sample(SNAPSHOT_POINTS, generator=torch.Generator().manual_seed(0)).numpy()

@@ -384,8 +384,8 @@ panel), and the figure at every stop of training, saved as a GIF as the book's n
 시점마다 그린 그림을 GIF로 저장한 것입니다.
 """),
     code("""
-display(training_curve(RUNS / "book" / "metrics.jsonl"))
-best_flow, _, _ = load_run(RUNS / "book")
+best_flow, book_config, _ = load_run(RUNS / "book")
+display(training_curve(RUNS / "book" / "metrics.jsonl", book_config))
 display(chapter_figure(best_flow, points))
 movie = training_animation(steps, points, z_fixed, latents, generated)
 gif = save_animation(movie, RUNS / "book" / "training.gif", fps=4)

@@ -119,3 +119,18 @@ def test_staged_training_equals_the_uninterrupted_run(tmp_path):
     stops = [(step, results) for step, _, results in train_in_stages(config, tmp_path / "staged", every=4)]
     assert [step for step, _ in stops] == [4, 8, 12]
     assert stops[-1][1]["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-6)
+
+
+def test_the_training_curve_legend_says_what_each_curve_is():
+    # The book recipe trains on NLL + L2 and evaluates its own weights; the default averages them.
+    from flowforge.plots import training_curve
+
+    records = [{"step": 1, "train_nll": 3.0, "val_nll": 2.5}, {"step": 2, "train_nll": 2.0, "val_nll": 2.1}]
+
+    def legend(config):
+        return [text.get_text() for text in training_curve(records, config).axes[0].get_legend().get_texts()]
+
+    assert legend(TrainConfig(**RECIPES["book"])) == ["train NLL + L2 penalty (λ = 0.01)", "validation NLL"]
+    assert legend(TrainConfig(data="moons", ema_decay=0.995)) == [
+        "train NLL", "validation NLL (averaged weights, EMA 0.995)"]
+    assert legend(None) == ["train NLL", "validation NLL"]

@@ -32,7 +32,9 @@ def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
         standardize: put a :class:`Standardize` layer first (statistics set by the trainer), so
             the couplings see unit-scale data while densities stay in data units.
         mixed_precision: run the coupling networks in bfloat16 (``"auto"``: where the hardware
-            multiplies bf16 natively); the flow stays exactly invertible and normalised.
+            multiplies bf16 natively); the flow stays exactly invertible and normalised, but its
+            log-densities match the same weights in float64 to bf16's precision (a few hundredths
+            of a nat), not float32's: ``False`` for float32-exact comparisons.
         context_dim: the size of a context c every coupling network sees (0: unconditional).
         separate_networks: s and t from two MLPs per coupling (the book's notebook) instead of one.
         scale_bound: each coupling's log-scale is scale_bound · tanh(raw / scale_bound); the book's 1

@@ -34,7 +34,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
                          context=config.conditions_on, dtype=np.dtype(config.dtype))
     out = run_dir / "plots"
-    curve = training_curve(run_dir / METRICS)
+    curve = training_curve(run_dir / METRICS, config)
     if splits.context_info is not None:  # p(x | c): figures per condition
         return conditional_figures(flow, splits, out) + [save_figure(curve, out / "training_curve.png")]
     if spec.images:  # samples by temperature, reconstructions, interpolations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,14 +146,24 @@ def density_figure(flow: Flow, data: np.ndarray, resolution: int = 300) -> Figur
     return fig
 
 
+def _curve_labels(config: Any) -> tuple[str, str]:
+    """Legend entries for the training and validation curves of a run made with ``config``."""
+    if config is None:
+        return "train NLL", "validation NLL"
+    train = f"train NLL + L2 penalty (λ = {config.l2:g})" if config.l2 else "train NLL"
+    val = f"validation NLL (averaged weights, EMA {config.ema_decay:g})" if config.ema_decay else "validation NLL"
+    return train, val
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a run's metrics.jsonl, one dict per evaluation."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def training_curve(records: list[dict] | str | Path) -> Figure:
+def training_curve(records: list[dict] | str | Path, config: Any = None) -> Figure:
     """Train and validation NLL against step, the best validation step marked; ``records`` are
-    metrics.jsonl's lines (or the file's path).
+    metrics.jsonl's lines (or the file's path). With the run's ``config`` the legend says whether
+    validation used averaged (EMA) weights and whether the training loss carries an L2 penalty.
 
     >>> from flowforge.plots import training_curve
     >>> training_curve([{"step": 1, "train_nll": 3.0, "val_nll": 2.5}, {"step": 2, "train_nll": 2.0, "val_nll": 2.1}])
@@ -160,11 +171,11 @@ def training_curve(records: list[dict] | str | Path) -> Figure:
     """
     records = read_metrics(records) if isinstance(records, (str, Path)) else records
     steps = [r["step"] for r in records]
+    train_label, val_label = _curve_labels(config)
     fig, ax = new_figure(figsize=(8, 5))
     if all("train_nll" in r for r in records):
-        ax.plot(steps, [r["train_nll"] for r in records], label="train NLL", color="tab:blue")
-    ax.plot(steps, [r["val_nll"] for r in records], label="validation NLL (averaged weights)", color="tab:orange",
-            marker="o", ms=3)
+        ax.plot(steps, [r["train_nll"] for r in records], label=train_label, color="tab:blue")
+    ax.plot(steps, [r["val_nll"] for r in records], label=val_label, color="tab:orange", marker="o", ms=3)
     if records:
         best = min(records, key=lambda r: r["val_nll"])
         ax.axhline(best["val_nll"], color="tab:orange", lw=0.8, ls=":")
