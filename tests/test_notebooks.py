@@ -56,6 +56,8 @@ def test_english_notebook_runs_top_to_bottom(tmp_path):
     notebook = run_notebook(ENGLISH, tmp_path)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    warned = [o.text for o in outputs if o.output_type == "stream" and "Warning" in o.text]
+    assert not warned, warned  # e.g. tqdm's "IProgress not found" in a notebook without ipywidgets
     shown = [kind for o in outputs for kind in o.get("data", {}) if kind.startswith("image/")]
     assert shown.count("image/png") >= 6 and "image/gif" in shown  # the figures are drawn inline
     assert (tmp_path / "runs" / "book" / "training.gif").stat().st_size > 0

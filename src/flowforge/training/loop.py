@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from flowforge.data import changed_data, column_problems, data_digest, is_toy, load_splits
 from flowforge.errors import FlowforgeError, warn
@@ -29,6 +28,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT
                                            save_tensors, split_prefix, write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
+from flowforge.training.progress import tqdm
 from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
 from flowforge.training.device import denormals_flushed, resolve_device, resolve_dtype

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, RESULTS, load_tensors, read_json,
@@ -30,6 +29,7 @@ from flowforge.training.ema import EMA
 from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, append_metrics, cosine_decay, diverged_message,
                                      drop_metrics_after, load_checkpoint, make_optimizer, prepare_run_dir,
                                      restore_state, save_checkpoint, snapshot_state, train_step)
+from flowforge.training.progress import tqdm
 from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, warn_if_unreliable
 from flowforge.variational.objectives import OBJECTIVES, objective_function
