@@ -73,7 +73,8 @@ def summarise(out: Path, images: Path) -> dict:
         save_animation(movie, images / "book_recipe_training.gif", fps=3)
     return {"test_nll": results["test_nll"], "test_nll_stderr": results["test_nll_stderr"],
             "best_step": results["best_step"], "steps_done": records[-1]["step"], "steps": config.steps,
-            "train_seconds": records[-1]["time"], "l2_term": float(l2_penalty(flow, config.l2)),
+            "train_seconds": records[-1]["time"], "l2_term": float(l2_penalty(flow, config.l2).detach()),
+            "first_train_loss": records[0]["train_nll"], "last_train_loss": records[-1]["train_nll"],
             "val_nll": [(r["step"], round(r["val_nll"], 4)) for r in records]}
 
 

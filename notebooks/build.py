@@ -44,21 +44,21 @@ FULL_TABLE = {
 | recipe | test NLL (nats, standardised) | training time |
 |---|---|---|
 | the book's (`RECIPES["book"]`), {REACHED['en']}; best weights at step {BOOK['best_step']:,} | {BOOK['test_nll']:.3f} | {BOOK['train_seconds']:,.0f} s |
-| flowforge's default (`flowforge train --data moons`, 3,000 steps; {DEFAULT['source']}) | {DEFAULT['test_nll']:.3f} | {DEFAULT['train_seconds']:,.0f} s |
+| flowforge's default (`flowforge train --data moons`, 3,000 steps, in the same run) | {DEFAULT['test_nll']:.3f} | {DEFAULT['train_seconds']:,.0f} s |
 | the true density of the data | ≈ 1.137 | |
 """,
     "ko": f"""
 | 레시피 | 테스트 NLL (nats, 표준화 좌표) | 훈련 시간 |
 |---|---|---|
 | 책의 설정 (`RECIPES["book"]`), {REACHED['ko']}; 가장 좋은 가중치는 {BOOK['best_step']:,} 스텝 | {BOOK['test_nll']:.3f} | {BOOK['train_seconds']:,.0f}초 |
-| flowforge 기본값 (`flowforge train --data moons`, 3,000 스텝; {DEFAULT['source_ko']}) | {DEFAULT['test_nll']:.3f} | {DEFAULT['train_seconds']:,.0f}초 |
+| flowforge 기본값 (`flowforge train --data moons`, 3,000 스텝, 같은 실행에서 측정) | {DEFAULT['test_nll']:.3f} | {DEFAULT['train_seconds']:,.0f}초 |
 | 데이터의 실제 밀도 | ≈ 1.137 | |
 """,
 }
 
 
 CELLS = [
-    md("""
+    md(f"""
 # The normalizing-flow chapter, runnable
 
 A walk through the normalizing-flow chapter of *Generative Deep Learning* (2nd ed., David Foster) with
@@ -68,8 +68,9 @@ and its cost, the coupling layer, RealNVP on two moons with the book's exact rec
 in brief.
 
 `FULL = False` (below) runs a quick pass in a couple of minutes; `FULL = True` trains the book's full
-300 epochs (about half an hour on 2 cores). The numbers of the full runs are quoted in the text.
-""", """
+300 epochs (its training took {BOOK['train_seconds'] / 60:.0f} minutes in the measured run below, on 2 shared cores; the rest of the
+notebook adds a few). The numbers of the full runs are quoted in the text.
+""", f"""
 # 노멀라이징 플로 장, 직접 실행하기
 
 《만들면서 배우는 생성 AI》(2판, 데이비드 포스터)의 노멀라이징 플로 장을 [flowforge](../../README.md)로
@@ -78,7 +79,7 @@ in brief.
 데이터셋의 RealNVP, 그리고 Glow와 FFJORD 간단히.
 
 아래의 `FULL = False`는 몇 분 안에 끝나는 빠른 실행입니다. `FULL = True`로 바꾸면 책과 같은 300 에포크를
-훈련합니다(2코어에서 약 30분). 전체 실행의 수치는 본문에 적어 두었습니다.
+훈련합니다(아래 측정에서 공유 2코어로 훈련에 {BOOK['train_seconds'] / 60:.0f}분, 나머지 셀에 몇 분 더). 전체 실행의 수치는 본문에 적어 두었습니다.
 """),
     code("""
 FULL = False  # True: the book's full 300 epochs; False: the quick pass the test suite runs
