@@ -25,7 +25,7 @@ def _examples() -> list[doctest.DocTest]:
 EXAMPLES = _examples()
 
 
-def test_every_public_module_has_examples():
+def test_the_finder_finds_the_docstring_examples():
     assert len(EXAMPLES) > 100  # a finder that found none would pass every test below
 
 

@@ -284,6 +284,32 @@ def test_a_float64_run_reads_scores_and_writes_its_data_in_float64(tmp_path, cap
     assert len(np.unique(x[:, 0].astype(np.float32))) < 10  # what float32 would have kept
 
 
+def test_a_float64_conditional_run_takes_its_conditions_in_float64(tmp_path, capsys):
+    # Conditions 0.01 apart at 10⁶ are one float32 value: they must reach the flow as they were given.
+    rng = np.random.default_rng(0)
+    theta = 1e6 + 0.01 * rng.standard_normal(400)
+    table = np.column_stack([theta, (theta - 1e6) * 100 + 0.1 * rng.standard_normal(400), rng.standard_normal(400)])
+    data = tmp_path / "d.csv"
+    np.savetxt(data, table, delimiter=",", header="theta,x,y", comments="", fmt="%.17g")
+    run = tmp_path / "r"
+    code, _, err = cli(capsys, "train", "--data", data, "--context-columns", "theta", "--out", run, "--steps", 60,
+                       "--dtype", "float64", *SMALL)
+    assert code == 0, err
+    from flowforge.training import load_run
+
+    flow = load_run(run)[0]
+    expected = flow.log_prob(torch.from_numpy(table[:20, 1:]), context=torch.from_numpy(table[:20, :1])).detach()
+    np.savetxt(tmp_path / "q.csv", table[:20], delimiter=",", header="theta,x,y", comments="", fmt="%.17g")
+    code, out, _ = cli(capsys, "density", run, tmp_path / "q.csv")
+    assert code == 0 and np.allclose([float(v) for v in out.split()], expected.numpy(), rtol=0, atol=1e-9)
+    draws = {}
+    for value in ("1000000.02", "1000000.03"):
+        assert cli(capsys, "sample", run, "-n", 50, "--context", value, "--seed", 1, "-o", tmp_path / f"{value}.csv")[0] == 0
+        draws[value] = np.loadtxt(tmp_path / f"{value}.csv", delimiter=",", skiprows=1)
+        assert (draws[value][:, 0] == float(value)).all()  # the condition's column as given
+    assert not np.array_equal(draws["1000000.02"][:, 1:], draws["1000000.03"][:, 1:])
+
+
 def test_a_tiny_table_warns_and_reports_no_standard_error_of_one_point(tmp_path, capsys):
     data = _table(tmp_path / "d.csv", [[0.1 * i, (i * 7) % 11 + 0.5 * i] for i in range(11)])
     run = tmp_path / "r"

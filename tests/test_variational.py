@@ -10,6 +10,7 @@ import re
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import genpareto
@@ -19,7 +20,7 @@ from flowforge.distributions import DiagonalNormal, Flow, StandardNormal
 from flowforge.errors import FlowforgeError, FlowforgeWarning
 from flowforge.models import NSF
 from flowforge.transforms import Standardize
-from flowforge.variational import fit, importance_summary, load_target, log_weights, resample
+from flowforge.variational import fit, importance_summary, load_target, log_weights, place_on_target, resample
 from flowforge.variational.fitting import set_target_scale
 from flowforge.variational.diagnostics import diagnose, generalized_pareto_shape, mode_coverage, pareto_k
 from flowforge.variational.base import StudentTBase, StudentTMixtureBase
@@ -814,6 +815,11 @@ def test_resample_takes_each_conditions_draws_and_refuses_weights_it_cannot_use(
                                 (flat, torch.full_like(flat_w, -math.inf), "zero weight")]:
         with pytest.raises(FlowforgeError, match=re.escape(words)):
             resample(bad_x, bad_w, 3)
+    for count in (np.int64(3), torch.tensor(3)):  # integers of NumPy and torch count as Python's
+        assert resample(flat, flat_w, count).shape == (3, 2)
+    for bad in (0, True, 2.0, "3", torch.tensor([3, 4])):
+        with pytest.raises(FlowforgeError, match="a positive integer"):
+            resample(flat, flat_w, bad)
 
 
 def test_a_target_file_imports_the_modules_beside_it(tmp_path):
@@ -850,6 +856,23 @@ def test_the_python_fit_places_an_unplaced_flow_where_the_target_lies_as_the_com
             assert all(abs(v - 10) < 0.5 for v in flow.transform.transforms[0].mean.tolist())
     assert abs(results[True]["log_z"] - math.log(2 * math.pi)) < 0.05 and results[True]["ess_per_draw"] > 0.8
     assert results[False]["ess_per_draw"] < 0.1  # unplaced, q piles up at the splines' edge
+
+
+@pytest.mark.parametrize("wrap", ["callable", "Target"])
+def test_a_users_target_wrapped_or_not_is_placed_in_the_flows_precision(wrap):
+    # A Target of the user's own has no known scale (only the built-ins do), so it is searched for;
+    # the search hands the target draws of the flow's own dtype (a float64-only target is found too).
+    weights = torch.eye(2, dtype=torch.float64)
+
+    def float64_only(x):
+        return -0.5 * ((x @ weights - 10) ** 2).sum(-1)  # float32 input raises: mat1 and mat2 dtypes differ
+
+    target = float64_only if wrap == "callable" else Target("mine", 2, float64_only)
+    flow = NSF(2, num_layers=1, hidden=8, standardize=True).double()
+    placed = place_on_target(flow, target)
+    assert placed is not None and all(abs(v - 10) < 0.5 for v in flow.transform.transforms[0].mean.tolist())
+    with pytest.warns(FlowforgeWarning, match="build the flow with standardize=True"):
+        place_on_target(NSF(2, num_layers=1, hidden=8).double(), target)
 
 
 def test_fit_leaves_a_placed_flow_where_it_is_and_warns_of_a_flow_it_cannot_place():

@@ -422,7 +422,7 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     flow, _, raw, spec = _load(run, max_params, device, dtype)
     if resample:
         _check_resample(raw, run, click.get_current_context())
-    info, conditions = _run_conditions(run, raw, context_text, context_file)
+    info, conditions = _run_conditions(run, raw, context_text, context_file, _numpy_dtype(flow))
     refuse_to_replace(_image_outputs(output) if spec.images else (output,), force, inputs=(run, context_file),
                       kept=_kept_files(run, raw))
     if spec.images:
@@ -440,9 +440,8 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
         names = _condition_names(info) + names
         batches = _with_conditions(batches, info, conditions, num)
     rows = num * (1 if conditions is None else len(conditions))
-    wide = _numpy_dtype(flow) == np.float64  # a float64 run's draws are written in full
-    write_table_batches(output, batches, (rows, len(names)), np.float64 if wide else np.float32,
-                        header=",".join(_csv_name(n) for n in names), fmt="%.17g" if wide else "%.8g")
+    write_table_batches(output, batches, (rows, len(names)), _numpy_dtype(flow),
+                        header=",".join(_csv_name(n) for n in names), fmt=_digits(flow))
     click.echo(f"wrote {rows} samples to {output}" + (f" ({num} for each of {len(conditions)} conditions)"
                                                       if conditions is not None and len(conditions) > 1 else ""))
 
@@ -457,9 +456,10 @@ def _check_resample(raw: dict, run: Path, ctx: click.Context) -> None:
                                "the target, not drawn from a scaled latent)")
 
 
-def _run_conditions(run: Path, raw: dict, text: str | None, file: Path | None):
-    """(the run's ContextInfo or None, the conditions asked for as an (N, K) array or None): a
-    conditional run needs exactly one of --context and --context-file, an unconditional one neither."""
+def _run_conditions(run: Path, raw: dict, text: str | None, file: Path | None, dtype: type):
+    """(the run's ContextInfo or None, the conditions asked for as an (N, K) array of the flow's
+    ``dtype`` or None): a conditional run needs exactly one of --context and --context-file, an
+    unconditional one neither."""
     from flowforge.data.context import ContextInfo, conditions_from_table, parse_condition
 
     info = ContextInfo.from_dict(raw.get("context"), str(run / "config.json"))
@@ -473,12 +473,14 @@ def _run_conditions(run: Path, raw: dict, text: str | None, file: Path | None):
         raise FlowforgeError(f"{run} is conditional ({info.kind}: {', '.join(info.names[:10])}): give --context "
                              f"({what}) or --context-file, one of them")
     if text is not None:
-        return info, parse_condition(text, info)
+        return info, parse_condition(text, info, dtype)
+    import numpy as np
+
     from flowforge.data import read_table, table_columns
 
-    table = read_table(file)
+    table = read_table(file, dtype=np.float64)  # narrowed to the flow's type with a check
     names = table_columns(file, table.shape[1]) if file.suffix.lower() == ".csv" else None
-    return info, conditions_from_table(table, info, str(file), names)
+    return info, conditions_from_table(table, info, str(file), names, dtype)
 
 
 def _numpy_dtype(flow):
@@ -489,6 +491,13 @@ def _numpy_dtype(flow):
     from flowforge.training.device import flow_device
 
     return np.float64 if flow_device(flow)[1] == torch.float64 else np.float32
+
+
+def _digits(flow) -> str:
+    """The printf format that writes a value of the flow's type in full (float64: 17 digits)."""
+    import numpy as np
+
+    return "%.17g" if _numpy_dtype(flow) == np.float64 else "%.8g"
 
 
 def _condition_names(info) -> list[str]:
@@ -622,10 +631,11 @@ def _check_training_data(run: Path, raw: dict, config: TrainConfig, instead: str
         warn(f"{changed}: changed since {run} was trained on it; its splits are not the run's ({instead})")
 
 
-def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None, or_else: str = ""):
-    """A file's points and their conditions, laid out as the run's training table (or, for a label
-    run, x's columns and a 'label' column); ``or_else`` ends the message of a file that is not
-    (what else the command takes)."""
+def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None, or_else: str = "",
+                      context_dtype=None):
+    """A file's points (read as ``dtype``) and their conditions (as ``context_dtype``, the flow's;
+    default ``dtype``), laid out as the run's training table (or, for a label run, x's columns and a
+    'label' column); ``or_else`` ends the message of a file that is not (what else the command takes)."""
     import numpy as np
 
     from flowforge.data import read_table, table_columns
@@ -637,7 +647,8 @@ def _conditioned_rows(run: Path, path: Path, raw: dict, dim: int, dtype=None, or
     recorded = raw.get("columns")
     x_names = [str(c) for c in recorded] if isinstance(recorded, list) and len(recorded) == dim else \
         [f"x{i}" for i in range(dim)]
-    return points_and_conditions(table, names, info, x_names, str(path), or_else)
+    return points_and_conditions(table, names, info, x_names, str(path), or_else,
+                                 context_dtype or dtype or np.float32)
 
 
 @cli.command("eval", epilog="""\b
@@ -737,19 +748,21 @@ def density(run: Path, points: Path, output: Path | None, device: str, dtype: st
     if output is not None:
         refuse_to_replace((output,), force, inputs=(run, points, context_file), kept=_kept_files(run, raw))
     conditional = raw.get("context") is not None and context_text is None and context_file is None
-    _, conditions = (None, None) if conditional else _run_conditions(run, raw, context_text, context_file)
+    _, conditions = (None, None) if conditional else _run_conditions(run, raw, context_text, context_file,
+                                                                     _numpy_dtype(flow))
     if spec.images:
         values, name = _image_scores(run, flow, points, config, raw, conditions), "bits_per_dim"
     else:
         if conditional:  # float32 overflow is the evaluator's to score (-inf)
-            table, conditions = _conditioned_rows(run, points, raw, int(raw["dim"]), np.float64, "or give --context")
+            table, conditions = _conditioned_rows(run, points, raw, int(raw["dim"]), np.float64, "or give --context",
+                                                  _numpy_dtype(flow))
         else:
             table = _table_of(run, points, raw)
         from flowforge.training import log_prob
 
         values = log_prob(flow, table, context=_per_row(conditions, len(table), points))
         values, name = values.numpy().astype(np.float64), "log_prob"
-    digits = "%.17g" if _numpy_dtype(flow) == np.float64 else "%.8g"  # a float64 run's in full
+    digits = _digits(flow)
     if output is None:
         click.echo("\n".join(digits % v for v in values))
     else:

@@ -92,9 +92,9 @@ def split_columns(table: np.ndarray, positions: list[int]) -> tuple[np.ndarray, 
     return table[:, rest], table[:, positions]
 
 
-def parse_condition(text: str, info: ContextInfo) -> np.ndarray:
-    """One condition from the command line, as the flow's (1, K) context: a class (its name or
-    index) for a label run, K comma-separated numbers for a columns run."""
+def parse_condition(text: str, info: ContextInfo, dtype: type = np.float32) -> np.ndarray:
+    """One condition from the command line, as the flow's (1, K) context (of the flow's ``dtype``):
+    a class (its name or index) for a label run, K comma-separated numbers for a columns run."""
     if info.kind == LABEL:
         return one_hot(np.array([class_index(text, info)]), info.dim)
     parts = [p.strip() for p in text.split(",")]
@@ -106,15 +106,18 @@ def parse_condition(text: str, info: ContextInfo) -> np.ndarray:
     except ValueError:
         raise FlowforgeError(f"--context {text!r}: give {info.dim} numbers separated by commas "
                              f"({', '.join(info.names)})") from None
-    return finite_conditions(values[None], f"--context {text!r}")
+    return finite_conditions(values[None], f"--context {text!r}", dtype)
 
 
-def finite_conditions(values: np.ndarray, source: str) -> np.ndarray:
-    """Conditions as float32, refusing any that are not finite there (beyond ±3.4e38, say)."""
+def finite_conditions(values: np.ndarray, source: str, dtype: type = np.float32) -> np.ndarray:
+    """Conditions as the flow's ``dtype`` (float32 or float64), refusing any that are not finite
+    there (beyond ±3.4e38 in float32, say)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        narrow = np.asarray(values, dtype=np.float64).astype(np.float32)
+        narrow = np.asarray(values, dtype=np.float64).astype(dtype)
     if not np.isfinite(narrow).all():
-        raise FlowforgeError(f"{source}: the context values must be finite float32 numbers (within ±3.4e38)")
+        name = np.dtype(dtype).name
+        bound = " (within ±3.4e38)" if np.dtype(dtype) == np.float32 else ""
+        raise FlowforgeError(f"{source}: the context values must be finite {name} numbers{bound}")
     return narrow
 
 
@@ -133,7 +136,7 @@ def class_index(value: Any, info: ContextInfo) -> int:
 
 
 def conditions_from_table(table: np.ndarray, info: ContextInfo, source: str,
-                          names: list[str] | None = None) -> np.ndarray:
+                          names: list[str] | None = None, dtype: type = np.float32) -> np.ndarray:
     """Conditions given one per row (``--context-file``): K columns of values (in the run's order, or
     by the file's header ``names``), or one column of classes, as the flow's (N, K) context."""
     width = 1 if info.kind == LABEL else info.dim
@@ -143,7 +146,7 @@ def conditions_from_table(table: np.ndarray, info: ContextInfo, source: str,
     if info.kind == LABEL:
         return one_hot(np.array([class_index(_number(v), info) for v in table[:, 0]]), info.dim)
     order = _by_name(names, info.names, source)
-    return finite_conditions(table if order is None else table[:, order], source)
+    return finite_conditions(table if order is None else table[:, order], source, dtype)
 
 
 def _by_name(names: list[str] | None, wanted: list[str], source: str) -> list[int] | None:
@@ -191,7 +194,7 @@ def _number(value: float) -> str:
 
 
 def points_and_conditions(table: np.ndarray, names: list[str] | None, info: ContextInfo, x_names: list[str],
-                          source: str, or_else: str = "") -> tuple[np.ndarray, np.ndarray]:
+                          source: str, or_else: str = "", dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """A file laid out as the run's training table (every column by header name, else by the
     training positions), or for a label run x's columns and a ``label`` column: (x, context).
     ``or_else`` ends the message of a file laid out otherwise (what else the command takes)."""
@@ -212,4 +215,4 @@ def points_and_conditions(table: np.ndarray, names: list[str] | None, info: Cont
         x, context = table[:, order[:x_dim]], table[:, order[x_dim:]]
     else:
         x, context = split_columns(table, info.positions)
-    return x, finite_conditions(context, source)
+    return x, finite_conditions(context, source, dtype)

@@ -37,12 +37,13 @@ def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 81
             parts.append(_finite_or_minus_inf(flow, chunk, counts, conditions))
     if report and counts["missing"]:
         warn(f"{counts['missing']} of {len(x)} points hold NaN (a missing value); their log-density is NaN")
+    precision = flow_device(flow)[1]
+    name = str(precision)[len("torch."):]
     if report and counts["overflow"]:
-        precision = flow_device(flow)[1]
-        warn(f"{counts['overflow']} of {len(x)} points hold values beyond {str(precision)[len('torch.'):]}'s range "
+        warn(f"{counts['overflow']} of {len(x)} points hold values beyond {name}'s range "
              f"(±{torch.finfo(precision).max:.3g}); their log-density is reported as -inf")
     if report and counts["unscored"]:
-        warn(f"{counts['unscored']} of {len(x)} points could not be scored (the flow's float32 arithmetic "
+        warn(f"{counts['unscored']} of {len(x)} points could not be scored (the flow's {name} arithmetic "
              "overflows there); their log-density is reported as -inf")
     return torch.cat(parts) if parts else torch.empty(0)
 

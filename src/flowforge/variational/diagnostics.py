@@ -11,6 +11,7 @@ enough for the estimates to be trusted, k̂ ≥ 0.7 that q misses mass of p.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable
 
 import torch
@@ -156,6 +157,17 @@ def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: f
     return float((counts.cpu() >= share * expected).double().mean())
 
 
+def _draw_count(n) -> int:
+    """``n`` as a positive int (NumPy and one-element torch integers too; not a bool or a float)."""
+    try:
+        count = operator.index(n) if not isinstance(n, bool) else None
+    except TypeError:
+        count = None
+    if count is None or count < 1:
+        raise FlowforgeError(f"resample: n={n!r}; give the number of draws to return, a positive integer")
+    return count
+
+
 def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
     """``n`` draws from x with replacement, each with probability ∝ w (sampling-importance
     resampling, Rubin 1988): approximately from p when the ESS is large. As :func:`log_weights`
@@ -171,8 +183,7 @@ def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None
         raise FlowforgeError(f"resample: draws of shape {tuple(x.shape)} and log weights of shape "
                              f"{tuple(log_w.shape)} do not match (log_weights gives (N, D) and (N,), or "
                              "(N, K, D) and (N, K) for K conditions)")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise FlowforgeError(f"resample: n={n!r}; give the number of draws to return, a positive integer")
+    n = _draw_count(n)
     if bool((torch.isnan(log_w) | torch.isposinf(log_w)).any()):
         raise FlowforgeError("resample: a log weight is NaN or +inf (the target or q at a draw); only finite "
                              "values and -inf (no weight) can be resampled")

@@ -25,6 +25,7 @@ from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, RESULTS, load_tensors, read_json,
                                           save_tensors, write_json)
 from flowforge.training.config import TrainConfig
+from flowforge.training.device import flow_device
 from flowforge.training.ema import EMA
 from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, append_metrics, cosine_decay, diverged_message,
                                      drop_metrics_after, load_checkpoint, make_optimizer, prepare_run_dir,
@@ -34,7 +35,7 @@ from flowforge.training.rundir import claim_run_dir
 from flowforge.variational.diagnostics import EVAL_DRAWS, diagnose, warn_if_unreliable
 from flowforge.variational.objectives import OBJECTIVES, objective_function
 from flowforge.variational.placement import target_placement
-from flowforge.variational.targets import Target, checked_log_prob, is_file_target, target_file_digest, target_name
+from flowforge.variational.targets import Target, checked_log_prob, target_file_digest, target_name
 
 SECTION = "variational"  # config.json's key for what a variational run fitted, and how
 TRAINING_EVAL_DRAWS = 4096  # draws behind each evaluation during a fit (the final one takes EVAL_DRAWS)
@@ -94,10 +95,10 @@ def place_on_target(flow, target: Callable, seed: int = 0, on_lost: Callable[[st
     layers = [layer for layer in flow.modules() if isinstance(layer, Standardize)]
     if any(bool((layer.mean != 0).any() or (layer.std != 1).any()) for layer in layers):
         return None  # placed already: by the caller, or by an earlier fit of this flow
-    known = isinstance(target, Target) and not is_file_target(target.name)
-    dim = int(flow.base.event_shape[-1])
+    known = isinstance(target, Target) and target.scale is not None  # a built-in's scale; else searched
+    dim, (device, dtype) = int(flow.base.event_shape[-1]), flow_device(flow)
     placement = (torch.zeros(dim), torch.zeros(dim) + torch.as_tensor(target.scale, dtype=torch.float32)) \
-        if known else target_placement(target, dim, seed, on_lost=on_lost)
+        if known else target_placement(target, dim, seed, on_lost=on_lost, dtype=dtype, device=device)
     if placement is None or (known and bool((placement[1] == 1).all())):
         return None
     if not layers:

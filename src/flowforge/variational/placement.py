@@ -43,24 +43,29 @@ NARROWEST = 1 / 3  # a spread below this at the unit scale is placed too (the sp
 
 
 def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEMENT_DRAWS,
-                     on_lost: Callable[[str], None] = warn) -> tuple[Tensor, Tensor] | None:
+                     on_lost: Callable[[str], None] = warn, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = "cpu") -> tuple[Tensor, Tensor] | None:
     """The (location, scale) per coordinate of ``target``'s mass — the scale at least its standard
     deviation, and large enough that 99.9% of the mass lies within ±:data:`REACH` of the location —
     or None when the unit scale at the origin already covers it, or when no round found enough
     effective draws to trust (said to ``on_lost`` when the search had moved out of that reach: a
     far target it did not find). Draws
-    where the target is NaN count as no mass; a target that raises on a round's draws is left unplaced."""
+    where the target is NaN count as no mass; a target that raises on a round's draws is left unplaced.
+    The target sees the draws as the flow will give them, of ``dtype`` on ``device``."""
     loc, scale, generator = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64), \
         torch.Generator().manual_seed(seed)
+    def as_the_flow_draws(x: Tensor) -> Tensor:
+        return target(x.to(device=device, dtype=dtype))
+
     with torch.random.fork_rng(devices=[]):  # a target drawing from torch's generators leaves the fit's alone
         effective, rounds, extent = 0.0, 0, scale
         while effective < MIN_EFFECTIVE_DRAWS and rounds < SEARCH_ROUNDS:
-            estimate = _one_round(target, loc, scale, draws, generator, None)
+            estimate = _one_round(as_the_flow_draws, loc, scale, draws, generator, None)
             if estimate is None:
                 return None
             (loc, scale, effective, extent), rounds = estimate, rounds + 1
         for dof in REFINE_DOF if effective >= MIN_EFFECTIVE_DRAWS else ():
-            estimate = _one_round(target, loc, scale, draws, generator, dof)
+            estimate = _one_round(as_the_flow_draws, loc, scale, draws, generator, dof)
             if estimate is None:
                 return None
             (loc, scale, effective, extent), rounds = estimate, rounds + 1
@@ -133,10 +138,10 @@ def _values(target: Callable, x: Tensor) -> Tensor | None:
     overflow where the fit never goes); None when it raises or returns other than (len(x),)."""
     try:
         with torch.no_grad():
-            values = target(x.float())
+            values = target(x)
     except Exception:  # noqa: BLE001 - the fit's own check names a target that fails where q draws
         return None
     if not torch.is_tensor(values) or values.shape != x.shape[:1] or not values.is_floating_point():
         return None
-    values = values.double()
+    values = values.detach().double().cpu()
     return torch.where(torch.isnan(values) | torch.isposinf(values), -math.inf, values)

@@ -33,7 +33,8 @@ class Target:
     ``modes`` (an (M, D) tensor, optional) marks the centres whose coverage is reported (with
     ``mode_mass``, p's share of each, when they differ; equal shares otherwise), ``box`` a
     square [−box, box]² that holds essentially all the mass of a 2-D target (for its figures), and
-    ``scale`` its spread per coordinate (the flow's fixed first layer divides by it)."""
+    ``scale`` its spread per coordinate about the origin (the flow's fixed first layer divides by
+    it); ``None``, a target of unknown placement, is searched for by :func:`fit`."""
     name: str
     dim: int
     log_prob: Callable[[Tensor], Tensor]
@@ -41,7 +42,7 @@ class Target:
     modes: Tensor | None = None
     box: float = 4.0
     mode_mass: Tensor | None = None
-    scale: float | tuple[float, ...] = 1.0
+    scale: float | tuple[float, ...] | None = None
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.log_prob(x)
@@ -96,7 +97,7 @@ def ring_mixture(rings: int = 2) -> Target:
         r = x.norm(dim=1, keepdim=True)
         return torch.logsumexp(-((r - x.new_tensor(radii)) ** 2) / (2 * scale ** 2), dim=1)
     log_z = math.log(2 * math.pi * sum(_radial_integral(r, scale) for r in radii))
-    return Target("ring", 2, log_prob, log_z, box=3.0)
+    return Target("ring", 2, log_prob, log_z, box=3.0, scale=1.0)
 
 
 def _moons_log_prob(x: Tensor) -> Tensor:
@@ -124,7 +125,7 @@ def two_moons() -> Target:
     True
     """
     return Target("moons", 2, _moons_log_prob, _polar_log_z(_moons_log_prob, 4.0),
-                  torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), box=3.5)
+                  torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), box=3.5, scale=1.0)
 
 
 def banana(curvature: float = 1.0, spread: float = 4.0) -> Target:
@@ -159,7 +160,7 @@ def funnel(dim: int = 10, scale: float = 3.0) -> Target:
         log_v = -0.5 * (v / scale) ** 2 - math.log(scale) - 0.5 * LOG_2PI
         log_rest = -0.5 * (rest ** 2).sum(1) * torch.exp(-v) - 0.5 * (dim - 1) * (v + LOG_2PI)
         return log_v + log_rest
-    return Target("funnel", dim, log_prob, 0.0)
+    return Target("funnel", dim, log_prob, 0.0, scale=1.0)
 
 
 def _double_well_factor_log_z(side: int = 0) -> float:
@@ -195,7 +196,7 @@ def double_well(dim: int = 4) -> Target:
     # the tilt ½x makes the right well e^1.7 times as likely: p's share of each mode, particle by particle
     well_mass = torch.tensor([_double_well_factor_log_z(-1), _double_well_factor_log_z(1)]).softmax(0)
     mass = torch.cartesian_prod(*[well_mass] * particles).reshape(-1, particles).prod(1)
-    return Target("double-well", dim, log_prob, log_z, centres, box=3.0, mode_mass=mass.float())
+    return Target("double-well", dim, log_prob, log_z, centres, box=3.0, mode_mass=mass.float(), scale=1.0)
 
 
 BUILT_IN: dict[str, Callable[..., Target]] = {
