@@ -284,6 +284,14 @@ def test_a_float64_run_reads_scores_and_writes_its_data_in_float64(tmp_path, cap
     assert len(np.unique(x[:, 0].astype(np.float32))) < 10  # what float32 would have kept
 
 
+def test_a_coarse_column_of_a_float32_npy_file_is_blamed_on_the_file(tmp_path, capsys):
+    # --dtype float64 cannot bring back what the file lost when it was saved as float32.
+    x = _far_from_zero(tmp_path / "d.csv")
+    np.save(tmp_path / "d32.npy", x.astype(np.float32))
+    code, _, err = cli(capsys, "train", "--data", tmp_path / "d32.npy", "--out", tmp_path / "r", "--steps", 5, *SMALL)
+    assert code == 0 and "the file stores float32" in err and "--dtype float64" not in err
+
+
 def test_a_float64_conditional_run_takes_its_conditions_in_float64(tmp_path, capsys):
     # Conditions 0.01 apart at 10⁶ are one float32 value: they must reach the flow as they were given.
     rng = np.random.default_rng(0)

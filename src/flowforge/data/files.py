@@ -89,8 +89,7 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
             problems.append((True, f"{source}: column {name!r} is constant ({values[0]:g}); drop it, a "
                                    f"density of a constant is not finite{_float32_hint(values)}"))
         elif _float32_coarse(values):
-            problems.append((False, f"{source}: column {name!r} {_coarse_values(values)}: train with --dtype "
-                                    "float64, or subtract its mean first"))
+            problems.append((False, f"{source}: column {name!r} {_coarse_values(values)}: {_coarse_advice(source)}"))
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
             discrete[name] = len(np.unique(values))
     if discrete:  # one line, however many columns (an image flattened into a table has dozens)
@@ -103,6 +102,21 @@ def _float32_coarse(values: np.ndarray) -> bool:
     """Whether float32 has rounded a column to a coarse lattice: its spread is under 100 of float32's
     steps at its largest value (1e6 + 0.01·noise keeps 2 distinct values of 500)."""
     return values.dtype == np.float32 and values.std(dtype=np.float64) < 100 * np.spacing(np.abs(values).max())
+
+
+def _coarse_advice(source: str) -> str:
+    """What helps a column float32 rounds coarsely: reading it in float64, unless the file itself
+    stores float32 (a .npy of float32 rounded it when saved)."""
+    path = Path(source)
+    if path.suffix.lower() == ".npy" and path.is_file():
+        try:
+            stored = np.load(path, mmap_mode="r", allow_pickle=False).dtype
+        except (OSError, ValueError):
+            stored = None
+        if stored == np.float32:
+            return ("the file stores float32, which rounded it when saved; save it as float64 (or subtract its "
+                    "mean first)")
+    return "train with --dtype float64, or subtract its mean first"
 
 
 def _coarse_values(values: np.ndarray) -> str:
