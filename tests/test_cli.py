@@ -66,6 +66,29 @@ def test_train_sample_eval_density_plot_resume(tmp_path, capsys):
     assert code == 0 and steps == [20, 40, 60]
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("model, columns, dtype, figures", [
+    ("realnvp", 2, "float64", ("flow.png", "density.png")),  # a float64 run's figures in float64
+    ("realnvp", 4, "float64", ("flow.png",)),
+    ("maf", 1, "float32", ("density.png",)),  # one feature: no plane for the chapter's figure
+    ("ffjord", 1, "float32", ("density.png",)),
+])
+def test_plot_draws_every_vector_run(tmp_path, capsys, model, columns, dtype, figures):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.csv"
+    np.savetxt(data, rng.standard_normal((150, columns)) * [1 + j for j in range(columns)], delimiter=",",
+               header=",".join(f"c{j}" for j in range(columns)), comments="")
+    small = ["--layers", 2, "--hidden", 16, "--no-progress"] if model != "ffjord" else ["--no-progress"]
+    code, _, err = flowforge(capsys, "train", "--model", model, "--data", data, "--out", tmp_path / "r",
+                             "--steps", 10, "--dtype", dtype, *small)
+    assert code == 0, err
+    for name in (*figures, "training_curve.png"):
+        assert (tmp_path / "r" / "plots" / name).read_bytes()[:8] == PNG
+    assert sorted(p.name for p in (tmp_path / "r" / "plots").glob("*.png")) == sorted((*figures, "training_curve.png"))
+
+
 def test_console_script_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "flowforge", "--help"], capture_output=True, text=True)
     assert result.returncode == 0

@@ -61,7 +61,8 @@ def NSF(dim: int, num_layers: int = 5, bins: int = 8, bound: float = 4.0, hidden
                                  context_dim, activation)
     else:
         if dim < 2:
-            raise ValueError(f"a coupling NSF needs at least 2 features, got {dim} (use autoregressive=True)")
+            raise ValueError(f"a coupling NSF needs at least 2 features, got {dim} (use autoregressive=True; "
+                             "on the command line --model-option autoregressive=True)")
         first = alternating_mask(dim)
         layers = [SplineCoupling(first if i % 2 == 0 else 1 - first, bins, bound, hidden, depth, activation,
                                  context_dim) for i in range(num_layers)]

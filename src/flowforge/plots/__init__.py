@@ -20,8 +20,8 @@ from flowforge.plots.ffjord import (density_over_time, ffjord_figures, sample_pa
 from flowforge.plots.images import (image_figures, image_grid, interpolation_figure, reconstruction_figure,
                                     sample_grids_figure, write_image_grid)
 from flowforge.plots.jacobian import dependency_figure, unit_square_images_figure
-from flowforge.plots.two_d import (chapter_figure, density_figure, density_grid, latent_and_generated, read_metrics,
-                                   training_animation, training_curve)
+from flowforge.plots.two_d import (chapter_figure, density_1d_figure, density_figure, density_grid,
+                                   latent_and_generated, read_metrics, training_animation, training_curve)
 from flowforge.training.checkpoint import METRICS
 from flowforge.training.run import load_run
 
@@ -40,7 +40,10 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if spec.images:  # samples by temperature, reconstructions, interpolations
         return image_figures(flow, splits.test, out) + [save_figure(curve, out / "training_curve.png")]
     data = splits.train
-    written = [save_figure(chapter_figure(flow, data), out / "flow.png")]
+    if data.shape[1] == 1:  # no plane to draw the chapter's figure in
+        written = [save_figure(density_1d_figure(flow, data), out / "density.png")]
+    else:
+        written = [save_figure(chapter_figure(flow, data), out / "flow.png")]
     if data.shape[1] == 2:
         written.append(save_figure(density_figure(flow, data), out / "density.png"))
     written.append(save_figure(curve, out / "training_curve.png"))
@@ -51,7 +54,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
 
 __all__ = ["plot_run", "new_figure", "save_figure", "chapter_figure", "latent_and_generated", "dependency_figure",
-           "unit_square_images_figure", "training_animation", "density_figure", "density_grid",
+           "unit_square_images_figure", "training_animation", "density_figure", "density_1d_figure", "density_grid",
            "training_curve", "read_metrics", "ffjord_figures", "density_over_time", "sample_paths",
            "trajectories_figure", "trajectory_animation", "save_animation", "image_figures", "image_grid",
            "write_image_grid", "sample_grids_figure", "reconstruction_figure", "interpolation_figure",

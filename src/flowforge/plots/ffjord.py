@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from flowforge.atomic import atomic_target
 from flowforge.models.ffjord import CNFFlow
 from flowforge.plots.common import LATENT_COLORMAP, latent_angle, new_figure, padded_limits, save_figure
+from flowforge.training.device import flow_device
 
 
 def sample_paths(flow: CNFFlow, n: int = 500, frames: int = 41, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +33,7 @@ def density_over_time(flow: CNFFlow, data: np.ndarray, panels: int = 5, resoluti
     xlim, ylim = padded_limits(data[:, 0]), padded_limits(data[:, 1])
     xs = np.linspace(*xlim, resolution, dtype=np.float32)
     ys = np.linspace(*ylim, resolution, dtype=np.float32)
-    grid = torch.from_numpy(np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2))
+    grid = torch.from_numpy(np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)).to(flow_device(flow)[1])
     times = np.linspace(0.0, flow.cnf.total_time, panels)
     fig, axes = new_figure(1, panels, figsize=(3.2 * panels, 3.4))
     for ax, t in zip(np.atleast_1d(axes), times):

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from flowforge.distributions.dequantization import STORED_BITS
 from flowforge.plots.common import new_figure, save_figure
 from flowforge.training.checkpoint import atomic_write_bytes
+from flowforge.training.device import flow_device
 
 TEMPERATURES = (0.5, 0.7, 0.85, 1.0)
 
@@ -78,7 +79,7 @@ def sample_grids_figure(flow, temperatures=TEMPERATURES, n: int = 64, seed: int 
 
 def reconstruction_figure(flow, images: np.ndarray, n: int = 8, seed: int = 0) -> Figure:
     """Test images, their reconstructions g(f(x)) and the latents f(x), one column per image."""
-    x = flow.dequantize(torch.as_tensor(images[:n], dtype=torch.float32), torch.Generator().manual_seed(seed))
+    x = flow.dequantize(torch.as_tensor(images[:n], dtype=flow_device(flow)[1]), torch.Generator().manual_seed(seed))
     with torch.no_grad():
         z, _ = flow.forward(x)
         back, _ = flow.inverse(z)
@@ -93,7 +94,7 @@ def reconstruction_figure(flow, images: np.ndarray, n: int = 8, seed: int = 0) -
 
 def interpolation_figure(flow, images: np.ndarray, pairs: int = 4, steps: int = 9) -> Figure:
     """Decode (1 − t)·f(a) + t·f(b) for test images a, b: one row per pair, t from 0 to 1."""
-    x = flow.dequantize(torch.as_tensor(images[:2 * pairs], dtype=torch.float32),
+    x = flow.dequantize(torch.as_tensor(images[:2 * pairs], dtype=flow_device(flow)[1]),
                         torch.Generator().manual_seed(0))
     rows = [flow.interpolate(x[2 * i], x[2 * i + 1], steps) for i in range(len(x) // 2)]
     fig, ax = new_figure(figsize=(1.1 * steps + 1, 1.1 * len(rows) + 0.8))

@@ -20,6 +20,7 @@ from matplotlib.patches import Circle
 
 from flowforge.distributions import Flow
 from flowforge.plots.common import LATENT_COLORMAP, latent_angle, new_figure, padded_limits
+from flowforge.training.device import flow_device
 from flowforge.training.evaluate import log_prob
 
 
@@ -49,7 +50,7 @@ def latent_and_generated(flow: Flow, data: np.ndarray, n_samples: int = 3000,
     ((5, 2), (7, 2), (7, 2))
     """
     with torch.inference_mode():
-        latent = flow(torch.as_tensor(data, dtype=torch.float32))[0].numpy()
+        latent = flow(torch.as_tensor(data, dtype=flow_device(flow)[1]))[0].numpy()  # a float64 run's in float64
         z = flow.base.sample(n_samples, generator=torch.Generator().manual_seed(seed))
         generated = flow.inverse(z)[0].numpy()
     return latent, z.numpy(), generated
@@ -143,6 +144,31 @@ def density_figure(flow: Flow, data: np.ndarray, resolution: int = 300) -> Figur
         ax.set_aspect("equal")
         ax.set_xlim(*xlim)
         ax.set_ylim(*ylim)
+    return fig
+
+
+def density_1d_figure(flow: Flow, data: np.ndarray, n_samples: int = 5000, seed: int = 0) -> Figure:
+    """For data of one feature: the learned density p(x) over the data's histogram, with a
+    histogram of the flow's own draws.
+
+    >>> import numpy as np
+    >>> from flowforge.models import MAF
+    >>> from flowforge.plots import density_1d_figure
+    >>> len(density_1d_figure(MAF(1, num_layers=1, hidden=8), np.random.randn(200, 1), n_samples=100).axes)
+    1
+    """
+    xs = np.linspace(*padded_limits(data[:, 0]), 400)
+    density = np.exp(log_prob(flow, xs[:, None]).numpy())
+    drawn = latent_and_generated(flow, data[:1], n_samples, seed)[2][:, 0]
+    fig, ax = new_figure(figsize=(8, 5))
+    bins = np.histogram_bin_edges(data[:, 0], bins="auto")
+    ax.hist(data[:, 0], bins=bins, density=True, color="0.75", label=f"data ({len(data):,} points)")
+    ax.hist(drawn, bins=bins, density=True, histtype="step", color="tab:blue", label=f"flow samples ({n_samples:,})")
+    ax.plot(xs, density, color="tab:orange", lw=2, label="learned density p(x)")
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.set_title("Learned density p(x) of the one feature")
+    ax.legend()
     return fig
 
 
