@@ -658,6 +658,26 @@ def fitted_file_target(tmp_path, capsys, source: str, dim: int, steps: int):
     return run
 
 
+def test_a_file_target_run_is_evaluated_and_resampled_afresh_only_when_asked_to_import_it(tmp_path, capsys,
+                                                                                         trained_run):
+    run = fitted_file_target(tmp_path, capsys, "def log_prob(x):\n    return -0.5 * ((x - 1) ** 2).sum(-1)\n", 2, 200)
+    code, out, _ = cli(capsys, "eval", run, "--json")
+    assert code == 0 and json.loads(out)["stored"] is True
+    code, out, _ = cli(capsys, "eval", run, "--json", "--import-target")
+    fresh = json.loads(out)
+    assert code == 0 and "stored" not in fresh and fresh["draws"] == 20_000
+    assert abs(fresh["log_z"] - math.log(2 * math.pi)) < 0.05  # N((1, 1), I) unnormalised
+    code, _, err = cli(capsys, "sample", run, "-n", 5, "-o", tmp_path / "x.csv", "--resample")
+    assert code == 1 and "--import-target" in err and not (tmp_path / "x.csv").exists()
+    code, _, _ = cli(capsys, "sample", run, "-n", 2000, "-o", tmp_path / "x.csv", "--resample", "--import-target")
+    drawn = np.loadtxt(tmp_path / "x.csv", delimiter=",", skiprows=1)
+    assert code == 0 and drawn.shape == (2000, 2) and np.allclose(drawn.mean(0), 1.0, atol=0.1)
+    code, _, err = cli(capsys, "sample", run, "-n", 5, "-o", tmp_path / "y.csv", "--import-target")
+    assert code == 2 and "goes with --resample" in err
+    code, _, err = cli(capsys, "eval", trained_run, "--import-target")
+    assert code == 2 and "only a run of `flowforge fit`" in err
+
+
 def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, capsys):
     """N((10, 10), I): the default NSF's splines reach ±4 only, so unplaced its q piled up at the
     edge (log Z −39.6 against 1.838); placed, it fits the target (log Z = log 2π)."""
@@ -686,6 +706,9 @@ def test_a_changed_target_file_is_refused_on_resume_and_named_by_eval(tmp_path, 
     code, out, err = cli(capsys, "eval", run)
     assert code == 0 and "stored at fit time" in out
     assert_one_line(err, "warning", f"{mine}: changed (or gone) since the fit")
+    code, _, err = cli(capsys, "eval", run, "--import-target")  # never against another target than the fit's
+    assert code == 1
+    assert_one_line(err, "error", f"{mine}: changed (or gone) since the fit; --import-target imports only")
 
 
 @pytest.mark.parametrize("fails_at_call", [1, 20])

@@ -47,6 +47,10 @@ class FiniteFloatRange(click.FloatRange):
 
 
 FORCE_OUTPUT_OPTION = click.option("--force", is_flag=True, help="replace the output file(s) if they exist")
+IMPORT_TARGET_OPTION = click.option(
+    "--import-target", is_flag=True,
+    help="runs fitted to a user's path.py:function: import that file again (it runs its code) to evaluate "
+         "or resample against it; refused if the file changed since the fit")
 MAX_PARAMS_OPTION = click.option(
     "--max-params", type=click.IntRange(min=1), default=DEFAULT_MAX_PARAMS, show_default=True,
     callback=lambda ctx, param, value: MAX_PARAMS.set(value) and value,  # also for the figures' own load
@@ -401,13 +405,14 @@ Examples:
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option("--resample", is_flag=True, help="runs of `flowforge fit`: importance-resampled draws, closer to the "
               "target (chosen with replacement from 8·n draws of the flow, each with probability ∝ p̃/q)")
+@IMPORT_TARGET_OPTION
 @FORCE_OUTPUT_OPTION
 @CONTEXT_OPTIONS
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
 def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, dtype: str | None,
            max_params: int, context_text: str | None = None, context_file: Path | None = None,
-           resample: bool = False, force: bool = False) -> None:
+           resample: bool = False, import_target: bool = False, force: bool = False) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
 
     For an image run, writes the quantised images as a (N, C, H, W) uint8 array on the data's
@@ -420,6 +425,8 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     from flowforge.data.files import write_table_batches
 
     flow, _, raw, spec = _load(run, max_params, device, dtype)
+    if import_target and not resample:
+        raise click.UsageError("--import-target goes with --resample (plain draws of q need no target)")
     if resample:
         _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file, _numpy_dtype(flow))
@@ -433,7 +440,7 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     if columns is None and raw.get("columns") is not None:
         warn(f"{run / 'config.json'}: its 'columns' are not {dim} names; the samples' header is x0, x1, …")
     names = [str(c) for c in columns] if columns else [f"x{i}" for i in range(dim)]
-    draws = (_variational().resampled_batches(flow, raw, num, seed) if resample  # variational runs only
+    draws = (_variational().resampled_batches(flow, raw, num, seed, import_target=import_target) if resample
              else _sample_batches(flow, num, temperature, seed, conditions))
     batches = (_finite_samples(x, temperature).cpu().numpy() for x in draws)
     if info is not None:
@@ -664,13 +671,15 @@ Examples:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help=f"{DATA_DIR_HELP}; default: the run's")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@IMPORT_TARGET_OPTION
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
 def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, device: str, dtype: str | None,
-             max_params: int) -> None:
+             max_params: int, import_target: bool = False) -> None:
     """Mean negative log-likelihood of held-out data, in nats (and bits per dimension for images);
     for a run of `flowforge fit`, the ELBO, log Z ± its standard error, ESS per draw and Pareto k̂
-    against its target, on 20,000 fresh draws.
+    against its target, on 20,000 fresh draws (a user's path.py:function target: the figures stored
+    at fit time, or fresh ones with --import-target).
 
     Image runs score the discrete data: pixels are dequantised with fixed uniform noise and the
     bits/dim are (NLL_continuous + D·log 2^bits) / (D·ln 2), NLL_continuous on [0, 1] pixels.
@@ -683,8 +692,10 @@ def evaluate(run: Path, data: str | None, data_dir: str | None, as_json: bool, d
         if data is not None or data_dir is not None:
             raise click.UsageError("--data/--data-dir: a run fitted to a target is evaluated against that target, "
                                    "not data")
-        summary = _variational().evaluate_run(run, flow, raw)
+        summary = _variational().evaluate_run(run, flow, raw, import_target=import_target)
         return click.echo(json.dumps(summary) if as_json else _variational().eval_line(summary))
+    if import_target:
+        raise click.UsageError("--import-target: only a run of `flowforge fit` has a target to import")
     source, points, conditions = _points_for(run, data, data_dir, data_shape(raw), config, raw, _numpy_dtype(flow))
     summary = nll_summary(flow, points, spec.metrics, context=conditions)
     if as_json:

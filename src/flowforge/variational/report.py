@@ -3,7 +3,9 @@
 A run's built-in target is rebuilt from its name. A user's ``path.py:function`` target is not
 imported when ``eval``, ``sample`` or ``plot`` load a run (loading never executes code, and a run
 directory may come from elsewhere): ``eval`` then reports the diagnostics stored when the run was
-fitted. Only ``fit --resume``, which must evaluate the target to go on, imports the file again.
+fitted. ``fit --resume``, which must evaluate the target to go on, imports the file again, and so do
+``eval`` and ``sample --resample`` when asked with ``--import-target``, if the file is still the one
+the run was fitted to (its SHA-256).
 """
 
 from __future__ import annotations
@@ -19,23 +21,32 @@ from flowforge.training.checkpoint import LAST_CHECKPOINT, RESULTS, read_json
 from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, log_weights, pareto_k, resample,
                                                warn_if_unreliable)
 from flowforge.variational.fitting import changed_target, variational_section
-from flowforge.variational.targets import Target, built_in_target, is_file_target
+from flowforge.variational.targets import Target, built_in_target, is_file_target, load_target
 
 REPORTED = ("elbo", "log_z", "log_z_stderr", "ess_per_draw", "pareto_k", "kl", "true_log_z", "modes_covered")
 
 
-def run_target(raw: dict) -> Target | None:
-    """The built-in target a run was fitted to (None for a user's file, which is not imported)."""
+def run_target(raw: dict, import_file: bool = False) -> Target | None:
+    """The target a run was fitted to: a built-in rebuilt by name; a user's file only with
+    ``import_file`` (the user's explicit word) and only the very file of the fit; else None."""
     section = variational_section(raw)
-    if section is None or is_file_target(section["target"]):
+    if section is None or (is_file_target(section["target"]) and not import_file):
         return None
-    return built_in_target(section["target"], int(raw["dim"]))
+    if not is_file_target(section["target"]):
+        return built_in_target(section["target"], int(raw["dim"]))
+    changed = changed_target(raw)
+    if changed is not None:
+        raise FlowforgeError(f"{changed}: changed (or gone) since the fit; --import-target imports only the file "
+                             "the run was fitted to")
+    return load_target(section["target"], int(raw["dim"]))
 
 
-def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVAL_DRAWS) -> dict[str, Any]:
+def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVAL_DRAWS,
+                 import_target: bool = False) -> dict[str, Any]:
     """Fresh diagnostics of the run's flow against its target on ``draws`` draws from ``seed``, or
-    (a user's file target) the stored ones of results.json, marked ``"stored": true``."""
-    target = run_target(raw)
+    (a user's file target, unless ``import_target``) the stored ones of results.json, marked
+    ``"stored": true``."""
+    target = run_target(raw, import_target)
     name = variational_section(raw)["target"]
     if target is None:
         if not (Path(run_dir) / RESULTS).is_file() and (Path(run_dir) / LAST_CHECKPOINT).is_file():
@@ -61,18 +72,18 @@ def eval_line(summary: dict[str, Any]) -> str:
             + f" · ESS/n {summary['ess_per_draw']:.3f} · Pareto k̂ {summary['pareto_k']:.2f}")
     if "modes_covered" in summary:
         line += f" · modes covered {summary['modes_covered']:.0%}"
-    return line + (" (stored at fit time: the target is a user's file, not imported on load)"
-                   if summary.get("stored") else f" · {summary['draws']} draws")
+    return line + (" (stored at fit time: the target is a user's file, not imported on load; --import-target "
+                   "evaluates it afresh)" if summary.get("stored") else f" · {summary['draws']} draws")
 
 
-def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8):
+def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8, import_target: bool = False):
     """``num`` importance-resampled draws (SIR from a pool of ``pool``·num draws of q, in batches of
     at most 65,536; at least :data:`EVAL_DRAWS`, so a few draws still come from a pool whose Pareto
     k̂ means something), approximately from the target p rather than q."""
-    target = run_target(raw)
+    target = run_target(raw, import_target)
     if target is None:
         raise FlowforgeError("--resample needs the run's target; a user's path.py:function target is not "
-                             "imported on load (resample in Python with flowforge.variational.resample)")
+                             "imported on load: add --import-target to import it (it runs the file's code)")
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     batch = 65_536
     for start in range(0, num, batch):
