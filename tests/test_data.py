@@ -56,6 +56,9 @@ def test_csv_with_header_round_trips(tmp_path):
     ("a,b\n1,2\n3,4\n5,\n", r"row 3, column 2 holds '', not a number \(a comma at the end of the row\?\)"),
     ("a,b\n1,,2\n", r"row 1, column 2 holds '', not a number\)$"),
     ("a,b\n1,2\n3,4\n5,x\n", r"row 3, column 2 holds 'x', not a number"),
+    ("a;b\n1.5;2\n", r"holds .1.5;2., not a number \(its values look separated by semicolons: flowforge reads "
+                      r"comma-separated files\)"),
+    ("a\tb\n1.5\t2\n", r"separated by tabs"),
     ("a,b\n1,2\n3,4\n5\n", "row 3 has 1 columns, earlier rows 2"),
     # blank lines and comments are not rows (numpy skips them), so they do not shift the numbers
     ("a,b\n# note\n1,2\n\n3,4 # ok\n5,x\n", r"row 3, column 2 holds 'x', not a number"),

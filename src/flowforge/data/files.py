@@ -184,10 +184,19 @@ def _first_problem(lines: list[str], first_row: int) -> str:
             try:
                 float(cell)
             except ValueError:
-                trailing = " (a comma at the end of the row?)" if not cell.strip() and j == len(cells) - 1 else ""
-                return f"row {row}, column {j + 1} holds {cell.strip()[:40]!r}, not a number{trailing}"
+                return f"row {row}, column {j + 1} holds {cell.strip()[:40]!r}, not a number{_hint(cell, j, len(cells))}"
         row += 1
     return "a value that cannot be read as a number"
+
+
+def _hint(cell: str, column: int, columns: int) -> str:
+    """Why a cell may not read as a number: a comma ending its row, or another delimiter than ','."""
+    if not cell.strip() and column == columns - 1:
+        return " (a comma at the end of the row?)"
+    for name, mark in (("semicolons", ";"), ("tabs", "\t"), ("spaces", " ")):
+        if mark in cell.strip():
+            return f" (its values look separated by {name}: flowforge reads comma-separated files)"
+    return ""
 
 
 def _row_text(line: str) -> str:
