@@ -250,3 +250,15 @@ def test_a_size_flag_and_a_model_option_for_the_same_keyword_are_refused(tmp_pat
     code, _, err = flowforge(capsys, "train", "--model", "nsf", "--data", "moons", "--layers", "3", "--model-option",
                              "num_layers=7", "--out", tmp_path / "r")
     assert code == 2 and "num_layers is given twice" in err
+
+
+def test_the_chapter_figure_of_a_table_names_the_two_columns_it_shows():
+    from flowforge.models import RealNVP
+    from flowforge.plots import chapter_figure
+
+    fig = chapter_figure(RealNVP(4, num_layers=2, hidden=8, depth=1), np.random.default_rng(0).normal(size=(50, 4)),
+                         n_samples=50, names=["age", "dose", "weight", "height"])
+    data_axes, generated_axes = fig.axes[0], fig.axes[3]
+    for ax in (data_axes, generated_axes):
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("age", "dose")
+    assert "first 2 of 4 dimensions" in fig._suptitle.get_text()

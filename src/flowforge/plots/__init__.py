@@ -43,7 +43,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if data.shape[1] == 1:  # no plane to draw the chapter's figure in
         written = [save_figure(density_1d_figure(flow, data), out / "density.png")]
     else:
-        written = [save_figure(chapter_figure(flow, data), out / "flow.png")]
+        written = [save_figure(chapter_figure(flow, data, names=splits.columns), out / "flow.png")]
     if data.shape[1] == 2:
         written.append(save_figure(density_figure(flow, data), out / "density.png"))
     written.append(save_figure(curve, out / "training_curve.png"))

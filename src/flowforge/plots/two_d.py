@@ -56,8 +56,10 @@ def latent_and_generated(flow: Flow, data: np.ndarray, n_samples: int = 3000,
     return latent, z.numpy(), generated
 
 
-def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: int = 0) -> Figure:
-    """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data).
+def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: int = 0,
+                   names: list[str] | None = None) -> Figure:
+    """The book's 2×2 figure: X, f(X) (data → latent), Z ~ N(0, I) and g(Z) (latent → data);
+    of more than two features, the first two, on axes labelled with ``names`` (the table's columns).
 
     >>> import numpy as np
     >>> from flowforge.plots import chapter_figure
@@ -75,6 +77,9 @@ def chapter_figure(flow: Flow, data: np.ndarray, n_samples: int = 3000, seed: in
     for ax in (axes[0, 0], axes[1, 1]):
         ax.set_xlim(*padded_limits(data[:, 0]))
         ax.set_ylim(*padded_limits(data[:, 1]))
+        if names is not None:
+            ax.set_xlabel(names[0])
+            ax.set_ylabel(names[1])
     title = "colour = angle of the latent code"
     if data.shape[1] > 2:
         title += f" (first 2 of {data.shape[1]} dimensions shown)"
@@ -107,6 +112,9 @@ def training_animation(steps: list[int], data: np.ndarray, z: np.ndarray, latent
     for ax in (axes[0, 0], axes[1, 1]):
         ax.set_xlim(*padded_limits(data[:, 0]))
         ax.set_ylim(*padded_limits(data[:, 1]))
+        if names is not None:
+            ax.set_xlabel(names[0])
+            ax.set_ylabel(names[1])
     title = fig.suptitle("")
 
     def draw(frame: int):
