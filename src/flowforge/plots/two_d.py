@@ -112,9 +112,6 @@ def training_animation(steps: list[int], data: np.ndarray, z: np.ndarray, latent
     for ax in (axes[0, 0], axes[1, 1]):
         ax.set_xlim(*padded_limits(data[:, 0]))
         ax.set_ylim(*padded_limits(data[:, 1]))
-        if names is not None:
-            ax.set_xlabel(names[0])
-            ax.set_ylabel(names[1])
     title = fig.suptitle("")
 
     def draw(frame: int):
