@@ -262,3 +262,13 @@ def test_the_chapter_figure_of_a_table_names_the_two_columns_it_shows():
     for ax in (data_axes, generated_axes):
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("age", "dose")
     assert "first 2 of 4 dimensions" in fig._suptitle.get_text()
+
+
+def test_the_density_grid_keeps_a_float64_runs_resolution():
+    # At 10⁶ float32's steps are 0.0625: a float32 grid over ±0.05 collapsed to two stripes.
+    from flowforge.models import RealNVP
+    from flowforge.plots import density_grid
+
+    xs, ys, logp = density_grid(RealNVP(2, num_layers=2, hidden=8, depth=1).double(), (1e6 - 0.05, 1e6 + 0.05),
+                                (-1, 1), resolution=50)
+    assert len(np.unique(xs)) == 50 and np.isfinite(logp).all()

@@ -676,6 +676,15 @@ def test_a_file_target_run_is_evaluated_and_resampled_afresh_only_when_asked_to_
     assert code == 2 and "goes with --resample" in err
     code, _, err = cli(capsys, "eval", trained_run, "--import-target")
     assert code == 2 and "only a run of `flowforge fit`" in err
+    # A run whose config lost its target's digest (edited, or made elsewhere) imports nothing.
+    (tmp_path / "evil.py").write_text("raise SystemExit('imported')\n")
+    config = json.loads((run / "config.json").read_text())
+    section = config["variational"]
+    section.pop("target_sha256")
+    section["target"] = f"{tmp_path / 'evil.py'}:log_prob"
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = cli(capsys, "eval", run, "--import-target")
+    assert code == 1 and "records no SHA-256 of its target file" in err
 
 
 def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, capsys):
@@ -840,7 +849,7 @@ def test_resample_takes_each_conditions_draws_and_refuses_weights_it_cannot_use(
             resample(bad_x, bad_w, 3)
     for count in (np.int64(3), torch.tensor(3)):  # integers of NumPy and torch count as Python's
         assert resample(flat, flat_w, count).shape == (3, 2)
-    for bad in (0, True, 2.0, "3", torch.tensor([3, 4])):
+    for bad in (0, True, 2.0, "3", torch.tensor([3, 4]), torch.tensor(True), np.bool_(True)):
         with pytest.raises(FlowforgeError, match="a positive integer"):
             resample(flat, flat_w, bad)
 

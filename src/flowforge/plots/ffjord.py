@@ -31,8 +31,8 @@ def sample_paths(flow: CNFFlow, n: int = 500, frames: int = 41, seed: int = 0) -
 def density_over_time(flow: CNFFlow, data: np.ndarray, panels: int = 5, resolution: int = 120) -> Figure:
     """p_t(x) on the data's window at ``panels`` times from the base (t = 0) to the model (t = T·L)."""
     xlim, ylim = padded_limits(data[:, 0]), padded_limits(data[:, 1])
-    xs = np.linspace(*xlim, resolution, dtype=np.float32)
-    ys = np.linspace(*ylim, resolution, dtype=np.float32)
+    xs = np.linspace(*xlim, resolution)  # float64, then the flow's type
+    ys = np.linspace(*ylim, resolution)
     grid = torch.from_numpy(np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)).to(flow_device(flow)[1])
     times = np.linspace(0.0, flow.cnf.total_time, panels)
     fig, axes = new_figure(1, panels, figsize=(3.2 * panels, 3.4))

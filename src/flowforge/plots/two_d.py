@@ -127,8 +127,8 @@ def density_grid(flow: Flow, xlim: tuple[float, float], ylim: tuple[float, float
                  resolution: int = 300, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log p (or log p(x | c) at one condition ``context`` of shape (1, K)) on a regular
     ``resolution``² grid: returns (xs, ys, logp[len(ys), len(xs)])."""
-    xs = np.linspace(*xlim, resolution, dtype=np.float32)
-    ys = np.linspace(*ylim, resolution, dtype=np.float32)
+    xs = np.linspace(*xlim, resolution)  # float64: the evaluator narrows to the flow's type
+    ys = np.linspace(*ylim, resolution)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
     conditions = None if context is None else np.repeat(context, len(grid), axis=0)
     return xs, ys, log_prob(flow, grid, context=conditions).numpy().reshape(resolution, resolution)

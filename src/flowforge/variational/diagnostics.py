@@ -14,6 +14,7 @@ import math
 import operator
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -160,7 +161,8 @@ def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: f
 def _draw_count(n) -> int:
     """``n`` as a positive int (NumPy and one-element torch integers too; not a bool or a float)."""
     try:
-        count = operator.index(n) if not isinstance(n, bool) else None
+        boolean = isinstance(n, bool) or getattr(n, "dtype", None) in (torch.bool, np.bool_)
+        count = None if boolean else operator.index(n)
     except TypeError:
         count = None
     if count is None or count < 1:

@@ -34,6 +34,9 @@ def run_target(raw: dict, import_file: bool = False) -> Target | None:
         return None
     if not is_file_target(section["target"]):
         return built_in_target(section["target"], int(raw["dim"]))
+    if not section.get("target_sha256"):  # every fit records it: a run without one was edited or made elsewhere
+        raise FlowforgeError(f"{section['target']}: the run records no SHA-256 of its target file, so --import-target "
+                             "cannot check it is the file the run was fitted to")
     changed = changed_target(raw)
     if changed is not None:
         raise FlowforgeError(f"{changed}: changed (or gone) since the fit; --import-target imports only the file "
