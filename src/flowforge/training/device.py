@@ -39,6 +39,11 @@ def resolve_dtype(name: str = "float32") -> torch.dtype:
     return DTYPES[name]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch floating-point type as users write it ("float32", not "torch.float32")."""
+    return str(dtype).removeprefix("torch.")
+
+
 def flow_device(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
     """Where ``module``'s floating-point weights live, and their type (CPU float32 for none)."""
     for tensor in list(module.parameters()) + list(module.buffers()):

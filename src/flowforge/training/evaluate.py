@@ -12,7 +12,7 @@ from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.distributions import Flow
 from flowforge.distributions.flow import LogProbOverflowWarning
 from flowforge.errors import warn
-from flowforge.training.device import flow_device
+from flowforge.training.device import dtype_name, flow_device
 from flowforge.transforms import Standardize
 
 DEQUANTIZATION_SEED = 0  # evaluation noise is fixed, so repeated evaluations of the same weights agree
@@ -38,7 +38,7 @@ def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 81
     if report and counts["missing"]:
         warn(f"{counts['missing']} of {len(x)} points hold NaN (a missing value); their log-density is NaN")
     precision = flow_device(flow)[1]
-    name = str(precision)[len("torch."):]
+    name = dtype_name(precision)
     if report and counts["overflow"]:
         warn(f"{counts['overflow']} of {len(x)} points hold values beyond {name}'s range "
              f"(±{torch.finfo(precision).max:.3g}); their log-density is reported as -inf")

@@ -181,7 +181,7 @@ def _build(config: TrainConfig, splits, max_params: int | None,
             raise FlowforgeError(f"{config.data}: {err}") from None
         if not math.isfinite(standardization_log_scale(flow)):
             raise FlowforgeError(f"{config.data}: the spread of the values overflows "
-                                 f"{str(dtype)[len('torch.'):]} arithmetic; rescale the data")
+                                 f"{config.dtype} arithmetic; rescale the data")
     if splits.context_info is not None:
         _fit_context_standardization(flow, splits, config.data)
     flow = flow.to(device=device, dtype=dtype)

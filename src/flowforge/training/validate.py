@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
 
 from flowforge.errors import FlowforgeError
+from flowforge.training.device import dtype_name
 from flowforge.training.fields import MAX_PARAMS, TRAIN_FIELDS, _shown
 
 SMALL_TENSOR = 4096  # elements; larger tensors are put on the meta device while the model is sized
@@ -132,7 +133,7 @@ def tensor_mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.Te
         if got.shape != want.shape:
             return f"{key} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
         if got.dtype != want.dtype:
-            return f"{key} holds {str(got.dtype).removeprefix('torch.')}, expected {str(want.dtype).removeprefix('torch.')}"
+            return f"{key} holds {dtype_name(got.dtype)}, expected {dtype_name(want.dtype)}"
     return None
 
 
