@@ -33,11 +33,11 @@ DONE = BOOK["steps_done"] == BOOK["steps"]
 REACHED = {"en": "in full" if DONE else f"stopped at step {BOOK['steps_done']:,} of {BOOK['steps']:,}",
            "ko": "전체 실행" if DONE else f"{BOOK['steps']:,} 스텝 중 {BOOK['steps_done']:,} 스텝에서 중단"}
 STOPPED = {"en": "" if DONE else f"""
-The run was stopped at step {BOOK['steps_done']:,}: the machine was shared with other jobs (load average up to 18),
-and a step took up to {BOOK['slowest_step_ms']:.0f} ms instead of the 15 ms it takes idle.
+The run was stopped at step {BOOK['steps_done']:,} of {BOOK['steps']:,}, after {BOOK['train_seconds']:,.0f} s of training;
+the figures are those of its best weights so far (`python -m benchmarks.book_recipe --out RUN --summarise IMAGES` writes them).
 """, "ko": "" if DONE else f"""
-훈련은 {BOOK['steps_done']:,} 스텝에서 중단했습니다. 머신을 다른 작업과 공유해서(부하 평균 최대 18) 한 스텝에 유휴 상태의
-15 ms 대신 최대 {BOOK['slowest_step_ms']:.0f} ms가 걸렸습니다.
+훈련은 {BOOK['steps']:,} 스텝 중 {BOOK['steps_done']:,} 스텝({BOOK['train_seconds']:,.0f}초)에서 중단했습니다.
+수치는 그때까지 가장 좋은 가중치의 것입니다(`python -m benchmarks.book_recipe --out RUN --summarise IMAGES`가 기록).
 """}
 FULL_TABLE = {
     "en": f"""

@@ -288,8 +288,15 @@ def test_a_coarse_column_of_a_float32_npy_file_is_blamed_on_the_file(tmp_path, c
     # --dtype float64 cannot bring back what the file lost when it was saved as float32.
     x = _far_from_zero(tmp_path / "d.csv")
     np.save(tmp_path / "d32.npy", x.astype(np.float32))
-    code, _, err = cli(capsys, "train", "--data", tmp_path / "d32.npy", "--out", tmp_path / "r", "--steps", 5, *SMALL)
-    assert code == 0 and "the file stores float32" in err and "--dtype float64" not in err
+    for dtype in ("float32", "float64"):  # read in float64, its values are still float32's few
+        code, _, err = cli(capsys, "train", "--data", tmp_path / "d32.npy", "--out", tmp_path / dtype, "--steps", 5,
+                           "--dtype", dtype, *SMALL)
+        assert code == 0 and "column 'x0' holds 2 distinct values as float32" in err, dtype
+        assert "the file stores float32" in err and "--dtype float64" not in err, dtype
+    np.save(tmp_path / "d64.npy", x)  # stored in float64: read so, nothing was lost
+    code, _, err = cli(capsys, "train", "--data", tmp_path / "d64.npy", "--out", tmp_path / "r64", "--steps", 5,
+                       "--dtype", "float64", *SMALL)
+    assert code == 0 and "distinct values" not in err
 
 
 def test_a_float64_conditional_run_takes_its_conditions_in_float64(tmp_path, capsys):

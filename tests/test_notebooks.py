@@ -2,6 +2,8 @@
 committed without outputs, and run top to bottom by a real notebook runner (nbclient)."""
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,13 +31,32 @@ def test_english_and_korean_share_their_code_cells():
     assert cells(english, "markdown") != cells(korean, "markdown")  # translated, not copied
 
 
-def test_committed_notebooks_are_what_build_py_writes():
-    spec = importlib.util.spec_from_file_location("notebook_build", ROOT / "notebooks" / "build.py")
+def load_build(path=ROOT / "notebooks" / "build.py"):
+    spec = importlib.util.spec_from_file_location("notebook_build", path)
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
+    return build
+
+
+def test_committed_notebooks_are_what_build_py_writes():
+    build = load_build()
     for language, path in build.TARGETS.items():
         built = nbformat.reads(nbformat.writes(build.build(language)), as_version=4)
         assert built == read(path), f"{path} is stale: run python notebooks/build.py"
+
+
+def test_a_book_run_stopped_early_is_written_up_from_what_the_benchmark_records(tmp_path):
+    # build.py on a summary of a stopped run, with only the keys benchmarks/book_recipe.py writes
+    measured = json.loads((ROOT / "docs" / "book_recipe.json").read_text())
+    measured["book"].update(steps_done=1200, train_seconds=250.0)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "book_recipe.json").write_text(json.dumps(measured))
+    shutil.copy(ROOT / "notebooks" / "build.py", tmp_path / "notebooks" / "build.py")
+    build = load_build(tmp_path / "notebooks" / "build.py")
+    english, korean = ("\n".join(cells(build.build(language), "markdown")) for language in ("en", "ko"))
+    assert "stopped at step 1,200 of" in english and "after 250 s of training" in english
+    assert "1,200 스텝(250초)에서 중단" in korean
 
 
 @pytest.mark.parametrize("path", [ENGLISH, KOREAN], ids=["en", "ko"])

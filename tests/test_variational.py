@@ -625,22 +625,22 @@ def test_placement_finds_where_a_targets_mass_lies_and_leaves_a_target_in_reach_
 
     for seed in range(3):  # whichever seed: the search does not depend on a lucky first draw
         loc, scale = target_placement(lambda x: -0.5 * (((x - 5) / 0.5) ** 2).sum(-1), 10, seed=seed)
-        assert torch.allclose(loc, torch.full((10,), 5.0), atol=0.1) and torch.allclose(scale, torch.full((10,), 0.5), rtol=0.1)
+        assert torch.allclose(loc, torch.full_like(loc, 5.0), atol=0.1) and torch.allclose(scale, torch.full_like(scale, 0.5), rtol=0.1)
         loc, scale = target_placement(lambda x: -0.5 * ((x - 100) ** 2).sum(-1), 2, seed=seed)
-        assert torch.allclose(loc, torch.full((2,), 100.0), atol=0.1) and torch.allclose(scale, torch.ones(2), rtol=0.1)
+        assert torch.allclose(loc, torch.full_like(loc, 100.0), atol=0.1) and torch.allclose(scale, torch.ones_like(scale), rtol=0.1)
         loc, scale = target_placement(two_modes, 2, seed=seed)
-        assert loc.abs().max() < 2.5 and torch.allclose(scale, torch.full((2,), 8.0), rtol=0.1)
+        assert loc.abs().max() < 2.5 and torch.allclose(scale, torch.full_like(scale, 8.0), rtol=0.1)
         loc, _ = target_placement(nan_far_out, 2, seed=seed)
-        assert torch.allclose(loc, torch.full((2,), 10.0), atol=0.1)
+        assert torch.allclose(loc, torch.full_like(loc, 10.0), atol=0.1)
     loc, scale = target_placement(lambda x: -0.5 * ((x / 100) ** 2).sum(-1), 2, seed=0)
-    assert torch.allclose(scale, torch.full((2,), 100.0), rtol=0.1)
+    assert torch.allclose(scale, torch.full_like(scale, 100.0), rtol=0.1)
     for in_reach in ("moons", "ring"):  # a unit-scale target keeps the flow as built
         target = load_target(in_reach)
         assert target_placement(target, target.dim, seed=0) is None, in_reach
     assert target_placement(lambda x: -0.5 * (x ** 2).sum(-1), 10, seed=0) is None
     # 5% of N(0, 2²)'s mass lies past ±4, where a spline flow on a Gaussian base has almost none: placed
     _, scale = target_placement(lambda x: -0.5 * ((x / 2) ** 2).sum(-1), 2, seed=0)
-    assert torch.allclose(scale, torch.full((2,), 2.0), rtol=0.1)
+    assert torch.allclose(scale, torch.full_like(scale, 2.0), rtol=0.1)
     _, scale = target_placement(load_target("banana"), 2, seed=0)  # its arm x₂ ≈ x₁² reaches ~11 (99.9%)
     assert 2.4 < scale[1] < 3.2 and abs(scale[0] - 1) < 0.1
     assert target_placement(lambda x: 1 / 0, 2, seed=0) is None  # the fit's own check names such a target
@@ -713,8 +713,12 @@ def test_a_changed_target_file_is_refused_on_resume_and_named_by_eval(tmp_path, 
     assert_one_line(err, "error", f"{mine}: changed (or gone) since", "start a new run")
     assert file_hashes(run) == before
     code, out, err = cli(capsys, "eval", run)
-    assert code == 0 and "stored at fit time" in out
+    assert code == 0 and "stored at fit time: the target file has changed since" in out
+    assert "--import-target" not in out  # it would be refused: not offered
     assert_one_line(err, "warning", f"{mine}: changed (or gone) since the fit")
+    code, _, err = cli(capsys, "sample", run, "-n", "5", "-o", tmp_path / "draws.csv", "--resample")
+    assert code == 1 and not (tmp_path / "draws.csv").exists()
+    assert_one_line(err, "error", f"--resample needs the run's target, and {mine} has changed (or gone)")
     code, _, err = cli(capsys, "eval", run, "--import-target")  # never against another target than the fit's
     assert code == 1
     assert_one_line(err, "error", f"{mine}: changed (or gone) since the fit; --import-target imports only")
@@ -902,7 +906,11 @@ def test_a_users_target_wrapped_or_not_is_placed_in_the_flows_precision(wrap):
     target = float64_only if wrap == "callable" else Target("mine", 2, float64_only)
     flow = NSF(2, num_layers=1, hidden=8, standardize=True).double()
     placed = place_on_target(flow, target)
-    assert placed is not None and all(abs(v - 10) < 0.5 for v in flow.transform.transforms[0].mean.tolist())
+    mean = flow.transform.transforms[0].mean
+    assert placed is not None and all(abs(v - 10) < 0.5 for v in mean.tolist())
+    # in float64 throughout: the search's estimate is not rounded to float32 on its way to the flow
+    assert placed[0].dtype == torch.float64 and mean.tolist() == placed[0].tolist()
+    assert not torch.equal(placed[0].float().double(), placed[0])
     with pytest.warns(FlowforgeWarning, match="build the flow with standardize=True"):
         place_on_target(NSF(2, num_layers=1, hidden=8).double(), target)
 

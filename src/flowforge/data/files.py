@@ -83,13 +83,17 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
     constant column has no density, and a flow puts a spike of density on each value of an
     integer-valued one (a discrete variable)."""
     problems, discrete = [], {}
+    stored_float32 = _npy_dtype(source) == np.float32  # its values went through float32 whatever we read them in
     for j, name in enumerate(columns):
         values = table[:, j]
         if np.ptp(values) == 0:
             problems.append((True, f"{source}: column {name!r} is constant ({values[0]:g}); drop it, a "
                                    f"density of a constant is not finite{_float32_hint(values)}"))
-        elif _float32_coarse(values):
-            problems.append((False, f"{source}: column {name!r} {_coarse_values(values)}: {_coarse_advice(source)}"))
+        elif _float32_coarse(values, stored_float32):
+            problems.append((False, f"{source}: column {name!r} {_coarse_values(values)}: "
+                                    + ("the file stores float32, which rounded it when saved; save it as float64 "
+                                       "(or subtract its mean first)" if stored_float32
+                                       else "train with --dtype float64, or subtract its mean first")))
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
             discrete[name] = len(np.unique(values))
     if discrete:  # one line, however many columns (an image flattened into a table has dozens)
@@ -98,32 +102,36 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
     return problems
 
 
-def _float32_coarse(values: np.ndarray) -> bool:
+def _float32_coarse(values: np.ndarray, stored_float32: bool = False) -> bool:
     """Whether float32 has rounded a column to a coarse lattice: its spread is under 100 of float32's
-    steps at its largest value (1e6 + 0.01·noise keeps 2 distinct values of 500)."""
-    return values.dtype == np.float32 and values.std(dtype=np.float64) < 100 * np.spacing(np.abs(values).max())
+    steps at its largest value (1e6 + 0.01·noise keeps 2 distinct values of 500). A column read in
+    float64 from a file that stores float32 (``stored_float32``) was rounded all the same."""
+    if values.dtype != np.float32 and not stored_float32:
+        return False
+    return values.std(dtype=np.float64) < 100 * _float32_step(values)
 
 
-def _coarse_advice(source: str) -> str:
-    """What helps a column float32 rounds coarsely: reading it in float64, unless the file itself
-    stores float32 (a .npy of float32 rounded it when saved)."""
+def _float32_step(values: np.ndarray) -> float:
+    """float32's spacing at a column's largest magnitude."""
+    return float(np.spacing(np.abs(values).max().astype(np.float32)))
+
+
+def _npy_dtype(source: str) -> np.dtype | None:
+    """The element type a .npy file stores (read from its header), or None for any other source."""
     path = Path(source)
-    if path.suffix.lower() == ".npy" and path.is_file():
-        try:
-            stored = np.load(path, mmap_mode="r", allow_pickle=False).dtype
-        except (OSError, ValueError):
-            stored = None
-        if stored == np.float32:
-            return ("the file stores float32, which rounded it when saved; save it as float64 (or subtract its "
-                    "mean first)")
-    return "train with --dtype float64, or subtract its mean first"
+    if path.suffix.lower() != ".npy" or not path.is_file():
+        return None
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).dtype
+    except (OSError, ValueError):
+        return None
 
 
 def _coarse_values(values: np.ndarray) -> str:
     """What float32 left of a column: its distinct values, spread and float32's step there."""
     spread, centre = values.std(dtype=np.float64), values.mean(dtype=np.float64)
     return (f"holds {len(np.unique(values))} distinct values as float32 (spread {spread:.3g} around "
-            f"{centre:.7g}, where float32's steps are {float(np.spacing(np.abs(values).max())):.3g})")
+            f"{centre:.7g}, where float32's steps are {_float32_step(values):.3g})")
 
 
 def _float32_hint(values: np.ndarray) -> str:

@@ -97,8 +97,9 @@ def place_on_target(flow, target: Callable, seed: int = 0, on_lost: Callable[[st
         return None  # placed already: by the caller, or by an earlier fit of this flow
     known = isinstance(target, Target) and target.scale is not None  # a built-in's scale; else searched
     dim, (device, dtype) = int(flow.base.event_shape[-1]), flow_device(flow)
-    placement = (torch.zeros(dim), torch.zeros(dim) + torch.as_tensor(target.scale, dtype=torch.float32)) \
-        if known else target_placement(target, dim, seed, on_lost=on_lost, dtype=dtype, device=device)
+    origin = torch.zeros(dim, dtype=torch.float64)
+    placement = (origin, origin + torch.as_tensor(target.scale, dtype=torch.float64)) if known else \
+        target_placement(target, dim, seed, on_lost=on_lost, dtype=dtype, device=device)
     if placement is None or (known and bool((placement[1] == 1).all())):
         return None
     if not layers:

@@ -32,7 +32,7 @@ from torch import Tensor
 from flowforge.errors import warn
 from flowforge.variational.targets import target_name
 
-PLACEMENT_DRAWS = 4096  # target evaluations per round (on the CPU, in float32, before the fit)
+PLACEMENT_DRAWS = 4096  # target evaluations per round (before the fit, of the flow's dtype, on its device)
 SEARCH_ROUNDS = 16  # Cauchy rounds at most, until MIN_EFFECTIVE_DRAWS carry the weight
 REFINE_DOF = (4, 4, 4, 4)  # then rounds of Student-t proposals of these degrees of freedom
 TAIL = 0.49  # the Cauchy draws stop at tan(0.49π) ≈ 32 scales (a target may overflow further out)
@@ -57,7 +57,8 @@ def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEME
     def as_the_flow_draws(x: Tensor) -> Tensor:
         return target(x.to(device=device, dtype=dtype))
 
-    with torch.random.fork_rng(devices=[]):  # a target drawing from torch's generators leaves the fit's alone
+    # a target drawing from torch's generators (the CPU's, and the device's it runs on) leaves the fit's alone
+    with torch.random.fork_rng(devices=_accelerators(device), device_type=torch.device(device).type):
         effective, rounds, extent = 0.0, 0, scale
         while effective < MIN_EFFECTIVE_DRAWS and rounds < SEARCH_ROUNDS:
             estimate = _one_round(as_the_flow_draws, loc, scale, draws, generator, None)
@@ -75,7 +76,15 @@ def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEME
             on_lost(f"could not locate where target {target_name(target)} keeps its mass ({rounds} rounds of {draws} "
                  "draws); the flow starts at the unit scale at the origin")
         return None
-    return None if in_reach else (loc.float(), torch.maximum(scale, extent / REACH).float())
+    return None if in_reach else (loc, torch.maximum(scale, extent / REACH))  # float64: any flow's dtype takes them
+
+
+def _accelerators(device: torch.device | str) -> list:
+    """The accelerator the target runs on, as :func:`torch.random.fork_rng` names it (none for the CPU)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return []
+    return [device.index if device.index is not None else torch.get_device_module(device.type).current_device()]
 
 
 def _one_round(target: Callable, loc: Tensor, scale: Tensor, draws: int, generator: torch.Generator,

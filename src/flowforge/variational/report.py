@@ -60,7 +60,8 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
         changed = changed_target(raw)
         if changed is not None:
             warn(f"{changed}: changed (or gone) since the fit; these diagnostics are of the file as it was")
-        return {**{k: stored[k] for k in (*REPORTED, "draws") if k in stored}, "target": name, "stored": True}
+        return {**{k: stored[k] for k in (*REPORTED, "draws") if k in stored}, "target": name, "stored": True,
+                "target_changed": changed is not None}
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
     warn_if_unreliable(summary)
@@ -75,8 +76,11 @@ def eval_line(summary: dict[str, Any]) -> str:
             + f" · ESS/n {summary['ess_per_draw']:.3f} · Pareto k̂ {summary['pareto_k']:.2f}")
     if "modes_covered" in summary:
         line += f" · modes covered {summary['modes_covered']:.0%}"
-    return line + (" (stored at fit time: the target is a user's file, not imported on load; --import-target "
-                   "evaluates it afresh)" if summary.get("stored") else f" · {summary['draws']} draws")
+    if not summary.get("stored"):
+        return line + f" · {summary['draws']} draws"
+    return line + (" (stored at fit time: the target file has changed since, so it cannot be evaluated afresh)"
+                   if summary.get("target_changed") else " (stored at fit time: the target is a user's file, not "
+                   "imported on load; --import-target evaluates it afresh)")
 
 
 def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8, import_target: bool = False):
@@ -85,8 +89,10 @@ def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8, impor
     k̂ means something), approximately from the target p rather than q."""
     target = run_target(raw, import_target)
     if target is None:
-        raise FlowforgeError("--resample needs the run's target; a user's path.py:function target is not "
-                             "imported on load: add --import-target to import it (it runs the file's code)")
+        changed = changed_target(raw)
+        raise FlowforgeError(f"--resample needs the run's target, and {changed} has changed (or gone) since the fit"
+                             if changed is not None else "--resample needs the run's target; a user's path.py:function "
+                             "target is not imported on load: add --import-target to import it (it runs the file's code)")
     generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
     batch = 65_536
     for start in range(0, num, batch):
