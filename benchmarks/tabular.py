@@ -94,10 +94,12 @@ def load_target(name: str, seed: int) -> Target:
 
 
 def _log_q(model, rows, chunk: int = 8192):
-    """log q of standardised rows in chunks, float64 (the model evaluated as it is)."""
+    """log q of standardised rows in chunks, float64 (the model's weights as they are, in evaluation mode)."""
     import torch
 
-    with torch.no_grad():
+    from flowforge.nets import evaluation_mode
+
+    with torch.no_grad(), evaluation_mode(model.module):
         return torch.cat([model.log_prob(torch.from_numpy(rows[i:i + chunk])).double()
                           for i in range(0, len(rows), chunk)]).numpy()
 
@@ -178,7 +180,7 @@ def throughput_task(spec: dict) -> dict:
     steps_per_s = steps / (time.perf_counter() - started)
     points = torch.from_numpy(target.test[:8192])
     context = points[:, target.dim:] if target.context_dim else None
-    with torch.no_grad():
+    with torch.no_grad(), model.evaluating():  # as each library evaluates (flowforge: float32 networks)
         log_prob_rate = _rate(lambda: model.log_prob(points), len(points))
         n = spec["sample_points"]
         sample_rate = _rate(lambda: model.sample(n, None if context is None else context[:n]), n)

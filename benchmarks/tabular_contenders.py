@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from benchmarks.contenders import Contender
+from benchmarks.contenders import Contender, averaged_and_evaluating
 
 PEER_LR = 1e-3
 
@@ -84,8 +84,9 @@ def _flowforge(flow, model: str, dim: int, context_dim: int, data_kind: str, row
     def optimizer(parameters, lr):
         return make_optimizer(parameters, lr, config.weight_decay)
 
-    return TabularContender(flow, log_prob, sample, optimizer, config.grad_clip, ema.update, ema.applied,
-                            config.train_noise, dim=dim, learning_rate=learning_rate, lr=config.lr)
+    return TabularContender(flow, log_prob, sample, optimizer, config.grad_clip, ema.update,
+                            lambda: averaged_and_evaluating(flow, ema), config.train_noise, dim=dim,
+                            learning_rate=learning_rate, lr=config.lr)
 
 
 def flowforge_nsf(dim, context_dim, layers, hidden, depth, bins, data_kind, rows):

@@ -67,7 +67,7 @@ def throughput(spec: dict) -> dict:
     steps_per_s = steps / (time.perf_counter() - start)
 
     points = torch.from_numpy(splits.test[:8192])
-    with torch.no_grad():
+    with torch.no_grad(), model.evaluating():  # as each library evaluates (flowforge: float32 networks)
         log_prob_rate = _rate(lambda: model.log_prob(points), len(points))
         sample_rate = _rate(lambda: model.sample(8192), 8192)
     return {"train_steps_per_s": steps_per_s, "log_prob_per_s": log_prob_rate, "samples_per_s": sample_rate,

@@ -165,6 +165,11 @@ def test_bf16_coupling_runs_its_network_in_bf16_and_stays_exact():
     reference.load_state_dict({**layer.state_dict(), "conditioner.bf16_network": torch.tensor(False)})
     y32, _ = reference(x, c)
     assert 0 < (y32 - y).abs().max() < 0.05  # the coarser network, not another map
+    # evaluation (a loaded run, eval, density, sample): float32 throughout, the same on every machine
+    seen.clear()
+    y_eval, lad_eval = layer.eval()(x, c)
+    assert seen == [torch.float32]
+    assert torch.equal(y_eval, y32) and torch.equal(lad_eval, reference(x, c)[1])
 
 
 def test_bf16_flow_density_integrates_to_one():
@@ -262,3 +267,32 @@ def test_fit_standardization_refuses_what_it_would_set_silently_wrong(build, row
     with pytest.raises(ValueError, match=words):
         fit_standardization(flow, data, context=None if context is None else torch.randn(50, 1))
     assert all(torch.equal(before[k], v) for k, v in flow.state_dict().items()) and flow.context_embedding is None
+
+
+def test_reported_figures_are_computed_in_evaluation_mode():
+    # bf16 networks speed up training steps only: the evaluator and the variational diagnostics score
+    # a flow still in training mode in float32 (the same on every machine), and leave it training.
+    from flowforge.training.evaluate import log_prob
+    from flowforge.variational.diagnostics import log_weights
+
+    torch.manual_seed(0)
+    flow = RealNVP(4, num_layers=4, hidden=32, depth=2, mixed_precision=True)
+    for p in flow.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+    exact = RealNVP(4, num_layers=4, hidden=32, depth=2, mixed_precision=False)
+    exact.load_state_dict({k: (torch.tensor(False) if k.endswith("bf16_network") else v)
+                           for k, v in flow.state_dict().items()})
+    x = torch.randn(256, 4)
+    with torch.no_grad():
+        assert torch.equal(log_prob(flow, x), exact.log_prob(x)) and flow.training
+        target = torch.distributions.Normal(0.0, 1.0)
+
+        def standard_normal(v):
+            return target.log_prob(v).sum(-1)
+
+        ours, theirs = (log_weights(f, standard_normal, 512, generator=torch.Generator().manual_seed(0))
+                        for f in (flow, exact))
+    assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1]) and flow.training
+    if native_bf16():  # where bf16 runs, training mode does differ: the test above compares something
+        with torch.no_grad():
+            assert not torch.equal(flow.log_prob(x), exact.log_prob(x))

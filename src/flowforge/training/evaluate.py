@@ -12,6 +12,7 @@ from flowforge.distributions.dequantization import nats_to_bits_per_dim
 from flowforge.distributions import Flow
 from flowforge.distributions.flow import LogProbOverflowWarning
 from flowforge.errors import warn
+from flowforge.nets import evaluation_mode
 from flowforge.training.device import dtype_name, flow_device
 from flowforge.transforms import Standardize
 
@@ -32,7 +33,7 @@ def log_prob(flow: Flow, points: np.ndarray | torch.Tensor, batch_size: int = 81
     """
     x = torch.as_tensor(points)
     parts, counts = [], {"overflow": 0, "unscored": 0, "missing": 0}
-    with torch.inference_mode():
+    with torch.inference_mode(), evaluation_mode(flow):
         for chunk, conditions in zip(x.split(batch_size), _chunks(context, len(x), batch_size)):
             parts.append(_finite_or_minus_inf(flow, chunk, counts, conditions))
     if report and counts["missing"]:
@@ -177,8 +178,9 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[st
     discrete = "bits_per_dim" in metrics
     counter = flow.cnf.nfe if "nfe" in metrics else None
     eval_nfe_before = counter.eval if counter is not None else 0
-    lp = discrete_log_prob(flow, points, context=context) if discrete else \
-        log_prob(flow, points, report=report, context=context)
+    with evaluation_mode(flow):  # the trainer's validation scores what the run will report
+        lp = discrete_log_prob(flow, points, context=context) if discrete else \
+            log_prob(flow, points, report=report, context=context)
     nll_data = float(-lp.mean())
     nll = nll_data - standardization_log_scale(flow)
     dim = int(np.prod(tuple(points.shape[1:])))

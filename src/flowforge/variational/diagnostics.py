@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from flowforge.errors import FlowforgeError, warn
+from flowforge.nets import evaluation_mode
 from flowforge.variational.targets import checked_log_prob
 
 PARETO_K_WARNING = 0.7  # above this the importance-sampling estimates are unreliable (PSIS, §3)
@@ -101,7 +102,7 @@ def log_weights(flow, target: Callable, n: int = EVAL_DRAWS, context: Tensor | N
                 generator: torch.Generator | None = None, batch: int = 8192) -> tuple[Tensor, Tensor]:
     """(x ~ q, log w = log p̃(x) − log q(x)) for ``n`` draws (each context row gets ``n`` draws)."""
     xs, ws = [], []
-    with torch.no_grad():
+    with torch.no_grad(), evaluation_mode(flow):
         for start in range(0, n, batch):
             x, log_q = flow.sample_and_log_prob(min(batch, n - start), context=context, generator=generator)
             flat = x.reshape(-1, x.shape[-1])
