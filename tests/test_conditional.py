@@ -54,6 +54,18 @@ def test_context_columns_are_split_off_by_name_or_index(tmp_path):
         column_positions(["a", "b", "c"], ["a", "b", "c"], "t.csv")
 
 
+def test_train_takes_context_columns_by_index_as_numbers(tmp_path):
+    # The README says "header names or 0-based indices": in Python an index is a number
+    table = np.random.default_rng(0).standard_normal((200, 4))
+    np.savetxt(tmp_path / "t.csv", table, delimiter=",", header="a,b,c,d", comments="")
+    config = TrainConfig(data=str(tmp_path / "t.csv"), context_columns=[0, "c"], steps=5, eval_every=5)
+    assert config.validate().context_columns == ["0", "c"]
+    train(config, tmp_path / "run", progress_bar=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["context_columns"] == ["0", "c"]
+    with pytest.raises(FlowforgeError, match="context-columns must be a non-empty list"):
+        TrainConfig(context_columns=[True]).validate()
+
+
 def test_a_condition_is_parsed_or_refused_in_one_line():
     label = ContextInfo("label", ["0", "1", "2"])
     assert parse_condition("2", label).tolist() == [[0.0, 0.0, 1.0]]

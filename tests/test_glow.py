@@ -214,6 +214,21 @@ def test_actnorm_does_not_initialise_in_eval_mode_or_backwards():
     assert not bool(norm.initialized)
 
 
+def test_actnorm_waits_for_a_batch_with_a_spread_to_measure():
+    # One row of a vector has no spread: initialising from it set log-scales of -½ log eps ≈ 6.9 and
+    # a freshly built flow's first log_prob of one point came out at +24 nats, for good.
+    from flowforge.distributions import Flow, StandardNormal
+
+    norm = ActNorm(4)
+    flow, x = Flow(Compose([norm]), StandardNormal(4)), torch.randn(1, 4)
+    assert torch.allclose(flow.log_prob(x), StandardNormal(4).log_prob(x)) and not bool(norm.initialized)
+    flow.log_prob(3 + 2 * torch.randn(256, 4))  # the first batch with a spread initialises it
+    assert bool(norm.initialized)
+    image_norm = ActNorm(2)
+    image_norm(torch.randn(1, 2, 3, 3))  # one image still has 9 values per channel
+    assert bool(image_norm.initialized)
+
+
 @pytest.mark.parametrize("spatial", [(4, 4), (3, 5), ()])
 def test_lu_and_plain_1x1_convolutions_agree_for_the_same_matrix(spatial):
     torch.manual_seed(0)

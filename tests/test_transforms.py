@@ -140,8 +140,20 @@ def test_coupling_refuses_input_of_another_width_than_its_mask(width):
 
 
 def test_permutation_rejects_non_permutation():
-    with pytest.raises(ValueError):
-        Permutation(torch.tensor([0, 0, 1]))
+    for not_one in (torch.tensor([0, 0, 1]), torch.tensor([[0, 1], [1, 0]]), torch.tensor(2), 0, True):
+        with pytest.raises(ValueError):
+            Permutation(not_one)
+
+
+def test_permutation_of_a_number_of_features_is_a_seeded_random_order():
+    # as nflows' RandomPermutation(features): Permutation(n) draws an order from torch's generator
+    torch.manual_seed(3)
+    first = Permutation(6)
+    torch.manual_seed(3)
+    assert torch.equal(Permutation(6).perm, first.perm) and sorted(first.perm.tolist()) == list(range(6))
+    assert len({tuple(Permutation(6).perm.tolist()) for _ in range(20)}) > 1
+    x = torch.randn(4, 6)
+    assert torch.equal(first.inverse(first(x)[0])[0], x)
 
 
 @pytest.mark.skipif(not native_bf16(), reason="bf16 runs only where this CPU multiplies it natively")

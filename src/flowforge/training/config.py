@@ -66,6 +66,12 @@ class TrainConfig:
     recipe: str | None = field(default=None, metadata=_help("the recipe the defaults came from", cli=False))
     model_options: dict[str, Any] = field(default_factory=dict, metadata=_help("builder keywords", cli=False))
 
+    def __post_init__(self) -> None:
+        # A column index given as a number in Python is the string the command line would give
+        if isinstance(self.context_columns, (list, tuple)):
+            self.context_columns = [str(c) if isinstance(c, int) and not isinstance(c, bool) else c
+                                    for c in self.context_columns]
+
     def validate(self) -> "TrainConfig":
         """Refuse values of the wrong type or outside their range, naming the option (``--steps``)."""
         from flowforge.training.validate import check_train_values

@@ -34,7 +34,7 @@ class Field:
         if self.kind in (int, float):
             return self._range_problem(value)
         if self.kind is list and not (0 < len(value) <= 100_000 and all(isinstance(v, str) and v for v in value)):
-            return f"must be a non-empty list of column names, got {_shown(value)}"
+            return f"must be a non-empty list of column names or 0-based indices, got {_shown(value)}"
         return None
 
     def _range_problem(self, value: float) -> str | None:

@@ -2,8 +2,10 @@
 
     y = (x + bias) · exp(log_scale)    per channel,    log|det J| = (H·W) · Σ_c log_scale_c
 
-The first training batch sets bias and scale so that it leaves with zero mean and unit variance
-per channel (data-dependent initialisation); after that both are ordinary parameters.
+The first batch it sees in training mode sets bias and scale so that it leaves with zero mean and
+unit variance per channel (data-dependent initialisation); after that both are ordinary parameters.
+A module is built in training mode, so the first ``log_prob`` of a new flow initialises it: give it
+a representative batch first (the trainer's first step does), or call ``flow.eval()``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ class ActNorm(Transform):
     Kingma & Dhariwal 2018, "Glow: Generative Flow with Invertible 1x1 Convolutions", arXiv:1807.03039.
 
     The ``initialized`` buffer is saved with the weights, so a loaded model is never
-    re-initialised. Initialisation happens on the first ``forward`` in training mode; under
-    ``torch.distributed`` the statistics are those of the global batch, so every rank agrees.
+    re-initialised. Initialisation happens on the first ``forward`` in training mode whose batch
+    holds at least two values per channel (one row of a vector has no spread to divide by: it
+    would set a scale of 1/√eps); under ``torch.distributed`` the statistics are those of the
+    global batch, so every rank agrees.
 
     >>> import torch
     >>> from flowforge.transforms import ActNorm
@@ -67,7 +71,7 @@ class ActNorm(Transform):
         return (pixels * self.log_scale.sum()).expand(x.shape[0])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized) and x.shape[0] > 0:  # an empty batch has no statistics
+        if self.training and not bool(self.initialized) and x[:, 0].numel() > 1:  # a spread to measure
             self.initialize(x)
         y = (x + self._shaped(self.bias, x)) * self._shaped(self.log_scale, x).exp()
         return y, self.log_abs_det(x)

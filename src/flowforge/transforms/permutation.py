@@ -10,17 +10,27 @@ from flowforge.transforms.base import VolumePreserving
 
 class Permutation(VolumePreserving):
     """y = x[:, perm], a fixed reordering of the features (placed between couplings so that every
-    feature is transformed and conditions the others in turn).
+    feature is transformed and conditions the others in turn). ``perm`` is the order itself, or a
+    number of features n for a random order of them (from torch's generator: ``torch.manual_seed``
+    fixes it; the order is a buffer, saved with the weights).
 
     >>> import torch
     >>> from flowforge.transforms import Permutation
     >>> Permutation(torch.tensor([2, 0, 1]))(torch.arange(3.).view(1, 3))[0]
     tensor([[2., 0., 1.]])
+    >>> sorted(Permutation(5).perm.tolist())
+    [0, 1, 2, 3, 4]
     """
 
-    def __init__(self, perm: Tensor):
+    def __init__(self, perm: Tensor | list[int] | int):
         super().__init__()
+        if isinstance(perm, int) and not isinstance(perm, bool):
+            if perm < 1:
+                raise ValueError(f"a permutation needs at least one feature, got {perm}")
+            perm = torch.randperm(perm)
         perm = torch.as_tensor(perm, dtype=torch.long)
+        if perm.dim() != 1:
+            raise ValueError(f"a permutation is one order of the features (a 1-D list), got shape {tuple(perm.shape)}")
         if sorted(perm.tolist()) != list(range(len(perm))):
             raise ValueError(f"not a permutation of 0..{len(perm) - 1}: {perm.tolist()}")
         self.register_buffer("perm", perm)
