@@ -154,7 +154,7 @@ def test_bad_png_folders_get_one_clear_error(tmp_path):
 
     (tmp_path / "deep").mkdir()
     Image.fromarray(np.full((4, 4), 1000, np.uint16)).save(tmp_path / "deep" / "a.png")
-    with pytest.raises(FlowforgeError, match="out of range"):
+    with pytest.raises(FlowforgeError, match="pixel value 1000 is not an 8-bit pixel"):
         read_png_folder(tmp_path / "deep")
 
     (tmp_path / "none").mkdir()

@@ -345,3 +345,30 @@ def test_a_batch_larger_than_the_training_rows_is_warned_of(tmp_path, capsys):
     assert code == 0 and "--batch-size 4000 is more than the 120 training rows" in err
     code, _, err = cli(capsys, "train", "--data", data, "--out", tmp_path / "q", "--steps", 5, *SMALL)
     assert code == 0 and "--batch-size" not in err  # the recipe's batch fits the table
+
+
+def test_a_run_that_has_not_finished_training_says_so_when_used(tmp_path, capsys):
+    # eval of a stopped run printed its best-so-far figure as if it were the finished run's
+    from flowforge.training import TrainConfig, train
+
+    run = tmp_path / "stopped"
+    train(TrainConfig(data="moons", steps=40, eval_every=10, model_options={"num_layers": 2, "hidden": 8}),
+          run, progress_bar=False, stop_after=20)
+    (run / "results.json").unlink()  # as a run killed at step 20 leaves it (results are written last)
+    for command in (["eval", run], ["sample", run, "-n", 5, "-o", tmp_path / "s.csv"]):
+        code, _, err = cli(capsys, *command)
+        assert code == 0
+        assert_one_line(err, "warning", f"{run}: its training has not finished", "train --resume")
+    assert cli(capsys, "train", "--resume", run, "--no-progress", "--no-plots")[0] == 0
+    code, _, err = cli(capsys, "eval", run)
+    assert code == 0 and "not finished" not in err
+
+
+def test_n_train_on_data_it_does_not_apply_to_is_refused(tmp_path, capsys):
+    # it was ignored on images and tables, yet recorded in config.json as if it had been used
+    for data in ("digits", "wine"):
+        refused(capsys, 2, ["train", "--data", data, "--n-train", 100, "--out", tmp_path / data, *SMALL],
+                ("--n-train", "toy set"), tmp_path)
+    code, _, err = cli(capsys, "train", "--data", "moons", "--n-train", 500, "--steps", 2, "--eval-every", 2,
+                       "--out", tmp_path / "moons", *SMALL)
+    assert code == 0, err

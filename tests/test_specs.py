@@ -163,6 +163,13 @@ def test_an_image_run_scores_each_image_in_bits_per_dim(capsys, tmp_path):
     lines = (tmp_path / "s.csv").read_text().splitlines()
     scores = np.array([float(v) for v in lines[1:]])
     assert lines[0] == "bits_per_dim" and len(scores) == 7 and np.isfinite(scores).all() and (scores > 0).all()
+    # pixels that are not 8-bit integers were scored anyway (1.4 million bits/dim, exit 0): refused
+    for bad, words in ((images - 1, "pixel value -1 is not an 8-bit pixel"), (images * 4, "is not an 8-bit pixel"),
+                       (images / 255, "multiply by 255"), (images + 0.5, "pixel value 0.5")):
+        np.save(tmp_path / "bad.npy", bad)
+        code, _, err = cli(capsys, "density", str(tmp_path / "g"), str(tmp_path / "bad.npy"), "-o", str(tmp_path / "b.csv"))
+        assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "b.csv").exists()
     # a folder of PNGs: every image scored, in file-name order (not a held-out tenth of them), however few
     from PIL import Image
 

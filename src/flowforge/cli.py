@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from flowforge.atomic import refuse_to_replace
-from flowforge.data import IMAGE_DATASETS, TOY_DATASETS
+from flowforge.data import IMAGE_DATASETS, TOY_DATASETS, is_toy
 from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
 from flowforge.training.config import TrainConfig, cli_fields
@@ -262,6 +262,9 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
         if out is None:
             raise click.UsageError("give --out RUN_DIR (or --resume RUN_DIR)")
         config, run_dir = _new_config(recipe_name, options), out
+        if given_on_command_line(ctx, "n_train") and not is_toy(config.data):
+            raise click.BadParameter(f"draws a toy set's training points ({', '.join(TOY_DATASETS)}); "
+                                     f"{config.data} is used as it is", param_hint="--n-train")
     results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress,
                            max_params=max_params)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -384,7 +387,18 @@ def _load(run: Path, max_params: int, device: str = "cpu", dtype: str | None = N
     flow, config, raw = load_run(run, max_params=max_params, device=device)
     if dtype is not None:
         flow = flow.to(dtype=resolve_dtype(dtype))
+    _warn_if_unfinished(run, raw, config)
     return flow, config, raw, spec_of(config.model)
+
+
+def _warn_if_unfinished(run: Path, raw: dict, config: TrainConfig) -> None:
+    """A training run without its results (stopped part-way, or still training) holds its best
+    weights so far: said once, so that no figure of it passes for the finished run's."""
+    from flowforge.training.checkpoint import RESULTS
+
+    if not (run / RESULTS).is_file() and not _fitted_to_target(raw, run):  # a fit's report says so itself
+        warn(f"{run}: its training has not finished (no {RESULTS}: stopped, or still running); these are its best "
+             f"weights so far, of {config.steps:,} steps; flowforge train --resume {run} finishes it")
 
 
 @cli.command(epilog="""\b
@@ -711,7 +725,7 @@ def _nll_line(summary: dict, source: str, held_out: str, bits: int | None) -> st
     n = summary["n"]
     if bits is not None:
         return (f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f}"
-                f"{_plus_minus(summary['nll_stderr'], 2)} nats/image (dequantised at {bits} bits) · "
+                f"{_plus_minus(summary['nll_stderr'], 2)} nats/image (dequantised at {bits} bit{'s' * (bits != 1)}) · "
                 f"{n} image{'s' * (n != 1)}{held_out}")
     return (f"{source}: NLL {summary['nll']:.4f}{_plus_minus(summary['nll_stderr'], 4)} nats/sample "
             f"(standardised units), {summary['nll_per_dim']:.4f} nats/dim, {summary['nll_data']:.4f} nats/sample "
@@ -827,6 +841,7 @@ def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict,
     """Bits/dim of each image in ``points`` (a directory of images, or a .npy array of them)."""
     import numpy as np
 
+    from flowforge.data.images import check_pixels
     from flowforge.distributions.dequantization import nats_to_bits_per_dim
     from flowforge.training.evaluate import discrete_log_prob
     from flowforge.training.run import data_shape
@@ -843,6 +858,7 @@ def _image_scores(run: Path, flow, points: Path, config: TrainConfig, raw: dict,
     if tuple(images.shape[1:]) != tuple(shape):
         raise FlowforgeError(f"{points} holds images of shape {tuple(images.shape[1:])} but the model in {run} "
                              f"expects {tuple(shape)}")
+    check_pixels(images, points)
     nll = -discrete_log_prob(flow, images, context=_per_row(conditions, len(images), points)).numpy().astype(np.float64)
     return nats_to_bits_per_dim(nll, int(np.prod(shape)))
 

@@ -114,13 +114,22 @@ def _png_to_chw(path: Path) -> np.ndarray:
         if (array[..., -1] != 255).any():
             raise FlowforgeError(f"{path}: has transparent pixels; save it without an alpha channel")
         array = array[..., :-1]
-    if array.dtype != np.uint8:
-        bad = (array < 0) | (array > 255) | (array != np.round(array))
-        if bad.any():
-            value = array[bad].flat[0]
-            raise FlowforgeError(f"{path}: pixel value {value} is out of range (8-bit images, integers 0–255)")
+    check_pixels(array, path)
     array = array.astype(np.float32)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def check_pixels(array: np.ndarray, source: str | Path) -> None:
+    """Refuse pixels that are not integers 0–255 (the 8-bit scale every image flow here scores on),
+    naming the first such value; an array of fractions in [0, 1] is told to scale by 255."""
+    if array.dtype == np.uint8:
+        return
+    bad = (array < 0) | (array > 255) | (array != np.round(array))
+    if bad.any():
+        value = array[bad].flat[0]
+        hint = ("; it looks scaled to [0, 1]: multiply by 255 and round" if array.min() >= 0 and array.max() <= 1
+                else "")
+        raise FlowforgeError(f"{source}: pixel value {value:g} is not an 8-bit pixel (integers 0–255){hint}")
 
 
 def png_files(directory: str | Path) -> list[Path]:
