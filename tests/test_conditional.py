@@ -339,3 +339,13 @@ def test_a_file_of_the_wrong_width_names_what_each_command_takes(tmp_path, capsy
     assert "--context" in line
     line = refused(capsys, 1, ["eval", run, "--data", tmp_path / "x.csv"], ("has 2 columns", "the context theta"), run)
     assert "--context" not in line
+
+
+def test_a_class_label_given_as_an_integer_is_told_to_be_one_hot():
+    from flowforge.models import RealNVP
+
+    flow = RealNVP(2, num_layers=2, hidden=8, depth=1, context_dim=10)
+    with pytest.raises(ValueError, match=r"one_hot\(labels, 10\)"):
+        flow.log_prob(torch.randn(4, 2), context=torch.tensor([[3], [1], [0], [9]]))
+    with pytest.raises(ValueError, match=r"of 10 values, got 3$"):  # a float context of the wrong size: no hint
+        flow.log_prob(torch.randn(4, 2), context=torch.randn(4, 3))

@@ -372,3 +372,13 @@ def test_n_train_on_data_it_does_not_apply_to_is_refused(tmp_path, capsys):
     code, _, err = cli(capsys, "train", "--data", "moons", "--n-train", 500, "--steps", 2, "--eval-every", 2,
                        "--out", tmp_path / "moons", *SMALL)
     assert code == 0, err
+
+
+def test_images_scored_at_fewer_bits_than_their_pixels_hold_are_warned_of(tmp_path, capsys):
+    # bits=1 on 4-bit digits scored 0.75 bits/dim, "better" than any 4-bit model, without a word
+    base = ["train", "--model", "glow", "--data", "digits", "--steps", 1, "--eval-every", 1, "--hidden", 8,
+            "--model-option", "levels=1", "--model-option", "steps=1", "--no-plots", "--no-progress"]
+    code, _, err = cli(capsys, *base, "--model-option", "bits=1", "--out", tmp_path / "b1")
+    assert code == 0 and "digits has 4-bit pixels and the model scores them at bits=1" in err
+    code, _, err = cli(capsys, *base, "--out", tmp_path / "b4")
+    assert code == 0 and "-bit pixels" not in err

@@ -151,7 +151,9 @@ class Flow(nn.Module):
         if not self.context_dim:
             raise ValueError("this flow is unconditional (context_dim=0): it takes no context")
         if context.shape[-1] != self.context_dim:
-            raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}")
+            hint = "" if context.is_floating_point() else (
+                f"; a class label is given one-hot: torch.nn.functional.one_hot(labels, {self.context_dim}).float()")
+            raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}{hint}")
         if context.is_floating_point() and not bool(torch.isfinite(context).all()):  # NaN draws, -inf densities
             raise ValueError("the context holds NaN or an infinite value; a flow is conditioned on finite values")
         return context

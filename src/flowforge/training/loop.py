@@ -505,14 +505,20 @@ def _evaluate_and_save(run_dir: Path, ranks, flow, optimizer, ema: EMA, generato
 
 
 def _check_sizes(config: TrainConfig, splits, batch_given: bool) -> None:
-    """Warn of a table too small to score (a handful of test rows) and of a batch, given on the command
-    line, larger than the training rows (drawn with replacement: each step repeats every row, at that
-    many times the cost)."""
+    """Warn of a table too small to score (a handful of test rows), of images scored at fewer bits
+    than their pixels hold, and of a batch, given on the command line, larger than the training rows
+    (drawn with replacement: each step repeats every row, at that many times the cost)."""
     rows, what = len(splits.train), "images" if len(splits.shape) > 1 else "rows"
     if not is_toy(config.data) and len(splits.test) < 5:
         warn(f"{config.data}: {rows + len(splits.val) + len(splits.test)} {what} leave {len(splits.val)} for "
              f"validation and {len(splits.test)} for test: early stopping and the test NLL rest on too few "
              f"points to mean much (give at least 50 {what})")
+    bits = config.model_options.get("bits")
+    if what == "images" and isinstance(bits, int) and bits < pixel_bits(splits.train):
+        depth = pixel_bits(splits.train)
+        warn(f"{config.data} has {depth}-bit pixels and the model scores them at bits={bits}: the finer levels are "
+             f"dropped, so its bits/dim are not comparable with a {depth}-bit model's (a uniform model scores "
+             f"{depth} bits/dim on this data, {bits} at bits={bits})")
     if batch_given and config.batch_size > rows:
         warn(f"--batch-size {config.batch_size} is more than the {rows} training rows: batches are drawn with "
              f"replacement, so each step repeats every row about {config.batch_size / rows:.0f} times at as many "
