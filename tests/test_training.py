@@ -50,6 +50,19 @@ def test_resume_continues_exactly(tmp_path, train_noise):
     assert steps == [20, 40, 60]
 
 
+def test_a_resume_to_more_steps_is_recorded_in_the_runs_config(tmp_path):
+    # config.json said steps 300 after --resume --steps 400, and a later resume without --steps
+    # went back to 300
+    run = tmp_path / "run"
+    train(small_config(steps=20, eval_every=10), run, progress_bar=False)
+    longer = small_config(steps=40, eval_every=10)
+    partial = train(longer, run, resume=True, progress_bar=False, stop_after=30)
+    assert partial["steps"] == 30 and json.loads((run / "config.json").read_text())["train"]["steps"] == 40
+    (run / "results.json").unlink()  # as a resume killed at step 30 leaves it
+    train(small_config(steps=None, eval_every=10), run, resume=True, progress_bar=False)  # the recorded length
+    assert json.loads((run / "results.json").read_text())["steps"] == 40
+
+
 def test_learning_rate_warms_up_then_decays():
     config = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, min_lr_ratio=0.01)
     lrs = [learning_rate(config, s) for s in range(1000)]

@@ -147,6 +147,17 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def reopen_run_files(run_dir: Path, steps: int, step: int) -> None:
+    """On resume from ``step``: config.json records the run's new length ``steps`` (the schedule
+    stretches to it), the results of the run as it was go until this one ends (a resume stopped
+    part-way leaves none to pass for its own), and metrics written after the checkpoint are dropped."""
+    raw = read_json(run_dir / CONFIG)
+    if raw.get("train", {}).get("steps") != steps:
+        write_json(run_dir / CONFIG, {**raw, "train": {**raw["train"], "steps": steps}})
+    (run_dir / RESULTS).unlink(missing_ok=True)
+    drop_metrics_after(run_dir, step)
+
+
 def drop_metrics_after(run_dir: Path, step: int) -> None:
     """On resume, forget records written after the checkpoint (a crash can leave some)."""
     path = run_dir / METRICS
@@ -374,7 +385,7 @@ def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Cont
         if progress.best_step >= 0:  # the best weights are read back at the end: a corrupt file is said now
             load_tensors(run_dir / BEST_WEIGHTS)
         if ranks.is_main:
-            drop_metrics_after(run_dir, progress.step)
+            reopen_run_files(run_dir, config.steps, progress.step)
         elif ranks.active:
             torch.manual_seed(config.seed + 1_000_003 * ranks.rank + progress.step)
         return progress

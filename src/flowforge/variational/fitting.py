@@ -28,7 +28,7 @@ from flowforge.training.config import TrainConfig
 from flowforge.training.device import flow_device
 from flowforge.training.ema import EMA
 from flowforge.training.loop import (MAX_NAN_EVENTS, Progress, append_metrics, cosine_decay, diverged_message,
-                                     drop_metrics_after, load_checkpoint, make_optimizer, prepare_run_dir,
+                                     load_checkpoint, make_optimizer, prepare_run_dir, reopen_run_files,
                                      restore_state, save_checkpoint, snapshot_state, train_step)
 from flowforge.training.progress import tqdm
 from flowforge.training.rundir import claim_run_dir
@@ -397,8 +397,7 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
     placed when :func:`target_placement` moved it), or a resumed run's state."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)
-        (run_dir / RESULTS).unlink(missing_ok=True)  # of the run as it was; rewritten when this one ends
-        drop_metrics_after(run_dir, progress.step)
+        reopen_run_files(run_dir, config.steps, progress.step)
         return progress
     check_target(flow, target, config.objective, config.seed)  # before any file is written
     prepare_run_dir(run_dir, config, target.dim, None, force)
