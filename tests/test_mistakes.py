@@ -382,3 +382,10 @@ def test_images_scored_at_fewer_bits_than_their_pixels_hold_are_warned_of(tmp_pa
     assert code == 0 and "digits has 4-bit pixels and the model scores them at bits=1" in err
     code, _, err = cli(capsys, *base, "--out", tmp_path / "b4")
     assert code == 0 and "-bit pixels" not in err
+
+
+def test_an_output_in_a_missing_folder_is_named_before_any_work(tmp_path, capsys, trained_run):
+    # an image sample to missing/threes.png was refused after sampling, naming missing/threes.npy
+    code, _, err = cli(capsys, "sample", trained_run, "-n", 5, "-o", tmp_path / "missing" / "s.csv")
+    assert code == 1
+    assert_one_line(err, "error", f"{tmp_path / 'missing' / 's.csv'}: its folder", "does not exist")

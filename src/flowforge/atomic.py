@@ -56,7 +56,7 @@ def refuse_to_replace(outputs: Iterable[Path], force: bool, inputs: Iterable[Pat
                       kept: Iterable[Path] = ()) -> None:
     """Refuse, before any work, to write over a file of the user's: an input of the command, or one of
     ``kept`` (a run's own files and the data it was trained on), always; any other existing file
-    unless ``force`` (``--force``)."""
+    unless ``force`` (``--force``); and an output whose folder does not exist."""
     sources = {Path(p).resolve() for p in inputs if p is not None and Path(p).exists()}
     keep = {Path(p).resolve() for p in kept if Path(p).exists()}
     for output in outputs:
@@ -69,6 +69,8 @@ def refuse_to_replace(outputs: Iterable[Path], force: bool, inputs: Iterable[Pat
             raise FlowforgeError(f"{output}: is a directory; give a file to write")
         if output.exists() and not force:
             raise FlowforgeError(f"{output}: exists; pass --force to replace it")
+        if not output.parent.is_dir():  # said of the file asked for, before the work (not of a sibling, after)
+            raise FlowforgeError(f"{output}: its folder {output.parent} does not exist")
 
 
 def remove_leftover_temporaries(directory: Path) -> None:
