@@ -252,3 +252,29 @@ def test_resuming_an_image_run_is_bit_identical(tmp_path):
     whole, parts = (load_file(tmp_path / d / "checkpoint.safetensors") for d in ("whole", "parts"))
     weights = [k for k in whole if k.startswith("model.")]
     assert weights and all(torch.equal(whole[k], parts[k]) for k in weights)
+
+
+def test_an_image_array_trains_evaluates_and_takes_back_its_own_samples(tmp_path, capsys):
+    # sample -o x.npy wrote (N, C, H, W) uint8 that train and eval refused ("expected a 2-D table")
+    from cli_harness import cli
+
+    from flowforge.data import load_splits
+
+    images = load_splits("digits").train[:200].astype(np.uint8)
+    np.save(tmp_path / "digits.npy", images)
+    small = ["--model", "glow", "--steps", "2", "--eval-every", "2", "--hidden", "8", "--model-option", "levels=1",
+             "--model-option", "steps=1", "--no-plots", "--no-progress"]
+    code, out, err = cli(capsys, "train", "--data", tmp_path / "digits.npy", "--out", tmp_path / "run", *small)
+    assert code == 0 and "bits/dim" in out, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dim"] == [1, 8, 8] and config["train"]["model_options"]["bits"] == 4 and config["data_sha256"]
+    code, out, err = cli(capsys, "eval", tmp_path / "run", "--data", tmp_path / "digits.npy", "--json")
+    assert code == 0 and json.loads(out)["n"] == 200, err
+    assert cli(capsys, "sample", tmp_path / "run", "-n", "40", "-o", tmp_path / "drawn.npy")[0] == 0
+    code, _, err = cli(capsys, "train", "--data", tmp_path / "drawn.npy", "--out", tmp_path / "again", *small)
+    assert code == 0, err
+    for bad, words in ((images[:, :1].repeat(2, 1), "2 channels"), (images / 255, "multiply by 255")):
+        np.save(tmp_path / "bad.npy", bad)
+        code, _, err = cli(capsys, "train", "--data", tmp_path / "bad.npy", "--out", tmp_path / "bad", *small)
+        assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "bad").exists()

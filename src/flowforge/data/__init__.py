@@ -10,7 +10,8 @@ import numpy as np
 from flowforge.data.context import COLUMNS, LABEL, ContextInfo, column_positions, one_hot, split_columns
 from flowforge.data.files import column_problems, file_sha256, files_sha256, read_table, table_columns, write_table
 from flowforge.data.images import (IMAGE_CLASSES, IMAGE_DATASETS, image_files, image_label_splits, image_splits,
-                                   is_idx_directory, is_image_source, read_png_folder)
+                                   is_idx_directory, is_image_array, is_image_source, read_image_array,
+                                   read_png_folder)
 from flowforge.data.toy import TOY_CLASSES, TOY_DATASETS, sample_toy, sample_toy_labelled
 from flowforge.errors import FlowforgeError
 
@@ -115,10 +116,10 @@ def _labelled_splits(source: str, seed: int, n_train: int, data_dir: str | None)
 
 def load_points(source: str, seed: int = 0, data_dir: str | None = None, dtype: type = np.float32) -> np.ndarray:
     """Points to evaluate: a toy set's or an image set's held-out test split (MNIST's: its official
-    test images), every image of a folder of PNGs (in file-name order), or every row of a file (as
-    ``dtype``)."""
+    test images), every image of a folder of PNGs (in file-name order) or of an image array, or
+    every row of a file (as ``dtype``)."""
     if is_image_source(source) and source not in IMAGE_DATASETS and not is_idx_directory(source):
-        return read_png_folder(source)
+        return read_image_array(source) if is_image_array(source) else read_png_folder(source)
     if is_toy(source) or is_image_source(source):
         return load_splits(source, seed, n_train=1, data_dir=data_dir).test
     return read_table(source, dtype=dtype)

@@ -228,7 +228,8 @@ def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
     if not np.issubdtype(array.dtype, np.number):
         raise FlowforgeError(f"{path}: holds {array.dtype} values, expected numbers")
     if array.ndim != 2:
-        images = " (image runs read a folder of PNGs, MNIST-style IDX files or digits)" if array.ndim in (3, 4) else ""
+        images = {3: " (an image array is (N, C, H, W), for an image model)",
+                  4: " (an image array: an image model reads it, --model glow or realnvp-image)"}.get(array.ndim, "")
         raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}{images}")
     for start in range(0, len(array), CHUNK_ROWS):
         yield np.asarray(array[start:start + CHUNK_ROWS])

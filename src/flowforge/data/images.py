@@ -7,8 +7,9 @@
 * MNIST: the four standard IDX files (gzipped or not) in a directory (``--data mnist --data-dir DIR``,
   or ``--data DIR``). Train = the first 55,000 official training images, validation = the last
   5,000, test = the official 10,000.
-* A folder of PNG images (``--data DIR``), all the same size and colour mode (grey or RGB, 8 bits);
-  shuffled with the run's seed and split 80/10/10.
+* A folder of PNG images (``--data DIR``), all the same size and colour mode (grey or RGB, 8 bits),
+  or a .npy array of shape (N, C, H, W) of integer pixels 0–255 (``--data images.npy``, as
+  ``flowforge sample`` writes them); shuffled with the run's seed and split 80/10/10.
 """
 
 from __future__ import annotations
@@ -174,9 +175,21 @@ def _describe(shape: tuple[int, ...]) -> str:
 
 
 def is_image_source(source: str) -> bool:
-    """An image data set name (digits, mnist) or a directory (PNG folder or MNIST-style IDX files);
-    a toy set's name always means the toy set."""
-    return source in IMAGE_DATASETS or (source not in TOY_DATASETS and Path(source).is_dir())
+    """An image data set name (digits, mnist), a directory (PNG folder or MNIST-style IDX files) or a
+    .npy array of 4 dimensions (N, C, H, W); a toy set's name always means the toy set."""
+    return source in IMAGE_DATASETS or (source not in TOY_DATASETS and (Path(source).is_dir() or
+                                                                        is_image_array(source)))
+
+
+def is_image_array(source: str | Path) -> bool:
+    """Whether ``source`` is a .npy file of a 4-D array (read from its header only)."""
+    path = Path(source)
+    if path.suffix.lower() != ".npy" or not path.is_file():
+        return False
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 4
+    except (OSError, ValueError):
+        return False  # the table reader names what is wrong with it
 
 
 def image_splits(source: str, seed: int = 0,
@@ -193,11 +206,23 @@ def image_splits(source: str, seed: int = 0,
             raise FlowforgeError(f"{directory}: {len(train)} training images are too few to hold out "
                                  f"{MNIST_VALIDATION} for validation")
         return train[:-MNIST_VALIDATION], train[-MNIST_VALIDATION:], test
-    images = read_png_folder(directory)
+    images = read_image_array(directory) if is_image_array(directory) else read_png_folder(directory)
     if len(images) < MIN_IMAGES:
         raise FlowforgeError(f"{directory}: {len(images)} images are too few to split for training "
                              f"(need {MIN_IMAGES})")
     return _split_80_10_10(images, seed)
+
+
+def read_image_array(path: str | Path) -> np.ndarray:
+    """A .npy array of (N, C, H, W) 8-bit pixels, checked, as float32."""
+    from flowforge.data.files import read_array
+
+    images = read_array(path)
+    if images.shape[1] not in (1, 3):
+        raise FlowforgeError(f"{path}: holds images of {images.shape[1]} channels (shape {images.shape}); give "
+                             "(N, C, H, W) with C = 1 (grey) or 3 (RGB)")
+    check_pixels(images, path)
+    return images.astype(np.float32)
 
 
 def image_label_splits(source: str, data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,5 +233,5 @@ def image_label_splits(source: str, data_dir: str | Path | None = None) -> tuple
     if source == "mnist" or is_idx_directory(directory):
         train, test = load_mnist_labels(directory)
         return train[:-MNIST_VALIDATION], train[-MNIST_VALIDATION:], test
-    raise FlowforgeError(f"{source}: a folder of PNG images carries no labels; --context label needs a labelled "
+    raise FlowforgeError(f"{source}: PNG folders and image arrays carry no labels; --context label needs a labelled "
                          f"set ({', '.join(IMAGE_CLASSES)} or MNIST-style IDX files)")
