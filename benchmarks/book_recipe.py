@@ -48,6 +48,18 @@ def run_default(out: Path) -> dict:
     return {**results, "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
+def _results_so_far(run: Path, flow, config: TrainConfig, records: list[dict]) -> dict:
+    """The run's results.json, or, for a run killed mid-stage (a resume removes it until the stage
+    ends), its best weights scored on the test split as the trainer would."""
+    from flowforge.training import nll_summary
+
+    if (run / "results.json").is_file():
+        return json.loads((run / "results.json").read_text())
+    test = nll_summary(flow, load_splits(config.data, config.seed, config.n_train).test)
+    best = min(records, key=lambda r: r["val_nll"])
+    return {"test_nll": test["nll"], "test_nll_stderr": test["nll_stderr"], "best_step": best["step"]}
+
+
 def summarise(out: Path, images: Path) -> dict:
     """A book run's figures for docs/ (the 2×2 figure of the best weights, the loss curve, and the GIF
     of the stops when the run finished) and its summary: the best weights' test NLL and L2 term, the
@@ -59,7 +71,7 @@ def summarise(out: Path, images: Path) -> dict:
 
     flow, config, _ = load_run(out / "book")
     records = read_metrics(out / "book" / "metrics.jsonl")
-    results = json.loads((out / "book" / "results.json").read_text())
+    results = _results_so_far(out / "book", flow, config, records)
     data = load_splits(config.data, config.seed, config.n_train).train[:SNAPSHOT_POINTS]
     images.mkdir(parents=True, exist_ok=True)
     save_figure(chapter_figure(flow, data), images / "book_recipe_flow.png")

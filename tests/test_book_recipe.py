@@ -134,3 +134,17 @@ def test_the_training_curve_legend_says_what_each_curve_is():
     assert legend(TrainConfig(data="moons", ema_decay=0.995)) == [
         "train NLL", "validation NLL (averaged weights, EMA 0.995)"]
     assert legend(None) == ["train NLL", "validation NLL"]
+
+
+def test_a_book_run_killed_mid_stage_is_summarised_from_its_best_weights(tmp_path):
+    # each stage resumes the run, which removes results.json until the stage ends: a run killed
+    # mid-stage has none, and the summary the notebooks are built from read it
+    pytest.importorskip("matplotlib")
+    from benchmarks.book_recipe import run_book, summarise
+
+    run_book(tmp_path, {"steps": 20, "eval_every": 10, "n_train": 200})
+    whole = summarise(tmp_path, tmp_path / "images")
+    (tmp_path / "book" / "results.json").unlink()
+    killed = summarise(tmp_path, tmp_path / "images")
+    assert killed["test_nll"] == pytest.approx(whole["test_nll"], abs=1e-6)
+    assert killed["best_step"] == whole["best_step"] and killed["steps_done"] == 20

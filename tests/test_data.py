@@ -109,5 +109,5 @@ def test_integer_columns_are_named_in_one_warning_and_image_arrays_get_a_hint(tm
     assert len(problems) == 1 and not problems[0][0]
     assert "columns 'c0', 'c1', 'c2', 'c3', 'c4' and 2 more hold only 5 integer values each" in problems[0][1]
     np.save(tmp_path / "images.npy", np.zeros((4, 1, 8, 8), np.float32))
-    with pytest.raises(FlowforgeError, match=r"got shape .4, 1, 8, 8. \(an image array: an image model reads it"):
+    with pytest.raises(FlowforgeError, match=r"got shape .4, 1, 8, 8. \(an image array: train an image model on it"):
         read_table(tmp_path / "images.npy")

@@ -273,6 +273,9 @@ def test_an_image_array_trains_evaluates_and_takes_back_its_own_samples(tmp_path
     assert cli(capsys, "sample", tmp_path / "run", "-n", "40", "-o", tmp_path / "drawn.npy")[0] == 0
     code, _, err = cli(capsys, "train", "--data", tmp_path / "drawn.npy", "--out", tmp_path / "again", *small)
     assert code == 0, err
+    before = (tmp_path / "digits.npy").read_bytes()  # the run's own data is never replaced, --force or not
+    code, _, err = cli(capsys, "sample", tmp_path / "run", "-n", "4", "-o", tmp_path / "digits.npy", "--force")
+    assert code == 1 and "the data it was trained on" in err and (tmp_path / "digits.npy").read_bytes() == before
     for bad, words in ((images[:, :1].repeat(2, 1), "2 channels"), (images / 255, "multiply by 255")):
         np.save(tmp_path / "bad.npy", bad)
         code, _, err = cli(capsys, "train", "--data", tmp_path / "bad.npy", "--out", tmp_path / "bad", *small)

@@ -8,7 +8,7 @@ import torch
 from conftest import small_config
 from safetensors.torch import load_file
 
-from flowforge.errors import FlowforgeError
+from flowforge.errors import FlowforgeError, FlowforgeWarning
 from flowforge.training import TrainConfig, learning_rate, load_run, train
 
 
@@ -60,6 +60,10 @@ def test_a_resume_to_more_steps_is_recorded_in_the_runs_config(tmp_path):
     assert partial["steps"] == 30 and json.loads((run / "config.json").read_text())["train"]["steps"] == 40
     (run / "results.json").unlink()  # as a resume killed at step 30 leaves it
     train(small_config(steps=None, eval_every=10), run, resume=True, progress_bar=False)  # the recorded length
+    assert json.loads((run / "results.json").read_text())["steps"] == 40
+    with pytest.warns(FlowforgeWarning, match="nothing to continue"):  # a shorter length is not recorded
+        train(small_config(steps=10, eval_every=10), run, resume=True, progress_bar=False)
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 40
     assert json.loads((run / "results.json").read_text())["steps"] == 40
 
 

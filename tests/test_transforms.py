@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,7 +141,7 @@ def test_coupling_refuses_input_of_another_width_than_its_mask(width):
 
 
 def test_permutation_rejects_non_permutation():
-    for not_one in (torch.tensor([0, 0, 1]), torch.tensor([[0, 1], [1, 0]]), torch.tensor(2), 0, True):
+    for not_one in (torch.tensor([0, 0, 1]), torch.tensor([[0, 1], [1, 0]]), torch.tensor(True), 0, True):
         with pytest.raises(ValueError):
             Permutation(not_one)
 
@@ -152,6 +153,7 @@ def test_permutation_of_a_number_of_features_is_a_seeded_random_order():
     torch.manual_seed(3)
     assert torch.equal(Permutation(6).perm, first.perm) and sorted(first.perm.tolist()) == list(range(6))
     assert len({tuple(Permutation(6).perm.tolist()) for _ in range(20)}) > 1
+    assert all(len(Permutation(n).perm) == 4 for n in (np.int64(4), torch.tensor(4)))  # any integer
     x = torch.randn(4, 6)
     assert torch.equal(first.inverse(first(x)[0])[0], x)
 
@@ -308,3 +310,13 @@ def test_reported_figures_are_computed_in_evaluation_mode():
     if native_bf16():  # where bf16 runs, training mode does differ: the test above compares something
         with torch.no_grad():
             assert not torch.equal(flow.log_prob(x), exact.log_prob(x))
+
+
+def test_evaluation_mode_restores_each_submodules_own_mode():
+    from flowforge.nets import evaluation_mode
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    net[1].eval()  # frozen by its user
+    with evaluation_mode(net):
+        assert not any(m.training for m in net.modules())
+    assert net.training and net[0].training and not net[1].training

@@ -334,6 +334,14 @@ def test_fit_run_eval_sample_and_plot_through_the_command_line(tmp_path, capsys)
         assert code == 0 and len((tmp_path / name).read_text().splitlines()) == 51, err
     assert cli(capsys, "fit", "--resume", run, "--steps", "40", "--no-progress", "--no-plots")[0] == 0
     assert json.loads((run / "results.json").read_text())["steps"] == 40
+    recorded = json.loads((run / "config.json").read_text())["train"]  # the new length and its interval
+    assert recorded["steps"] == 40 and recorded["eval_every"] == _resumed_eval_every(run, 40)
+
+
+def _resumed_eval_every(run, steps):
+    from flowforge.variational.cli import _resumed_config
+
+    return _resumed_config(run, steps).eval_every
 
 
 def test_a_fit_records_every_builder_option_and_a_format_3_maf_fit_resumes_with_its_old_bound(tmp_path, capsys):

@@ -369,12 +369,12 @@ def _plot(run_dir: Path) -> None:
 def _kept_files(run: Path, raw: dict) -> list[Path]:
     """Files an output of `sample` or `density` may never replace, even with --force: the run's own
     files and the data it was trained on (a fitted run's target file)."""
-    from flowforge.data import is_image_source, is_toy
+    from flowforge.data import IMAGE_DATASETS, is_toy
     from flowforge.training.rundir import flowforge_files
 
     data = (raw.get("train") or {}).get("data")
-    if not isinstance(data, str) or is_toy(data) or is_image_source(data):
-        return flowforge_files(run)
+    if not isinstance(data, str) or is_toy(data) or data in IMAGE_DATASETS or Path(data).is_dir():
+        return flowforge_files(run)  # a file of the user's (a table, an image array, a target) is kept below
     return [*flowforge_files(run), Path(data.rpartition(":")[0] if ".py:" in data else data)]  # path.py:fn
 
 

@@ -192,12 +192,13 @@ def evaluation_mode(module: nn.Module) -> Iterator[nn.Module]:
     """``module`` in evaluation mode for the block, its own mode restored after: how every figure
     flowforge reports is computed (bf16 coupling networks in float32, so a density is the same on
     every machine; an ActNorm not yet initialised is left so by the points it scores)."""
-    training = module.training
+    modes = {m: m.training for m in module.modules()}  # each its own: a submodule frozen in eval stays so
     module.eval()
     try:
         yield module
     finally:
-        module.train(training)
+        for m, training in modes.items():
+            m.training = training
 
 
 def resolve_mixed_precision(choice: bool | str) -> bool:

@@ -83,7 +83,8 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
     constant column has no density, and a flow puts a spike of density on each value of an
     integer-valued one (a discrete variable)."""
     problems, discrete = [], {}
-    stored_float32 = _npy_dtype(source) == np.float32  # its values went through float32 whatever we read them in
+    layout = npy_layout(source)
+    stored_float32 = layout is not None and layout[0] == np.float32  # rounded to float32 whatever we read them in
     for j, name in enumerate(columns):
         values = table[:, j]
         if np.ptp(values) == 0:
@@ -116,15 +117,17 @@ def _float32_step(values: np.ndarray) -> float:
     return float(np.spacing(np.abs(values).max().astype(np.float32)))
 
 
-def _npy_dtype(source: str) -> np.dtype | None:
-    """The element type a .npy file stores (read from its header), or None for any other source."""
+def npy_layout(source: str | Path) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """The element type and shape a .npy file stores (its header only), or None for any other
+    source or an unreadable file (the readers name what is wrong with it)."""
     path = Path(source)
     if path.suffix.lower() != ".npy" or not path.is_file():
         return None
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False).dtype
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return None
+    return array.dtype, array.shape
 
 
 def _coarse_values(values: np.ndarray) -> str:
@@ -229,7 +232,7 @@ def _npy_chunks(path: Path) -> Iterator[np.ndarray]:
         raise FlowforgeError(f"{path}: holds {array.dtype} values, expected numbers")
     if array.ndim != 2:
         images = {3: " (an image array is (N, C, H, W), for an image model)",
-                  4: " (an image array: an image model reads it, --model glow or realnvp-image)"}.get(array.ndim, "")
+                  4: " (an image array: train an image model on it)"}.get(array.ndim, "")
         raise FlowforgeError(f"{path}: expected a 2-D table (N rows, D columns), got shape {array.shape}{images}")
     for start in range(0, len(array), CHUNK_ROWS):
         yield np.asarray(array[start:start + CHUNK_ROWS])

@@ -183,13 +183,10 @@ def is_image_source(source: str) -> bool:
 
 def is_image_array(source: str | Path) -> bool:
     """Whether ``source`` is a .npy file of a 4-D array (read from its header only)."""
-    path = Path(source)
-    if path.suffix.lower() != ".npy" or not path.is_file():
-        return False
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 4
-    except (OSError, ValueError):
-        return False  # the table reader names what is wrong with it
+    from flowforge.data.files import npy_layout
+
+    layout = npy_layout(source)
+    return layout is not None and len(layout[1]) == 4
 
 
 def image_splits(source: str, seed: int = 0,

@@ -109,7 +109,7 @@ def discrete_log_prob(flow: Flow, images: np.ndarray | torch.Tensor, batch_size:
     score does not depend on the images beside it or on its position among them."""
     device, dtype = flow_device(flow)
     x = torch.as_tensor(images, dtype=dtype)
-    with torch.inference_mode():
+    with torch.inference_mode(), evaluation_mode(flow):
         return torch.cat([flow.discrete_log_prob(chunk.to(device), seed,
                                                  None if c is None else c.to(device, dtype)).cpu()
                           for chunk, c in zip(x.split(batch_size), _chunks(context, len(x), batch_size))])
@@ -178,9 +178,8 @@ def nll_summary(flow: Flow, points: np.ndarray | torch.Tensor, metrics: tuple[st
     discrete = "bits_per_dim" in metrics
     counter = flow.cnf.nfe if "nfe" in metrics else None
     eval_nfe_before = counter.eval if counter is not None else 0
-    with evaluation_mode(flow):  # the trainer's validation scores what the run will report
-        lp = discrete_log_prob(flow, points, context=context) if discrete else \
-            log_prob(flow, points, report=report, context=context)
+    lp = discrete_log_prob(flow, points, context=context) if discrete else \
+        log_prob(flow, points, report=report, context=context)
     nll_data = float(-lp.mean())
     nll = nll_data - standardization_log_scale(flow)
     dim = int(np.prod(tuple(points.shape[1:])))

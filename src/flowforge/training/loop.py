@@ -147,13 +147,15 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def reopen_run_files(run_dir: Path, steps: int, step: int) -> None:
-    """On resume from ``step``: config.json records the run's new length ``steps`` (the schedule
-    stretches to it), the results of the run as it was go until this one ends (a resume stopped
-    part-way leaves none to pass for its own), and metrics written after the checkpoint are dropped."""
+def reopen_run_files(run_dir: Path, config: TrainConfig, step: int) -> None:
+    """On resume from ``step``: config.json records the run's new length (the schedule stretches to
+    it; a fit's evaluation interval follows it) when there is more to do, the results of the run as
+    it was go until this one ends (a resume stopped part-way leaves none to pass for its own), and
+    metrics written after the checkpoint are dropped."""
     raw = read_json(run_dir / CONFIG)
-    if raw.get("train", {}).get("steps") != steps:
-        write_json(run_dir / CONFIG, {**raw, "train": {**raw["train"], "steps": steps}})
+    length = {"steps": config.steps, "eval_every": config.eval_every}
+    if config.steps > step and any(raw["train"].get(k) != v for k, v in length.items()):
+        write_json(run_dir / CONFIG, {**raw, "train": {**raw["train"], **length}})
     (run_dir / RESULTS).unlink(missing_ok=True)
     drop_metrics_after(run_dir, step)
 
@@ -385,7 +387,7 @@ def _start_or_resume(config: TrainConfig, run_dir: Path, ranks: distributed.Cont
         if progress.best_step >= 0:  # the best weights are read back at the end: a corrupt file is said now
             load_tensors(run_dir / BEST_WEIGHTS)
         if ranks.is_main:
-            reopen_run_files(run_dir, config.steps, progress.step)
+            reopen_run_files(run_dir, config, progress.step)
         elif ranks.active:
             torch.manual_seed(config.seed + 1_000_003 * ranks.rank + progress.step)
         return progress
@@ -524,9 +526,8 @@ def _check_sizes(config: TrainConfig, splits, batch_given: bool) -> None:
         warn(f"{config.data}: {rows + len(splits.val) + len(splits.test)} {what} leave {len(splits.val)} for "
              f"validation and {len(splits.test)} for test: early stopping and the test NLL rest on too few "
              f"points to mean much (give at least 50 {what})")
-    bits = config.model_options.get("bits")
-    if what == "images" and isinstance(bits, int) and bits < pixel_bits(splits.train):
-        depth = pixel_bits(splits.train)
+    bits, depth = config.model_options.get("bits"), pixel_bits(splits.train) if what == "images" else None
+    if depth is not None and isinstance(bits, int) and bits < depth:
         warn(f"{config.data} has {depth}-bit pixels and the model scores them at bits={bits}: the finer levels are "
              f"dropped, so its bits/dim are not comparable with a {depth}-bit model's (a uniform model scores "
              f"{depth} bits/dim on this data, {bits} at bits={bits})")

@@ -197,8 +197,8 @@ class AffineCoupling(Coupling):
     The MLP widens from the d given features (+ ``context_dim``) to ``hidden`` units for
     ``depth`` layers and ends in the D − d values of each of s and t; its last layer starts at
     zero, so the layer starts as the identity. With ``mixed_precision`` the MLP runs in bfloat16
-    while training (in the input's dtype in evaluation mode), while the affine update and log|det J| = Σ s stay in float32, so the layer remains exactly
-    invertible and normalised. With ``separate_networks`` s and t come from two MLPs of that size
+    while training (in the input's dtype in evaluation mode); the affine update and log|det J| = Σ s
+    stay in float32, so the layer remains exactly invertible and normalised. With ``separate_networks`` s and t come from two MLPs of that size
     (the book's coupling: an ``s`` tower ending in tanh and a ``t`` tower) instead of one with two heads.
     ``scale_bound`` widens the tanh bound: s = scale_bound · tanh(raw / scale_bound).
 

@@ -397,7 +397,7 @@ def _start(run_dir: Path, config: TrainConfig, target, flow, optimizer, ema: EMA
     placed when :func:`target_placement` moved it), or a resumed run's state."""
     if resume:
         progress = load_checkpoint(run_dir, flow, optimizer, ema, generator, config.steps)
-        reopen_run_files(run_dir, config.steps, progress.step)
+        reopen_run_files(run_dir, config, progress.step)
         return progress
     check_target(flow, target, config.objective, config.seed)  # before any file is written
     prepare_run_dir(run_dir, config, target.dim, None, force)
