@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -56,7 +57,10 @@ def _results_so_far(run: Path, flow, config: TrainConfig, records: list[dict]) -
     if (run / "results.json").is_file():
         return json.loads((run / "results.json").read_text())
     test = nll_summary(flow, load_splits(config.data, config.seed, config.n_train).test)
-    best = min(records, key=lambda r: r["val_nll"])
+    finite = [r for r in records if math.isfinite(r["val_nll"])]  # as the trainer counts them
+    if not finite:
+        raise SystemExit(f"{run}: no finite validation NLL recorded yet; nothing to summarise")
+    best = min(finite, key=lambda r: r["val_nll"])  # the first of equals, as the trainer's strict <
     return {"test_nll": test["nll"], "test_nll_stderr": test["nll_stderr"], "best_step": best["step"]}
 
 

@@ -389,3 +389,7 @@ def test_an_output_in_a_missing_folder_is_named_before_any_work(tmp_path, capsys
     code, _, err = cli(capsys, "sample", trained_run, "-n", 5, "-o", tmp_path / "missing" / "s.csv")
     assert code == 1
     assert_one_line(err, "error", f"{tmp_path / 'missing' / 's.csv'}: its folder", "does not exist")
+    from flowforge.cli import _image_outputs  # an image sample's two files: the one asked for is named
+
+    for asked in (tmp_path / "missing" / "threes.png", tmp_path / "missing" / "threes.npy"):
+        assert _image_outputs(asked)[0] == asked

@@ -28,7 +28,8 @@ from flowforge.variational.cli import fit as fit_command
 
 # torch and the rest are imported inside the commands: `flowforge --help` answers without them.
 DATA_HELP = (f"a toy set ({', '.join(TOY_DATASETS)}), a .csv/.npy file of shape (N, D), an image set "
-             f"({', '.join(IMAGE_DATASETS)}; mnist needs --data-dir) or a directory of PNG or MNIST IDX images")
+             f"({', '.join(IMAGE_DATASETS)}; mnist needs --data-dir), a directory of PNG or MNIST IDX images, "
+             "or a .npy image array (N, C, H, W) of pixels 0-255")
 DATA_DIR_HELP = "the folder holding a named image set's files (mnist: the four IDX .gz files)"
 MAX_SEED = 2 ** 63 - 1
 MAX_TEMPERATURE = 1e3
@@ -573,11 +574,13 @@ def _finite_samples(x, temperature: float):
 
 
 def _image_outputs(output: Path) -> tuple[Path, Path]:
-    """An image sample's two files, the array (.npy) and the grid (.png), from either's name."""
+    """An image sample's two files, the array (.npy) and the grid (.png), from either's name: the
+    one asked for first."""
     if output.suffix.lower() not in (".png", ".npy"):
         raise FlowforgeError(f"{output}: unsupported output type {output.suffix or '(none)'} for images; "
                              "use .png or .npy (both are written)")
-    return output.with_suffix(".npy"), output.with_suffix(".png")
+    other = output.with_suffix(".png" if output.suffix.lower() == ".npy" else ".npy")
+    return output, other  # the file asked for first: a message about both names it
 
 
 def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, conditions=None) -> None:
@@ -587,7 +590,7 @@ def _sample_images(flow, num: int, output: Path, temperature: float, seed: int, 
     from flowforge.data import write_table
     from flowforge.plots.images import write_image_grid
 
-    array_path, grid_path = _image_outputs(output)
+    array_path, grid_path = sorted(_image_outputs(output), key=lambda path: path.suffix.lower() != ".npy")
     images, diverged = [], 0
     for x in _sample_batches(flow, num, temperature, seed, conditions):
         diverged += int((~torch.isfinite(x)).flatten(1).any(1).sum())

@@ -68,7 +68,7 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
         return Splits(*image_splits(source, seed, data_dir))
     if not source.lower().endswith((".csv", ".npy")):
         raise FlowforgeError(f"unknown data {source!r}: give a toy set ({', '.join(TOY_DATASETS)}), "
-                             f"an image set ({', '.join(IMAGE_DATASETS)}, a directory of images) or a .csv/.npy file")
+                             f"an image set ({', '.join(IMAGE_DATASETS)}, a directory of images, a .npy image array) or a .csv/.npy file")
     table = read_table(source, dtype=dtype)
     if len(table) < 10:
         raise FlowforgeError(f"{source}: {len(table)} rows are too few to split for training (need 10)")
