@@ -92,9 +92,7 @@ def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[
                                    f"density of a constant is not finite{_float32_hint(values)}"))
         elif _float32_coarse(values, stored_float32):
             problems.append((False, f"{source}: column {name!r} {_coarse_values(values)}: "
-                                    + ("the file stores float32, which rounded it when saved; save it as float64 "
-                                       "(or subtract its mean first)" if stored_float32
-                                       else "train with --dtype float64, or subtract its mean first")))
+                                    f"{_coarse_advice(stored_float32)}"))
         elif np.all(values == np.round(values)) and len(np.unique(values)) <= max(20, len(values) // 10):
             discrete[name] = len(np.unique(values))
     if discrete:  # one line, however many columns (an image flattened into a table has dozens)
@@ -110,6 +108,14 @@ def _float32_coarse(values: np.ndarray, stored_float32: bool = False) -> bool:
     if values.dtype != np.float32 and not stored_float32:
         return False
     return values.std(dtype=np.float64) < 100 * _float32_step(values)
+
+
+def _coarse_advice(stored_float32: bool) -> str:
+    """What helps a column float32 rounds coarsely: reading it in float64, unless the file itself
+    stores float32 (a .npy of float32 rounded it when saved)."""
+    if stored_float32:
+        return "the file stores float32, which rounded it when saved; save it as float64 (or subtract its mean first)"
+    return "train with --dtype float64, or subtract its mean first"
 
 
 def _float32_step(values: np.ndarray) -> float:

@@ -53,6 +53,19 @@ def flow_device(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 @contextmanager
+def forked_rng(device: torch.device | str) -> Iterator[None]:
+    """torch's global generators, the CPU's and ``device``'s (an accelerator's), restored on exit:
+    what runs inside draws from them without moving the caller's."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        indices = []
+    else:
+        indices = [device.index if device.index is not None else torch.get_device_module(device.type).current_device()]
+    with torch.random.fork_rng(devices=indices, device_type=device.type if indices else None):
+        yield
+
+
+@contextmanager
 def denormals_flushed() -> Iterator[None]:
     """Treat subnormal floats as zero on the CPU inside the block (restored to torch's default,
     off, after it: torch has no getter for the setting).

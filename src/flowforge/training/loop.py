@@ -31,7 +31,7 @@ from flowforge.training.ema import EMA
 from flowforge.training.progress import tqdm
 from flowforge.training.regularization import l2_penalty
 from flowforge.training.config import CONFIG_VERSION, TrainConfig, versions
-from flowforge.training.device import denormals_flushed, resolve_device, resolve_dtype
+from flowforge.training.device import denormals_flushed, forked_rng, resolve_device, resolve_dtype
 from flowforge.training.evaluate import gaussian_baseline_nll, nll_summary, standardization_log_scale
 from flowforge.models.specs import DataInfo, spec_of
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
@@ -260,10 +260,9 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
         raise FlowforgeError(f"--device {config.device}: under torchrun each process takes the GPU of its "
                              "local rank; give --device cuda or auto")
     device = resolve_device(config.device)
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     try:
         claim = claim_run_dir(run_dir, resume=resume, force=force) if ranks.is_main else nullcontext()
-        with claim, torch.random.fork_rng(devices=cuda), denormals_flushed():
+        with claim, forked_rng(device), denormals_flushed():
             return _train(config, run_dir, ranks, resume, force, progress_bar, stop_after, max_params)
     finally:
         distributed.teardown(ranks)
@@ -359,11 +358,12 @@ def _checked_setup(config: TrainConfig, run_dir: Path, ranks: distributed.Contex
     batch_given = config.batch_size is not None  # before the recipe fills it in
     if not resume:
         check_input_kind(config, splits)
-        config = config.resolved(data_info(config.data, splits))
+        info = data_info(config.data, splits)  # once: an image set's pixel depth scans every pixel
+        config = config.resolved(info)
     config = config.validate()
     if ranks.is_main and not resume:
         _check_columns(config, splits)
-        _check_sizes(config, splits, batch_given)
+        _check_sizes(config, splits, batch_given, info.bits)
     if config.batch_size % ranks.world_size:
         raise FlowforgeError(f"--batch-size {config.batch_size} must divide among {ranks.world_size} processes")
     _check_context_size(config, splits)
@@ -517,16 +517,17 @@ def _evaluate_and_save(run_dir: Path, ranks, flow, optimizer, ema: EMA, generato
     return record
 
 
-def _check_sizes(config: TrainConfig, splits, batch_given: bool) -> None:
+def _check_sizes(config: TrainConfig, splits, batch_given: bool, depth: int | None = None) -> None:
     """Warn of a table too small to score (a handful of test rows), of images scored at fewer bits
-    than their pixels hold, and of a batch, given on the command line, larger than the training rows
-    (drawn with replacement: each step repeats every row, at that many times the cost)."""
+    than their pixels hold (``depth``, the data's), and of a batch, given on the command line, larger
+    than the training rows (drawn with replacement: each step repeats every row, at that many times
+    the cost)."""
     rows, what = len(splits.train), "images" if len(splits.shape) > 1 else "rows"
     if not is_toy(config.data) and len(splits.test) < 5:
         warn(f"{config.data}: {rows + len(splits.val) + len(splits.test)} {what} leave {len(splits.val)} for "
              f"validation and {len(splits.test)} for test: early stopping and the test NLL rest on too few "
              f"points to mean much (give at least 50 {what})")
-    bits, depth = config.model_options.get("bits"), pixel_bits(splits.train) if what == "images" else None
+    bits = config.model_options.get("bits")
     if depth is not None and isinstance(bits, int) and bits < depth:
         warn(f"{config.data} has {depth}-bit pixels and the model scores them at bits={bits}: the finer levels are "
              f"dropped, so its bits/dim are not comparable with a {depth}-bit model's (a uniform model scores "

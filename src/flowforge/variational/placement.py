@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from flowforge.errors import warn
+from flowforge.training.device import forked_rng
 from flowforge.variational.targets import target_name
 
 PLACEMENT_DRAWS = 4096  # target evaluations per round (before the fit, of the flow's dtype, on its device)
@@ -58,7 +59,7 @@ def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEME
         return target(x.to(device=device, dtype=dtype))
 
     # a target drawing from torch's generators (the CPU's, and the device's it runs on) leaves the fit's alone
-    with torch.random.fork_rng(devices=_accelerators(device), device_type=torch.device(device).type):
+    with forked_rng(device):
         effective, rounds, extent = 0.0, 0, scale
         while effective < MIN_EFFECTIVE_DRAWS and rounds < SEARCH_ROUNDS:
             estimate = _one_round(as_the_flow_draws, loc, scale, draws, generator, None)
@@ -77,14 +78,6 @@ def target_placement(target: Callable, dim: int, seed: int, draws: int = PLACEME
                  "draws); the flow starts at the unit scale at the origin")
         return None
     return None if in_reach else (loc, torch.maximum(scale, extent / REACH))  # float64: any flow's dtype takes them
-
-
-def _accelerators(device: torch.device | str) -> list:
-    """The accelerator the target runs on, as :func:`torch.random.fork_rng` names it (none for the CPU)."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        return []
-    return [device.index if device.index is not None else torch.get_device_module(device.type).current_device()]
 
 
 def _one_round(target: Callable, loc: Tensor, scale: Tensor, draws: int, generator: torch.Generator,
