@@ -241,7 +241,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, for
 
     Under torchrun the processes share the work (see :mod:`flowforge.training.distributed`).
     ``stop_after`` ends the run early at that step, as an interruption would (the schedule
-    still plans for ``config.steps``, so a later ``resume`` continues exactly). The writing
+    still plans for ``config.steps``, so a later ``resume`` continues exactly): the results of the
+    best weights so far are returned, and no results.json is written until the run ends. The writing
     process holds the run directory's lock throughout (see :mod:`flowforge.training.rundir`);
     a model above ``max_params`` parameters is refused before it is built.
 
@@ -441,6 +442,7 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
     running, taken = torch.zeros((), device=device, dtype=torch.float64), 0  # summed on the device
 
     last_step = config.steps if stop_after is None else min(stop_after, config.steps)
+    stopped_early = False
     parameters = list(flow.parameters())  # listed once: the module tree is not walked every step
     while progress.step < last_step:
         lr = learning_rate(config, progress.step) * progress.lr_scale
@@ -470,10 +472,13 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
             bar.set_postfix(train=f"{record[train_key]:.3f}", val=f"{record['val_nll']:.3f}",
                             best=f"{progress.best_val:.3f}")
             if _stops_early(config, progress, bar.write):
+                stopped_early = True
                 break
     bar.close()
     ranks.barrier()  # rank 0's best weights are on disk before anyone reads them
-    return finish(run_dir, flow, splits, progress, metrics, write=ranks.is_main)
+    # A stop_after stop is part-way, as an interruption: its results are returned, not written as the run's
+    finished = stopped_early or progress.step >= config.steps
+    return finish(run_dir, flow, splits, progress, metrics, write=ranks.is_main and finished)
 
 
 def held_out(splits, part: int) -> tuple[Any, Any]:
