@@ -23,6 +23,7 @@ from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
 from flowforge.training.config import TrainConfig, cli_fields
 from flowforge.training.fields import DEFAULT_MAX_PARAMS, MAX_PARAMS, TRAIN_FIELDS
+from flowforge.training.memory import keep_freed_memory
 from flowforge.cli_resume import given_on_command_line, recorded_config, refuse_changes_on_resume
 from flowforge.variational.cli import fit as fit_command
 
@@ -924,6 +925,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line per error, never a traceback (set FLOWFORGE_DEBUG=1 to see one)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()  # a convolutional flow's batches reuse the heap's pages (training/memory.py)
     with warnings.catch_warnings():  # Python's filters stay: each warning once, deprecations hidden
         warnings.showwarning = _show_warning
         return contextvars.copy_context().run(_main, argv)  # --max-params stays within this call
