@@ -259,7 +259,7 @@ class MADE(nn.Module):
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         self.context_dim = context_dim
         inputs = torch.cat([made_degrees(features, order), torch.zeros(context_dim, dtype=torch.long)])
-        self.register_buffer("degrees", inputs[:features])
+        self.register_buffer("degrees", inputs[:features].clone())  # its own storage: safetensors saves no views
         # Degrees 1…D−1 in turn; with one feature, degree 0: units that see only the context.
         hidden_degrees = torch.arange(hidden) % max(1, features - 1) + min(1, features - 1)
         layers: list[nn.Module] = []
