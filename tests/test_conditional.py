@@ -58,8 +58,8 @@ def test_train_takes_context_columns_by_index_as_numbers(tmp_path):
     # The README says "header names or 0-based indices": in Python an index is a number
     table = np.random.default_rng(0).standard_normal((200, 4))
     np.savetxt(tmp_path / "t.csv", table, delimiter=",", header="a,b,c,d", comments="")
-    config = TrainConfig(data=str(tmp_path / "t.csv"), context_columns=[0, "c"], steps=5, eval_every=5)
-    assert config.validate().context_columns == ["0", "c"]
+    config = TrainConfig(data=tmp_path / "t.csv", context_columns=[0, "c"], steps=5, eval_every=5)  # a Path too
+    assert config.validate().context_columns == ["0", "c"] and config.data == str(tmp_path / "t.csv")
     train(config, tmp_path / "run", progress_bar=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["context_columns"] == ["0", "c"]
     with pytest.raises(FlowforgeError, match="context-columns must be a non-empty list"):

@@ -2,6 +2,7 @@
 the torch.distributions view, batch shapes, other bases, densities that integrate to 1."""
 
 import math
+import re
 import os
 import subprocess
 import sys
@@ -343,6 +344,12 @@ def test_a_context_is_required_exactly_when_the_flow_is_conditional():
         conditional.log_prob(torch.randn(5, 2), torch.randn(6, 3))
     with pytest.raises(ValueError, match="by keyword"):
         conditional.sample(4, 0.7)  # the old positional temperature
+    # a 0-d tensor was told it was no tensor and to pass temperature by keyword; (10,) got no hint
+    one = perturbed_flow(context_dim=1)
+    with pytest.raises(ValueError, match=r"not a 0-d tensor: give torch.tensor\(\[0.5\]\)"):
+        one.sample(4, context=torch.tensor(0.5))
+    with pytest.raises(ValueError, match=r"got 6; 6 conditions of one value each are context.unsqueeze\(-1\)"):
+        one.log_prob(x, torch.randn(6))
 
 
 def test_empty_batches_with_a_context():
@@ -451,3 +458,19 @@ def test_every_flow_saves_and_loads_with_safetensors_save_model(tmp_path, name, 
     x, c = torch.randn(4, 3), (torch.randn(4, context_dim) if context_dim else None)
     with torch.no_grad():
         assert torch.equal(twin.log_prob(x, context=c), flow.log_prob(x, context=c))
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("NSF", {"context_dim": -1}, "context_dim must be a whole number >= 0, got -1"),
+    ("RealNVP", {"context_dim": True}, "context_dim must be a whole number >= 0, got True"),
+    ("RealNVP", {"hidden": 2.5}, "hidden must be a whole number >= 1, got 2.5"),
+    ("MAF", {"context_dim": -2}, "context_dim must be a whole number >= 0, got -2"),
+    ("NSF", {"autoregressive": True, "depth": 0}, "depth must be a whole number >= 1, got 0"),
+    ("FFJORD", {"hidden": 8.0}, "hidden must be a whole number >= 1, got 8.0"),
+])
+def test_a_bad_network_size_is_refused_when_the_flow_is_built(name, options, words):
+    # context_dim=-1 built a network of Linear(in_features=0) and failed later; hidden=2.5 deep inside torch
+    from flowforge import models
+
+    with pytest.raises(ValueError, match=re.escape(words)):
+        getattr(models, name)(3, **options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 
 def positive_finite(value: float, what: str) -> float:
@@ -15,3 +16,15 @@ def positive_finite(value: float, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"{what} must be a finite positive number, got {value!r}")
     return float(value)
+
+
+def whole_number(value: int, what: str, low: int = 1) -> int:
+    """``value`` as an int if it is an integer >= ``low`` (not a bool), else a ValueError naming ``what``.
+
+    >>> from flowforge.checks import whole_number
+    >>> whole_number(0, "context_dim", low=0)
+    0
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{what} must be a whole number >= {low}, got {value!r}")
+    return int(value)

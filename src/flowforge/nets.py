@@ -16,6 +16,8 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
+from flowforge.checks import whole_number
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
@@ -33,8 +35,7 @@ def mlp(in_features: int, out_features: int, hidden: int, depth: int,
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-    if depth < 1 or hidden < 1:
-        raise ValueError("an MLP needs depth >= 1 and hidden >= 1")
+    hidden, depth = whole_number(hidden, "hidden"), whole_number(depth, "depth")
     layers: list[nn.Module] = []
     width = in_features
     for _ in range(depth):
@@ -64,8 +65,7 @@ def coupling_cnn(in_channels: int, out_channels: int, hidden: int = 512, depth: 
     >>> coupling_cnn(2, 4, hidden=8)(torch.randn(1, 2, 6, 6)).abs().max().item()
     0.0
     """
-    if hidden < 1 or depth < 1:
-        raise ValueError("a coupling network needs hidden >= 1 and depth >= 1")
+    hidden, depth = whole_number(hidden, "hidden"), whole_number(depth, "depth")
     layers: list[nn.Module] = [nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU()]
     for _ in range(depth - 1):
         layers += [nn.Conv2d(hidden, hidden, 1), nn.ReLU()]
@@ -107,7 +107,7 @@ class MLPConditioner(nn.Module):
     def __init__(self, in_features: int, out_features: int, params: int, hidden: int, depth: int,
                  activation: str = "relu", context_dim: int = 0, mixed_precision: bool = False):
         super().__init__()
-        self.context_dim = context_dim
+        self.context_dim = context_dim = whole_number(context_dim, "context_dim", low=0)
         self.net = mlp(in_features + context_dim, params * out_features, hidden, depth, activation)
         self.register_buffer("bf16_network", torch.tensor(bool(mixed_precision)))
         self._bf16 = bool(mixed_precision)  # the buffer as a Python bool: no device sync per forward
@@ -142,7 +142,7 @@ class SeparateMLPConditioner(nn.Module):
     def __init__(self, in_features: int, out_features: int, hidden: int, depth: int,
                  activation: str = "relu", context_dim: int = 0, mixed_precision: bool = False):
         super().__init__()
-        self.context_dim = context_dim
+        self.context_dim = context_dim = whole_number(context_dim, "context_dim", low=0)
         self.scale_net = MLPConditioner(in_features, out_features, 1, hidden, depth, activation, context_dim,
                                         mixed_precision)
         self.shift_net = MLPConditioner(in_features, out_features, 1, hidden, depth, activation, context_dim,
@@ -165,7 +165,7 @@ class CNNConditioner(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, params: int, hidden: int, depth: int = 2,
                  context_dim: int = 0):
         super().__init__()
-        self.context_dim = context_dim
+        self.context_dim = context_dim = whole_number(context_dim, "context_dim", low=0)
         self.net = coupling_cnn(in_channels + context_dim, params * out_channels, hidden, depth)
 
     def forward(self, given: Tensor, context: Tensor | None = None) -> Tensor:
@@ -253,11 +253,11 @@ class MADE(nn.Module):
     def __init__(self, features: int, params: int, hidden: int = 64, depth: int = 2, context_dim: int = 0,
                  order: Tensor | list[int] | None = None, activation: str = "relu"):
         super().__init__()
-        if features < 1 or hidden < 1 or depth < 1:
-            raise ValueError("MADE needs features >= 1, hidden >= 1 and depth >= 1")
+        features, hidden, depth = (whole_number(v, name) for v, name in ((features, "features"), (hidden, "hidden"),
+                                                                          (depth, "depth")))
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        self.context_dim = context_dim
+        self.context_dim = context_dim = whole_number(context_dim, "context_dim", low=0)
         inputs = torch.cat([made_degrees(features, order), torch.zeros(context_dim, dtype=torch.long)])
         self.register_buffer("degrees", inputs[:features].clone())  # its own storage: safetensors saves no views
         # Degrees 1…D−1 in turn; with one feature, degree 0: units that see only the context.

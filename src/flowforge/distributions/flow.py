@@ -145,14 +145,20 @@ class Flow(nn.Module):
             if self.context_dim:
                 raise ValueError(f"this flow is conditional (context_dim={self.context_dim}): give a context")
             return None
-        if not torch.is_tensor(context) or context.dim() < 1:
+        if not torch.is_tensor(context):
             raise ValueError(f"a context must be a tensor of shape (..., context_dim), not {type(context).__name__}"
                              " (pass temperature and generator by keyword)")
+        if context.dim() < 1:
+            raise ValueError(f"a context must be a tensor of shape (..., context_dim), not a 0-d tensor: "
+                             f"give torch.tensor([{context.item()!r}]) for one condition")
         if not self.context_dim:
             raise ValueError("this flow is unconditional (context_dim=0): it takes no context")
         if context.shape[-1] != self.context_dim:
             hint = "" if context.is_floating_point() else (
                 f"; a class label is given one-hot: torch.nn.functional.one_hot(labels, {self.context_dim}).float()")
+            if context.is_floating_point() and context.dim() == 1 and self.context_dim == 1:
+                rows = context.shape[-1]
+                hint = f"; {rows} conditions of one value each are context.unsqueeze(-1), of shape ({rows}, 1)"
             raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}{hint}")
         if context.is_floating_point() and not bool(torch.isfinite(context).all()):  # NaN draws, -inf densities
             raise ValueError("the context holds NaN or an infinite value; a flow is conditioned on finite values")

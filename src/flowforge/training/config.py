@@ -8,6 +8,7 @@ name, so a saved run never depends on a later change of default. Torch-free.
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,10 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict, metadata=_help("builder keywords", cli=False))
 
     def __post_init__(self) -> None:
+        # A path given as a Path in Python is the string the command line would give
+        for name in ("data", "data_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         # A column index given as a number in Python is the string the command line would give
         if isinstance(self.context_columns, (list, tuple)):
             self.context_columns = [str(c) if isinstance(c, int) and not isinstance(c, bool) else c

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flowforge.checks import whole_number
 from flowforge.nets import ACTIVATIONS
 
 # Smooth activations suit ODE dynamics (the trace needs ∂f/∂z everywhere); relu etc. stay available.
@@ -72,9 +73,8 @@ class ConcatSquashMLP(nn.Module):
         super().__init__()
         if activation not in VELOCITY_ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(VELOCITY_ACTIVATIONS)}")
-        if depth < 1 or hidden < 1:
-            raise ValueError("a velocity network needs depth >= 1 and hidden >= 1")
-        self.context_dim = context_dim
+        hidden, depth = whole_number(hidden, "hidden"), whole_number(depth, "depth")
+        self.context_dim = context_dim = whole_number(context_dim, "context_dim", low=0)
         widths = [dim + context_dim] + [hidden] * depth
         self.hidden_layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in zip(widths, widths[1:]))
         self.activation = VELOCITY_ACTIVATIONS[activation]()

@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowforge.errors import warn
 from flowforge.transforms.base import Transform
+
+UNSET_WARNING_SCALE = 3.0  # beyond it the layers after an unset Standardize see data outside a spline's ±3
 
 
 class Statistics(torch.nn.Module):
@@ -40,11 +43,39 @@ class Standardize(Statistics, Transform):
     tensor([[1., 1.]])
     """
 
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.first_batch_seen = False
+
+    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
+        super().set_statistics(mean, std)
+        self.first_batch_seen = True  # set on purpose: nothing to warn of
+
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return (-self.std.log().sum()).to(like.dtype).expand(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if self.training and not getattr(self, "first_batch_seen", True):  # (absent: pickled before it existed)
+            self.first_batch_seen = True
+            self._warn_if_never_set(x)
         return (x - self.mean) / self.std, self.log_abs_det(x.shape[0], x)
+
+    def _warn_if_never_set(self, x: Tensor) -> None:
+        """A loop of one's own that skipped :func:`fit_standardization` trains on raw data with a layer
+        that does nothing: said once, at the first training batch, when that batch is far from unit scale."""
+        if len(x) < 2 or bool((self.mean != 0).any() or (self.std != 1).any()):
+            return
+        with torch.no_grad():
+            rows = x.detach().reshape(len(x), -1)
+            rows = rows[torch.isfinite(rows).all(1)]
+            if len(rows) < 2:
+                return
+            centre, spread = float(rows.mean(0).abs().max()), float(rows.std(0).max())
+        if centre > UNSET_WARNING_SCALE or spread > UNSET_WARNING_SCALE:
+            warn(f"this flow's Standardize layer still has mean 0 and std 1 (its statistics were never set), yet its "
+                 f"first training batch has a column of mean up to {centre:.3g} in size and std up to {spread:.3g}: "
+                 "call flowforge.transforms.fit_standardization(flow, x_train) before training (flowforge train "
+                 "does), or build the flow without standardize=True")
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
