@@ -163,3 +163,40 @@ def test_sigkill_leaves_no_temporary_and_a_lock_the_next_run_takes(tmp_path):
     resumed = subprocess_cli("train", "--resume", out, "--steps", 40, "--no-progress", "--no-plots")
     assert resumed.returncode == 0, resumed.stderr
     assert not list(out.glob(".*tmp*"))
+
+
+def test_a_metrics_line_cut_off_mid_write_is_read_without_it(run, capsys):
+    # a run killed while appending left half a line: plot and --resume stopped with a JSONDecodeError
+    steps = json.loads((run / "config.json").read_text())["train"]["steps"]
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 99999, "train_n')
+    code, _, err = cli(capsys, "plot", run)
+    assert code == 0 and "its last line was cut off" in err, err
+    code, _, err = cli(capsys, "train", "--resume", run, "--steps", steps + 10, "--no-progress", "--no-plots")
+    assert code == 0 and "its last line was cut off" in err, err
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == steps + 10 and all(r["step"] != 99999 for r in records)
+    (run / "metrics.jsonl").write_text('{"step": 1}\nnot a record\n{"step": 2}\n')  # damaged inside: refused
+    refused(capsys, 1, ["plot", run], ("metrics.jsonl: line 2 is not a metrics record",), run)
+
+
+def test_resume_replaces_a_metrics_link_instead_of_writing_through_it(run, capsys, tmp_path):
+    # --resume rewrote the user's file the link pointed at (dropping its later lines)
+    mine = tmp_path / "my_log.jsonl"
+    mine.write_text('{"step": 1}\n{"step": 900000}\n')
+    before = file_hashes(mine)
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").symlink_to(mine)
+    steps = json.loads((run / "config.json").read_text())["train"]["steps"]
+    code, _, err = cli(capsys, "train", "--resume", run, "--steps", steps + 10, "--no-progress", "--no-plots")
+    assert code == 0, err
+    assert file_hashes(mine) == before and not (run / "metrics.jsonl").is_symlink()
+
+
+def test_plot_refuses_a_plots_folder_that_links_elsewhere(run, capsys, tmp_path):
+    # plot replaced the user's own figures in the folder the link pointed at
+    mine = tmp_path / "my_figures"
+    mine.mkdir()
+    (mine / "training_curve.png").write_bytes(b"my own figure")
+    (run / "plots").symlink_to(mine, target_is_directory=True)
+    refused(capsys, 1, ["plot", run], ("plots is a link", "only into a plots folder of its own"), mine)

@@ -24,6 +24,7 @@ from flowforge.plots.two_d import (chapter_figure, density_1d_figure, density_fi
                                    latent_and_generated, read_metrics, training_animation, training_curve)
 from flowforge.training.checkpoint import METRICS
 from flowforge.training.run import load_run
+from flowforge.training.rundir import figures_folder
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -33,7 +34,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     spec = spec_of(config.model)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
                          context=config.conditions_on, dtype=np.dtype(config.dtype))
-    out = run_dir / "plots"
+    out = figures_folder(run_dir)
     curve = training_curve(run_dir / METRICS, config)
     if splits.context_info is not None:  # p(x | c): figures per condition
         return conditional_figures(flow, splits, out) + [save_figure(curve, out / "training_curve.png")]

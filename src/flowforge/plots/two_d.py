@@ -20,6 +20,7 @@ from matplotlib.patches import Circle
 
 from flowforge.distributions import Flow
 from flowforge.plots.common import LATENT_COLORMAP, latent_angle, new_figure, padded_limits
+from flowforge.training.checkpoint import read_metrics
 from flowforge.training.device import flow_device
 from flowforge.training.evaluate import log_prob
 
@@ -186,11 +187,6 @@ def _curve_labels(config: Any) -> tuple[str, str]:
     return train, val
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a run's metrics.jsonl, one dict per evaluation."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def training_curve(records: list[dict] | str | Path, config: Any = None) -> Figure:
     """Train and validation NLL against step, the best validation step marked; ``records`` are
     metrics.jsonl's lines (or the file's path). With the run's ``config`` the legend says whether
@@ -200,7 +196,7 @@ def training_curve(records: list[dict] | str | Path, config: Any = None) -> Figu
     >>> training_curve([{"step": 1, "train_nll": 3.0, "val_nll": 2.5}, {"step": 2, "train_nll": 2.0, "val_nll": 2.1}])
     <Figure size 800x500 with 1 Axes>
     """
-    records = read_metrics(records) if isinstance(records, (str, Path)) else records
+    records = read_metrics(Path(records)) if isinstance(records, (str, Path)) else records
     steps = [r["step"] for r in records]
     train_label, val_label = _curve_labels(config)
     fig, ax = new_figure(figsize=(8, 5))

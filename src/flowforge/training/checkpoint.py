@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from flowforge.atomic import atomic_target
-from flowforge.errors import FlowforgeError
+from flowforge.errors import FlowforgeError, warn
 from flowforge.transforms.coupling import rename_legacy_keys
 
 CONFIG = "config.json"
@@ -58,6 +58,28 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise FlowforgeError(f"{path}: corrupt, expected a JSON object")
     return obj
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl, one per evaluation. A last line cut off mid-write (the
+    run killed while appending it) is left out with a warning; any other line that is no JSON
+    object is refused in one line."""
+    if not path.is_file():
+        raise FlowforgeError(f"{path}: missing (is {path.parent} a flowforge run directory?)")
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except (json.JSONDecodeError, RecursionError):
+            record = None
+        if isinstance(record, dict):
+            records += [record] if record else []
+        elif number == len(lines):  # no newline after it: the writer stopped part-way through it
+            warn(f"{path}: its last line was cut off (the run stopped while writing it); read without it")
+        else:
+            raise FlowforgeError(f"{path}: line {number} is not a metrics record (the file is damaged or was edited)")
+    return records
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> None:

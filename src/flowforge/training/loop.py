@@ -23,9 +23,9 @@ import torch
 from flowforge.data import changed_data, column_problems, data_digest, is_toy, load_splits
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                                           load_tensors, load_weights, optimizer_from_tensors, optimizer_to_tensors,
-                                           read_json,
-                                           save_tensors, split_prefix, write_json)
+                                           atomic_write_bytes, load_tensors, load_weights, optimizer_from_tensors,
+                                           optimizer_to_tensors, read_json, read_metrics, save_tensors, split_prefix,
+                                           write_json)
 from flowforge.training import distributed
 from flowforge.training.ema import EMA
 from flowforge.training.progress import tqdm
@@ -139,7 +139,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, dim, columns: list[str] 
                                   **({} if digest is None else {"data_sha256": digest}),
                                   "versions": versions()})  # first: now it is a run
     record_files(run_dir, [run_dir / name for name in RUN_FILES])
-    (run_dir / METRICS).write_text("")
+    atomic_write_bytes(run_dir / METRICS, b"")
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -161,12 +161,15 @@ def reopen_run_files(run_dir: Path, config: TrainConfig, step: int) -> None:
 
 
 def drop_metrics_after(run_dir: Path, step: int) -> None:
-    """On resume, forget records written after the checkpoint (a crash can leave some)."""
+    """On resume, forget records written after the checkpoint (a crash can leave some, and half a
+    line), rewriting the file whole: a link put in its place is replaced, not written through."""
     path = run_dir / METRICS
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        path.write_text("".join(ln + "\n" for ln in kept))
+    if path.is_file():
+        kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
+    else:
+        kept = []
+        warn(f"{path}: missing; the training curve starts again at step {step:,}")
+    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in kept).encode())
 
 
 class _Objective(torch.nn.Module):

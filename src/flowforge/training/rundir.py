@@ -96,6 +96,16 @@ def clear_run(run_dir: Path) -> None:
         plots.rmdir()
 
 
+def figures_folder(run_dir: Path) -> Path:
+    """``RUN/plots``, where a run's figures go: refused when it is a link or no folder, so that no
+    figure replaces a file outside the run."""
+    out = run_dir / "plots"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise FlowforgeError(f"{out} is {'a link' if out.is_symlink() else 'not a folder'}: flowforge writes a run's "
+                             "figures only into a plots folder of its own; move it away")
+    return out
+
+
 def record_files(run_dir: Path, paths) -> None:
     """Add ``paths`` (files inside ``run_dir``) to the run's manifest of files flowforge wrote."""
     manifest = run_dir / MANIFEST

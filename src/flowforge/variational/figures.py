@@ -10,8 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from flowforge.plots.common import new_figure, save_figure
-from flowforge.plots.two_d import read_metrics
-from flowforge.training.checkpoint import METRICS
+from flowforge.training.checkpoint import METRICS, read_metrics
 
 GRID = 200
 
@@ -92,14 +91,14 @@ def curves(records: list[dict], log_z: float | None = None) -> Figure:
 def plot_variational_run(run_dir: str | Path) -> list[Path]:
     """A variational run's figures into ``RUN/plots/`` (under its lock, listed in its manifest)."""
     from flowforge.training.run import load_run
-    from flowforge.training.rundir import record_files, run_lock
+    from flowforge.training.rundir import figures_folder, record_files, run_lock
     from flowforge.variational.report import run_target
 
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         flow, _, raw = load_run(run_dir)
         target = run_target(raw)
-        out = run_dir / "plots"
+        out = figures_folder(run_dir)
         written = [save_figure(curves(read_metrics(run_dir / METRICS), raw["variational"].get("log_z")),
                                out / "fit_curves.png")]
         if int(raw["dim"]) == 2:
