@@ -394,3 +394,25 @@ def test_an_output_in_a_missing_folder_is_named_before_any_work(tmp_path, capsys
 
     for asked in (tmp_path / "missing" / "threes.png", tmp_path / "missing" / "threes.npy"):
         assert _image_outputs(asked)[0] == asked
+
+
+def test_a_header_that_does_not_fit_its_rows_is_refused(tmp_path, capsys):
+    # a header of 2 names over rows of 3 was dropped without a word (columns x0, x1, x2); a header
+    # naming 'a' twice trained, and a later file of the same columns could not be matched by name
+    rows = np.random.default_rng(0).standard_normal((60, 3))
+    short, twice = tmp_path / "short.csv", tmp_path / "twice.csv"
+    np.savetxt(short, rows, delimiter=",", header="a,b", comments="")
+    np.savetxt(twice, rows, delimiter=",", header="a,a,b", comments="")
+    refused(capsys, 1, ["train", "--data", short, "--out", tmp_path / "r1", *SMALL],
+            ("its header names 2 columns but its rows hold 3",), tmp_path)
+    refused(capsys, 1, ["train", "--data", twice, "--out", tmp_path / "r2", *SMALL],
+            ("its header names 'a' more than once",), tmp_path)
+
+
+def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(run, tmp_path, capsys):
+    # a folder given as a table said "no such file"; a file given as a run, "no such run directory"
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    refused(capsys, 1, ["density", run, folder], ("pngs: a folder, not a .csv or .npy file",), run)
+    refused(capsys, 1, ["eval", run / "config.json"], ("config.json: a file, not a run directory",), run)
+    refused(capsys, 1, ["eval", tmp_path / "nothing"], ("nothing: no such run directory",), run)

@@ -27,9 +27,9 @@ def refuse_changes_on_resume(ctx: click.Context, allowed: tuple[str, ...]) -> No
 
 def recorded_config(run_dir: Path) -> dict:
     """The config.json of the run to resume, refused in one line when there is no such directory."""
-    from flowforge.errors import FlowforgeError
     from flowforge.training.checkpoint import CONFIG, read_json
+    from flowforge.training.rundir import no_run_directory
 
     if not run_dir.is_dir():
-        raise FlowforgeError(f"{run_dir}: no such run directory to resume")
+        raise no_run_directory(run_dir, " to resume")
     return read_json(run_dir / CONFIG)

@@ -73,8 +73,12 @@ def table_columns(path: str | Path, width: int) -> list[str]:
         with open(path, "rb") as fh:
             first = next(_rows(fh, path), "")
         names = [name.strip().strip('"').strip("'").strip() for name in first.rstrip("\r\n").split(",")]
-        if _is_header(first) and len(names) == width and all(names):
-            return names
+        if _is_header(first):
+            if len(names) != width:  # its names cannot be told to their columns
+                raise FlowforgeError(f"{path}: its header names {len(names)} columns but its rows hold {width}; "
+                                     "give one name per column, or no header")
+            if all(names):
+                return names
     return [f"x{i}" for i in range(width)]
 
 
@@ -289,7 +293,7 @@ def read_table(path: str | Path, *, dtype: type = np.float32) -> np.ndarray:
     in; values it cannot hold are refused); errors name the file and the fault."""
     path = Path(path)
     if not path.is_file():
-        raise FlowforgeError(f"{path}: no such file")
+        raise FlowforgeError(f"{path}: {'a folder, not a .csv or .npy file' if path.is_dir() else 'no such file'}")
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".npy"):
         raise FlowforgeError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .npy")

@@ -547,9 +547,16 @@ def _check_sizes(config: TrainConfig, splits, batch_given: bool, depth: int | No
 
 
 def _check_columns(config: TrainConfig, splits) -> None:
-    """Refuse a constant column of a user's table and warn of an integer-valued one, by name."""
+    """Refuse a constant column of a user's table and a name its header gives twice (a later file
+    could not be matched to the run by name), and warn of an integer-valued column, by name."""
     if splits.columns is None or is_toy(config.data):
         return
+    info = splits.context_info
+    names = list(splits.columns) + (info.names if info is not None and info.kind == "columns" else [])
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise FlowforgeError(f"{config.data}: its header names {', '.join(map(repr, repeated))} more than once; give "
+                             "each column its own name")
     problems = column_problems(splits.train, splits.columns, config.data)
     for fatal, message in problems:
         if fatal:

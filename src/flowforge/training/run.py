@@ -13,7 +13,7 @@ from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, load_tensors, l
                                            split_prefix)
 from flowforge.training.config import TrainConfig
 from flowforge.training.device import resolve_device, resolve_dtype
-from flowforge.training.rundir import active_writer
+from flowforge.training.rundir import active_writer, no_run_directory
 from flowforge.transforms import StandardizeContext
 from flowforge.training.validate import (check_buffers, check_data_shape, check_model_size,
                                          check_weights_file_size)
@@ -70,7 +70,7 @@ def load_run(run_dir: str | Path, weights: str = BEST_WEIGHTS, *, max_params: in
     run_dir = Path(run_dir)
     check_path_encoding(run_dir)
     if not run_dir.is_dir():
-        raise FlowforgeError(f"{run_dir}: no such run directory")
+        raise no_run_directory(run_dir)
     raw = read_json(run_dir / CONFIG)
     if "train" not in raw or "dim" not in raw:
         raise FlowforgeError(f"{run_dir / CONFIG}: corrupt, lacks 'train' or 'dim'")

@@ -45,6 +45,12 @@ def _user_entries(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if p.name != LOCK and TEMPORARY_MARK not in p.name)
 
 
+def no_run_directory(run_dir: Path, purpose: str = "") -> FlowforgeError:
+    """The one line for a run path that is no directory: a file given as a run, or nothing there."""
+    what = "a file, not a run directory" if run_dir.exists() else "no such run directory"
+    return FlowforgeError(f"{run_dir}: {what}{purpose}")
+
+
 def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
     """Refuse a ``--out`` (or ``--resume``) directory flowforge must not write into; changes nothing."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -52,7 +58,7 @@ def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
     entries = _user_entries(run_dir) if run_dir.is_dir() else []
     if resume:
         if not run_dir.is_dir():
-            raise FlowforgeError(f"{run_dir}: no such run directory")
+            raise no_run_directory(run_dir)
         if not is_flowforge_config(read_json(run_dir / CONFIG)):
             raise FlowforgeError(f"{run_dir / CONFIG}: not written by flowforge; nothing to resume")
         return
