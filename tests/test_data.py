@@ -111,3 +111,16 @@ def test_integer_columns_are_named_in_one_warning_and_image_arrays_get_a_hint(tm
     np.save(tmp_path / "images.npy", np.zeros((4, 1, 8, 8), np.float32))
     with pytest.raises(FlowforgeError, match=r"got shape .4, 1, 8, 8. \(an image array: train an image model on it"):
         read_table(tmp_path / "images.npy")
+
+
+def test_a_csv_with_every_value_in_quotes_reads_as_numbers(tmp_path):
+    # '"0.12","3"' rows (pandas' QUOTE_ALL, some spreadsheet exports) were refused as not numbers
+    from flowforge.data.files import read_table, table_columns
+
+    table = np.random.default_rng(0).standard_normal((12, 2))
+    lines = ['"a","b"'] + [f'"{x:.6g}","{y:.6g}"' for x, y in table]
+    (tmp_path / "q.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "n.csv").write_text("\n".join(lines[1:]) + "\n")  # no header: the first row is data
+    assert np.allclose(read_table(tmp_path / "q.csv"), table, atol=1e-5)
+    assert np.allclose(read_table(tmp_path / "n.csv"), table, atol=1e-5)
+    assert table_columns(tmp_path / "q.csv", 2) == ["a", "b"]

@@ -60,10 +60,16 @@ def _rows(fh: BinaryIO, path: Path) -> Iterator[str]:
 
 def _is_header(line: str) -> bool:
     try:  # a first line that is not numbers is a header
-        [float(v) for v in line.split(",")]
+        [float(_unquoted(v)) for v in line.split(",")]
         return False
     except ValueError:
         return True
+
+
+def _unquoted(cell: str) -> str:
+    """A cell without the double quotes some tools put around every value ("0.12")."""
+    cell = cell.strip()
+    return cell[1:-1] if len(cell) >= 2 and cell[0] == cell[-1] == '"' else cell
 
 
 def table_columns(path: str | Path, width: int) -> list[str]:
@@ -188,7 +194,7 @@ def _parse_csv(lines: list[str], path: Path, first_row: int) -> np.ndarray:
     """``lines`` as numbers; ``first_row`` numbers the first of them among the data rows (from 1,
     below any header), as every message about a table's rows does."""
     try:
-        return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64)
+        return np.loadtxt(lines, delimiter=",", ndmin=2, dtype=np.float64, quotechar='"')
     except ValueError:
         raise FlowforgeError(f"{path}: not a numeric CSV table ({_first_problem(lines, first_row)})") from None
 
@@ -203,7 +209,7 @@ def _first_problem(lines: list[str], first_row: int) -> str:
             return f"row {row} has {len(cells)} columns, earlier rows {width}"
         for j, cell in enumerate(cells):
             try:
-                float(cell)
+                float(_unquoted(cell))
             except ValueError:
                 return f"row {row}, column {j + 1} holds {cell.strip()[:40]!r}, not a number{_hint(cell, j, len(cells))}"
         row += 1
