@@ -13,7 +13,9 @@ headers and without the target column, and MINIBOONE's 43 columns from
 splits it 80/10/10 like any user's file, so its figures are not the published MINIBOONE ones).
 The Gaussian is the trainer's own baseline (same rows, same standardisation, nats). Each row
 gives the trainer's clock, the run's wall time, its CPU seconds (what it costs an idle core: on a
-shared machine the wall time is a multiple of it) and the load average when it started.
+shared machine the wall time is a multiple of it) and the load average when it started. The
+process keeps the C heap's freed pages for reuse, as ``flowforge`` does (rows measured before 5
+December 2026, 19:35 UTC, did not: image runs then spent up to two thirds of their time in the kernel).
 
     python -m benchmarks.recipes --cases wine,breast_cancer --seeds 0,1,2
     python -m benchmarks.recipes --cases glow/digits --set model_options.bits=4
@@ -154,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
+
+    from flowforge.training.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line whose defaults these are
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     settings = [parse_setting(text) for text in args.set]
