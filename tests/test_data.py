@@ -124,3 +124,21 @@ def test_a_csv_with_every_value_in_quotes_reads_as_numbers(tmp_path):
     assert np.allclose(read_table(tmp_path / "q.csv"), table, atol=1e-5)
     assert np.allclose(read_table(tmp_path / "n.csv"), table, atol=1e-5)
     assert table_columns(tmp_path / "q.csv", 2) == ["a", "b"]
+
+
+def test_a_header_is_told_from_data_as_r_pandas_and_spreadsheets_write_them(tmp_path):
+    # R's write.csv quotes numeric column names ("400","410") over plain rows: still a header, not a row
+    from flowforge.data.files import header_names, read_table, table_columns
+
+    table = np.random.default_rng(1).standard_normal((12, 3))
+    body = "\n".join(",".join(f"{v:.6g}" for v in row) for row in table) + "\n"
+    cases = {'"400","410","420"\n': ["400", "410", "420"],  # R, numeric names
+             '"income, usd",b,c\n': ["income, usd", "b", "c"],  # a comma inside a quoted name
+             "a,b,c,\n": ["a", "b", "c"],  # a comma ending the header only
+             "# exported by tool v1\n": None}  # a comment: no header, names x0…
+    for number, (header, names) in enumerate(cases.items()):
+        path = tmp_path / f"t{number}.csv"
+        path.write_text(header + body)
+        assert np.allclose(read_table(path), table, atol=1e-5), header
+        assert header_names(path) == names, header
+        assert table_columns(path, 3) == (names or ["x0", "x1", "x2"]), header

@@ -346,10 +346,15 @@ def test_a_context_is_required_exactly_when_the_flow_is_conditional():
         conditional.sample(4, 0.7)  # the old positional temperature
     # a 0-d tensor was told it was no tensor and to pass temperature by keyword; (10,) got no hint
     one = perturbed_flow(context_dim=1)
-    with pytest.raises(ValueError, match=r"not a 0-d tensor: give torch.tensor\(\[0.5\]\)"):
-        one.sample(4, context=torch.tensor(0.5))
-    with pytest.raises(ValueError, match=r"got 6; 6 conditions of one value each are context.unsqueeze\(-1\)"):
-        one.log_prob(x, torch.randn(6))
+    with pytest.raises(ValueError, match=r"not a 0-d tensor: give torch.tensor\(\[0.7\]\)"):
+        one.sample(4, context=torch.tensor(0.7))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 3\), not a 0-d tensor$"):
+        conditional.sample(4, context=torch.tensor(0.7))
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.sample(4, context=torch.tensor(0.7))
+    for labels in (torch.randn(6), torch.arange(6)):
+        with pytest.raises(ValueError, match=r"got 6; 6 conditions of one value each are context.unsqueeze\(-1\)"):
+            one.log_prob(x, labels)
 
 
 def test_empty_batches_with_a_context():
@@ -474,3 +479,12 @@ def test_a_bad_network_size_is_refused_when_the_flow_is_built(name, options, wor
 
     with pytest.raises(ValueError, match=re.escape(words)):
         getattr(models, name)(3, **options)
+
+
+def test_network_sizes_of_any_integer_type_are_taken():
+    # the size checks must not refuse what built before: numpy integers, 0-d integer tensors
+    from flowforge.models import MAF, RealNVP
+
+    flow = MAF(3, hidden=torch.tensor(8), context_dim=torch.tensor(2))
+    assert flow.context_dim == 2 and flow.log_prob(torch.randn(4, 3), context=torch.randn(4, 2)).shape == (4,)
+    assert RealNVP(3, hidden=np.int64(8), context_dim=np.int32(1)).context_dim == 1

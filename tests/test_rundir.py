@@ -176,8 +176,11 @@ def test_a_metrics_line_cut_off_mid_write_is_read_without_it(run, capsys):
     assert code == 0 and "its last line was cut off" in err, err
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == steps + 10 and all(r["step"] != 99999 for r in records)
-    (run / "metrics.jsonl").write_text('{"step": 1}\nnot a record\n{"step": 2}\n')  # damaged inside: refused
-    refused(capsys, 1, ["plot", run], ("metrics.jsonl: line 2 is not a metrics record",), run)
+    for damaged in ("not a record", '{"note": 1}', '{"step": "x"}'):  # damaged inside: refused, nothing changed
+        (run / "metrics.jsonl").write_text(f'{{"step": 1}}\n{damaged}\n{{"step": 2}}\n')
+        refused(capsys, 1, ["plot", run], ("metrics.jsonl: line 2 is not a metrics record",), run)
+        refused(capsys, 1, ["train", "--resume", run, "--steps", steps + 50, "--no-progress", "--no-plots"],
+                ("metrics.jsonl: line 2 is not a metrics record",), run)  # results.json and config.json kept
 
 
 def test_resume_replaces_a_metrics_link_instead_of_writing_through_it(run, capsys, tmp_path):
@@ -200,3 +203,6 @@ def test_plot_refuses_a_plots_folder_that_links_elsewhere(run, capsys, tmp_path)
     (mine / "training_curve.png").write_bytes(b"my own figure")
     (run / "plots").symlink_to(mine, target_is_directory=True)
     refused(capsys, 1, ["plot", run], ("plots is a link", "only into a plots folder of its own"), mine)
+    steps = json.loads((run / "config.json").read_text())["train"]["steps"]
+    refused(capsys, 1, ["train", "--resume", run, "--steps", steps + 10, "--no-progress", "--plots"],
+            ("plots is a link",), mine, run / "metrics.jsonl", run / "checkpoint.safetensors")  # before training

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import numbers
+import operator
 
 
 def positive_finite(value: float, what: str) -> float:
@@ -25,6 +25,11 @@ def whole_number(value: int, what: str, low: int = 1) -> int:
     >>> whole_number(0, "context_dim", low=0)
     0
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+    try:  # any integer type: Python's, numpy's, a 0-d integer tensor
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in ("bool", "torch.bool") or number is None \
+            or number < low:
         raise ValueError(f"{what} must be a whole number >= {low}, got {value!r}")
-    return int(value)
+    return number

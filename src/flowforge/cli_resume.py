@@ -31,5 +31,5 @@ def recorded_config(run_dir: Path) -> dict:
     from flowforge.training.rundir import no_run_directory
 
     if not run_dir.is_dir():
-        raise no_run_directory(run_dir, " to resume")
+        raise no_run_directory(run_dir, "to resume")
     return read_json(run_dir / CONFIG)

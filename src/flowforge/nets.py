@@ -253,8 +253,8 @@ class MADE(nn.Module):
     def __init__(self, features: int, params: int, hidden: int = 64, depth: int = 2, context_dim: int = 0,
                  order: Tensor | list[int] | None = None, activation: str = "relu"):
         super().__init__()
-        features, hidden, depth = (whole_number(v, name) for v, name in ((features, "features"), (hidden, "hidden"),
-                                                                          (depth, "depth")))
+        features = whole_number(features, "features")
+        hidden, depth = whole_number(hidden, "hidden"), whole_number(depth, "depth")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         self.context_dim = context_dim = whole_number(context_dim, "context_dim", low=0)

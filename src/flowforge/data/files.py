@@ -8,6 +8,7 @@ any length is written without holding it whole.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -58,12 +59,22 @@ def _rows(fh: BinaryIO, path: Path) -> Iterator[str]:
         yield text.removeprefix("\ufeff") if number == 1 else text  # the byte-order mark of Excel's "CSV UTF-8"
 
 
-def _is_header(line: str) -> bool:
-    try:  # a first line that is not numbers is a header
-        [float(_unquoted(v)) for v in line.split(",")]
-        return False
-    except ValueError:
+def _numbers(cells: list[str]) -> bool:
+    try:
+        [float(cell) for cell in cells]
         return True
+    except ValueError:
+        return False
+
+
+def _is_header(line: str, next_line: str = "") -> bool:
+    """Whether a CSV's first line is a header: it is not numbers. In a file that quotes every value
+    ("0.12","3"), a first line of quoted numbers is data; over unquoted rows it stays a header (R's
+    write.csv quotes numeric column names: "400","410")."""
+    cells = line.split(",")
+    if _numbers(cells):
+        return False
+    return not ('"' in next_line and _numbers([_unquoted(cell) for cell in cells]))
 
 
 def _unquoted(cell: str) -> str:
@@ -72,20 +83,36 @@ def _unquoted(cell: str) -> str:
     return cell[1:-1] if len(cell) >= 2 and cell[0] == cell[-1] == '"' else cell
 
 
-def table_columns(path: str | Path, width: int) -> list[str]:
-    """The column names of a table: a CSV's header (quotes and spaces stripped), else x0, x1, …"""
+def header_names(path: str | Path) -> list[str] | None:
+    """A CSV's header names (split by CSV quoting rules, spaces and quotes stripped, an empty name
+    after a trailing comma dropped), or None for a file without one (its first line numbers, or a
+    ``#`` comment) or that is no CSV."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
-        with open(path, "rb") as fh:
-            first = next(_rows(fh, path), "")
-        names = [name.strip().strip('"').strip("'").strip() for name in first.rstrip("\r\n").split(",")]
-        if _is_header(first):
-            if len(names) != width:  # its names cannot be told to their columns
-                raise FlowforgeError(f"{path}: its header names {len(names)} columns but its rows hold {width}; "
-                                     "give one name per column, or no header")
-            if all(names):
-                return names
-    return [f"x{i}" for i in range(width)]
+    if path.suffix.lower() != ".csv":
+        return None
+    with open(path, "rb") as fh:
+        rows = _rows(fh, path)
+        first, second = next(rows, ""), next(rows, "")
+    if first.lstrip().startswith("#") or not first.strip() or not _is_header(first, second):
+        return None
+    names = [name.strip().strip("'").strip() for name in next(csv.reader([first.rstrip("\r\n")]))]
+    return names[:-1] if len(names) > 1 and not names[-1] else names
+
+
+def table_columns(path: str | Path, width: int) -> list[str]:
+    """The column names of a table: a CSV's header, else (or where it does not name each of the
+    ``width`` columns) x0, x1, …"""
+    names = header_names(path)
+    return names if names is not None and len(names) == width and all(names) else [f"x{i}" for i in range(width)]
+
+
+def header_problem(path: str | Path, width: int) -> str | None:
+    """Why a CSV's header cannot name its ``width`` columns (their names would be dropped), or None."""
+    names = header_names(path)
+    if names is None or len(names) == width:
+        return None
+    return (f"{path}: its header names {len(names)} column{'s' if len(names) != 1 else ''} but its rows hold "
+            f"{width}; give one name per column, or no header")
 
 
 def column_problems(table: np.ndarray, columns: list[str], source: str) -> list[tuple[bool, str]]:
@@ -180,7 +207,8 @@ def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
         first = next(rows, "")
         if not first.strip():
             raise FlowforgeError(f"{path}: the file holds no rows")
-        batch, done = ([] if _is_header(first) else [first]), 0
+        second = next(rows, "")
+        batch, done = ([] if _is_header(first, second) else [first]) + ([second] if second else []), 0
         for line in rows:
             batch.append(line)
             if len(batch) == CHUNK_ROWS:

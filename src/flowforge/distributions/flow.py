@@ -83,7 +83,7 @@ class Flow(nn.Module):
         self.transform = transform
         self.base = as_base(base)
         self.context_embedding = context_embedding
-        sizes = {getattr(m, "context_dim", 0) for m in self.modules()} - {0}
+        sizes = {int(getattr(m, "context_dim", 0)) for m in self.modules()} - {0}  # int: a 0-d tensor hashes by identity
         if len(sizes) > 1:
             raise ValueError(f"the flow's layers expect contexts of different sizes {sorted(sizes)}")
         self.context_dim = sizes.pop() if sizes else 0
@@ -148,21 +148,27 @@ class Flow(nn.Module):
         if not torch.is_tensor(context):
             raise ValueError(f"a context must be a tensor of shape (..., context_dim), not {type(context).__name__}"
                              " (pass temperature and generator by keyword)")
-        if context.dim() < 1:
-            raise ValueError(f"a context must be a tensor of shape (..., context_dim), not a 0-d tensor: "
-                             f"give torch.tensor([{context.item()!r}]) for one condition")
         if not self.context_dim:
             raise ValueError("this flow is unconditional (context_dim=0): it takes no context")
+        if context.dim() < 1:
+            one = f": give torch.tensor([{context.item():g}]) for one condition" if self.context_dim == 1 else ""
+            raise ValueError(f"a context must be a tensor of shape (..., {self.context_dim}), not a 0-d tensor{one}")
         if context.shape[-1] != self.context_dim:
-            hint = "" if context.is_floating_point() else (
-                f"; a class label is given one-hot: torch.nn.functional.one_hot(labels, {self.context_dim}).float()")
-            if context.is_floating_point() and context.dim() == 1 and self.context_dim == 1:
-                rows = context.shape[-1]
-                hint = f"; {rows} conditions of one value each are context.unsqueeze(-1), of shape ({rows}, 1)"
-            raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}{hint}")
+            raise ValueError(f"this flow expects a context of {self.context_dim} values, got {context.shape[-1]}"
+                             f"{self._context_hint(context)}")
         if context.is_floating_point() and not bool(torch.isfinite(context).all()):  # NaN draws, -inf densities
             raise ValueError("the context holds NaN or an infinite value; a flow is conditioned on finite values")
         return context
+
+    def _context_hint(self, context: Tensor) -> str:
+        """What a context of the wrong width likely meant: class labels (one-hot them), or N
+        conditions of one value each given as (N,)."""
+        if self.context_dim == 1 and context.dim() == 1:
+            rows = context.shape[-1]
+            return f"; {rows} conditions of one value each are context.unsqueeze(-1), of shape ({rows}, 1)"
+        if not context.is_floating_point() and self.context_dim > 1:
+            return f"; a class label is given one-hot: torch.nn.functional.one_hot(labels, {self.context_dim}).float()"
+        return ""
 
     @staticmethod
     def _rows(context: Tensor, batch: torch.Size) -> Tensor:

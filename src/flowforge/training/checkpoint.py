@@ -60,21 +60,24 @@ def read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a run's metrics.jsonl, one per evaluation. A last line cut off mid-write (the
     run killed while appending it) is left out with a warning; any other line that is no JSON
     object is refused in one line."""
+    path = Path(path)
     if not path.is_file():
         raise FlowforgeError(f"{path}: missing (is {path.parent} a flowforge run directory?)")
     lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
     records = []
     for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            record = json.loads(line) if line.strip() else {}
+            record = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             record = None
-        if isinstance(record, dict):
-            records += [record] if record else []
+        if isinstance(record, dict) and type(record.get("step")) is int:  # noqa: E721 - a bool is no step
+            records.append(record)
         elif number == len(lines):  # no newline after it: the writer stopped part-way through it
             warn(f"{path}: its last line was cut off (the run stopped while writing it); read without it")
         else:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from flowforge.data import changed_data, column_problems, data_digest, is_toy, load_splits
+from flowforge.data.files import header_problem
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import (BEST_WEIGHTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                                            atomic_write_bytes, load_tensors, load_weights, optimizer_from_tensors,
@@ -152,24 +153,24 @@ def reopen_run_files(run_dir: Path, config: TrainConfig, step: int) -> None:
     it; a fit's evaluation interval follows it) when there is more to do, the results of the run as
     it was go until this one ends (a resume stopped part-way leaves none to pass for its own), and
     metrics written after the checkpoint are dropped."""
+    kept = metrics_through(run_dir, step)  # read first: a damaged file refuses the resume before anything changes
     raw = read_json(run_dir / CONFIG)
     length = {"steps": config.steps, "eval_every": config.eval_every}
     if config.steps > step and any(raw["train"].get(k) != v for k, v in length.items()):
         write_json(run_dir / CONFIG, {**raw, "train": {**raw["train"], **length}})
     (run_dir / RESULTS).unlink(missing_ok=True)
-    drop_metrics_after(run_dir, step)
+    # whole, write-then-rename: a link put in metrics.jsonl's place is replaced, not written through
+    atomic_write_bytes(run_dir / METRICS, "".join(json.dumps(record) + "\n" for record in kept).encode())
 
 
-def drop_metrics_after(run_dir: Path, step: int) -> None:
-    """On resume, forget records written after the checkpoint (a crash can leave some, and half a
-    line), rewriting the file whole: a link put in its place is replaced, not written through."""
+def metrics_through(run_dir: Path, step: int) -> list[dict[str, Any]]:
+    """The run's metrics records up to ``step``, the checkpoint's: those written after it (a crash can
+    leave some, and half a line) are forgotten on resume."""
     path = run_dir / METRICS
-    if path.is_file():
-        kept = [record for record in read_metrics(path) if record.get("step", 0) <= step]
-    else:
-        kept = []
-        warn(f"{path}: missing; the training curve starts again at step {step:,}")
-    atomic_write_bytes(path, "".join(json.dumps(record) + "\n" for record in kept).encode())
+    if not path.is_file():
+        warn(f"{path}: missing or not a file; the training curve starts again at step {step:,}")
+        return []
+    return [record for record in read_metrics(path) if record["step"] <= step]
 
 
 class _Objective(torch.nn.Module):
@@ -547,12 +548,16 @@ def _check_sizes(config: TrainConfig, splits, batch_given: bool, depth: int | No
 
 
 def _check_columns(config: TrainConfig, splits) -> None:
-    """Refuse a constant column of a user's table and a name its header gives twice (a later file
-    could not be matched to the run by name), and warn of an integer-valued column, by name."""
+    """Refuse a constant column of a user's table, and a header that does not name each column once
+    (its names would be dropped, or a later file could not be matched to the run by name); warn of
+    an integer-valued column, by name. For new runs only: a run trained before these checks loads."""
     if splits.columns is None or is_toy(config.data):
         return
     info = splits.context_info
     names = list(splits.columns) + (info.names if info is not None and info.kind == "columns" else [])
+    mismatch = header_problem(config.data, len(names))
+    if mismatch:
+        raise FlowforgeError(mismatch)
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise FlowforgeError(f"{config.data}: its header names {', '.join(map(repr, repeated))} more than once; give "

@@ -25,12 +25,8 @@ USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP
 def keep_freed_memory() -> bool:
     """Set glibc malloc's trim threshold to 256 MiB and its mmap threshold to 32 MiB for this
     process; returns whether they were set. Nothing changes where the C library is not glibc, or
-    where the environment already tunes malloc (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``).
-
-    >>> from flowforge.training.memory import keep_freed_memory
-    >>> keep_freed_memory() in (True, False)
-    True
-    """
+    where the environment already tunes malloc (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``). Calling
+    it again changes nothing more."""
     if not sys.platform.startswith("linux") or any(name in os.environ for name in USER_SETTINGS):
         return False
     try:

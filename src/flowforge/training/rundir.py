@@ -46,9 +46,10 @@ def _user_entries(run_dir: Path) -> list[str]:
 
 
 def no_run_directory(run_dir: Path, purpose: str = "") -> FlowforgeError:
-    """The one line for a run path that is no directory: a file given as a run, or nothing there."""
+    """The one line for a run path that is no directory (a file given as a run, or nothing there),
+    with what it was wanted for (``purpose``: "to resume", say)."""
     what = "a file, not a run directory" if run_dir.exists() else "no such run directory"
-    return FlowforgeError(f"{run_dir}: {what}{purpose}")
+    return FlowforgeError(f"{run_dir}: {what}{' ' + purpose if purpose else ''}")
 
 
 def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
@@ -56,6 +57,7 @@ def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise FlowforgeError(f"{run_dir}: exists and is not a directory")
     entries = _user_entries(run_dir) if run_dir.is_dir() else []
+    figures_folder(run_dir)  # a plots link is refused before training, not after it
     if resume:
         if not run_dir.is_dir():
             raise no_run_directory(run_dir)
@@ -214,7 +216,7 @@ def claim_run_dir(run_dir: Path, *, resume: bool, force: bool) -> Iterator[None]
             check_run_target(run_dir, resume=resume, force=force)
             fresh = not resume and not (run_dir / CONFIG).exists()
             remove_leftover_temporaries(run_dir)
-            if (run_dir / "plots").is_dir():
+            if (run_dir / "plots").is_dir() and not (run_dir / "plots").is_symlink():
                 remove_leftover_temporaries(run_dir / "plots")
             yield
         except BaseException:

@@ -45,18 +45,18 @@ class Standardize(Statistics, Transform):
 
     def __init__(self, dim: int):
         super().__init__(dim)
-        self.first_batch_seen = False
+        self.statistics_checked = False
 
     def set_statistics(self, mean: Tensor, std: Tensor) -> None:
         super().set_statistics(mean, std)
-        self.first_batch_seen = True  # set on purpose: nothing to warn of
+        self.statistics_checked = True  # set on purpose: nothing to warn of
 
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return (-self.std.log().sum()).to(like.dtype).expand(batch)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and not getattr(self, "first_batch_seen", True):  # (absent: pickled before it existed)
-            self.first_batch_seen = True
+        if self.training and not getattr(self, "statistics_checked", True):  # (absent: pickled before it existed)
+            self.statistics_checked = True
             self._warn_if_never_set(x)
         return (x - self.mean) / self.std, self.log_abs_det(x.shape[0], x)
 
