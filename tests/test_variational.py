@@ -381,6 +381,12 @@ BAD_TARGETS = {
     "shape.py": ("def log_prob(x):\n    return x.sum(-1, keepdim=True)\n", "one log-density per row"),
     "raises.py": ("def log_prob(x):\n    raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
     "broken.py": ("def log_prob(x:\n", "importing"),
+    # sys.exit at import left rc 0 and no word; with a message, a traceback wall
+    "exits0.py": ("import sys\nsys.exit(0)\n", "called sys.exit(0)"),
+    "exits_message.py": ("import sys\nsys.exit('no data file found')\n", "called sys.exit('no data file found')"),
+    "exits_in_call.py": ("import sys\ndef log_prob(x):\n    sys.exit(3)\n", "called sys.exit(3)"),
+    # a NumPy result was told its shape (64,) was wrong
+    "numpy.py": ("def log_prob(x):\n    return -(x.detach().numpy() ** 2).sum(-1)\n", "returned a ndarray, not a torch tensor"),
 }
 
 
@@ -693,6 +699,14 @@ def test_a_file_target_run_is_evaluated_and_resampled_afresh_only_when_asked_to_
     (run / "config.json").write_text(json.dumps(config))
     code, _, err = cli(capsys, "eval", run, "--import-target")
     assert code == 1 and "records no SHA-256 of its target file" in err
+
+
+def test_what_a_target_file_prints_goes_to_stderr_so_eval_json_stays_json(tmp_path, capsys):
+    # a print at import came before eval --json's object on stdout, which then was no JSON
+    source = "print('HELLO at import')\ndef log_prob(x):\n    print('called')\n    return -0.5 * (x ** 2).sum(-1)\n"
+    run = fitted_file_target(tmp_path, capsys, source, 2, 50)
+    code, out, err = cli(capsys, "eval", run, "--json", "--import-target")
+    assert code == 0 and json.loads(out)["draws"] == 20_000 and "HELLO at import" in err
 
 
 def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, capsys):

@@ -936,7 +936,10 @@ def _main(argv: list[str]) -> int:
         cli.main(args=argv, prog_name="flowforge", standalone_mode=False, obj={"argv": argv})
         return 0
     except SystemExit as done:  # the exit status of a torchrun launch
-        return int(done.code or 0)
+        if done.code is None or isinstance(done.code, int):
+            return done.code or 0
+        _report(f"error: {done.code}")  # sys.exit("message"), from code flowforge ran for the user
+        return 1
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.Abort:

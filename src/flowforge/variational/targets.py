@@ -11,6 +11,8 @@ that raises, has the wrong shape or is NaN.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import math
 import sys
@@ -268,7 +270,10 @@ def load_target(spec: str, dim: int | None = None) -> Target:
         loader = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader)
         sys.modules[module_name] = module
-        loader.loader.exec_module(module)
+        with contextlib.redirect_stdout(sys.stderr):  # what it prints is not flowforge's output (eval --json)
+            loader.loader.exec_module(module)
+    except SystemExit as done:
+        raise FlowforgeError(f"target {spec}: importing {path} called sys.exit({done.code!r})") from None
     except Exception as err:  # noqa: BLE001 - the user's file: any failure is theirs, said in one line
         raise FlowforgeError(f"target {spec}: importing {path} failed ({type(err).__name__}: {err})") from None
     finally:
@@ -278,7 +283,24 @@ def load_target(spec: str, dim: int | None = None) -> Target:
         raise FlowforgeError(f"target {spec}: {path} defines no function {name!r}")
     if dim is None:
         raise FlowforgeError(f"target {spec}: give its dimension (--dim; load_target(spec, dim) in Python)")
-    return Target(spec, dim, function)
+    return Target(spec, dim, _printing_to_stderr(function))
+
+
+class TargetExit(Exception):
+    """A user's target function called sys.exit: its error, not an exit of flowforge's."""
+
+
+def _printing_to_stderr(function: Callable) -> Callable:
+    """A user's function whose prints go to stderr (flowforge's stdout carries its results) and whose
+    sys.exit is an error like any other it raises."""
+    @functools.wraps(function)
+    def quiet(*args):
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return function(*args)
+        except SystemExit as done:
+            raise TargetExit(f"sys.exit({done.code!r})") from None
+    return quiet
 
 
 def target_name(target: Callable) -> str:
@@ -304,13 +326,17 @@ def checked_log_prob(target: Callable, x: Tensor, context: Tensor | None = None,
         values = target(x) if context is None else target(x, context)
     except FlowforgeError:
         raise
+    except TargetExit as err:
+        raise FlowforgeError(f"target {name} called {err}") from None
     except Exception as err:  # noqa: BLE001 - a user's function may raise anything
         if x.requires_grad and "requires grad" in str(err):  # x.numpy(), or x changed in place
             raise FlowforgeError(_no_gradient(name)) from None
         raise FlowforgeError(f"target {name} raised {type(err).__name__}: {str(err)[:200]}") from None
-    if not torch.is_tensor(values) or values.shape != x.shape[:1]:
-        shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__
-        raise FlowforgeError(f"target {name} returned {shape} for a batch of shape {tuple(x.shape)}; "
+    if not torch.is_tensor(values):
+        raise FlowforgeError(f"target {name} returned a {type(values).__name__}, not a torch tensor: write it in torch "
+                             f"operations, returning one log-density per row, shape ({x.shape[0]},)")
+    if values.shape != x.shape[:1]:
+        raise FlowforgeError(f"target {name} returned {tuple(values.shape)} for a batch of shape {tuple(x.shape)}; "
                              f"it must return one log-density per row, shape ({x.shape[0]},)")
     if not values.is_floating_point():
         raise FlowforgeError(f"target {name} returned {values.dtype} values; return floating-point log-densities")
