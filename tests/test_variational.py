@@ -66,6 +66,28 @@ def test_log_z_estimate_of_a_wrong_flow_is_below_and_ess_below_one():
     assert abs(summary["log_z"] - 1.0) < 3 * summary["log_z_stderr"] + 1e-3
 
 
+def test_a_flow_on_one_of_two_known_modes_is_warned_of_though_its_weights_look_perfect():
+    # q on one of two equal modes: ESS near 1, k-hat low, log Z log 2 short: fit and eval said nothing
+    from flowforge.variational.diagnostics import warn_if_unreliable
+
+    modes = torch.tensor([[-6.0, 0.0], [6.0, 0.0]])
+
+    def two_modes(x):
+        return torch.logsumexp(torch.distributions.Normal(modes, 1.0).log_prob(x[:, None, :]).sum(-1), 1) - math.log(2)
+
+    flow, gen = affine_flow(modes[1], torch.full((2,), 1.2)), torch.Generator().manual_seed(0)  # wider than the mode
+    summary = diagnose(flow, Target("two modes", 2, two_modes, log_z=0.0, modes=modes), 4000, generator=gen)
+    assert summary["ess_per_draw"] > 0.9 and summary["pareto_k"] < 0.7 and summary["modes_covered"] == 0.5
+    with pytest.warns(FlowforgeWarning, match="q covers 50% of the target's modes"):
+        warn_if_unreliable(summary)
+    unmarked = diagnose(flow, Target("two modes", 2, two_modes, log_z=0.0), 4000, generator=gen)
+    with pytest.warns(FlowforgeWarning, match=r"log Z estimate -0.69\d\d lies \d+ standard errors from the target's 0.0000"):
+        warn_if_unreliable(unmarked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_unreliable({**summary, "modes_covered": 1.0, "true_log_z": summary["log_z"]})  # nothing missed
+
+
 def _grid_log_z(target: Target, lows, highs, n: int = 1500) -> float:
     xs = [torch.linspace(lo, hi, n, dtype=torch.float64) for lo, hi in zip(lows, highs)]
     xx, yy = torch.meshgrid(*xs, indexing="ij")

@@ -25,6 +25,7 @@ from flowforge.variational.targets import checked_log_prob
 PARETO_K_WARNING = 0.7  # above this the importance-sampling estimates are unreliable (PSIS, §3)
 EVAL_DRAWS = 20_000  # draws behind every reported diagnostic
 ESS_WARNING = 0.01  # an ESS per draw below this: a handful of draws carry the weights (warned of)
+MISSED_MASS_STDERRS = 5  # a known log Z further than this from the estimate: mass q never draws from
 
 
 def generalized_pareto_shape(exceedances: Tensor) -> float:
@@ -133,7 +134,8 @@ def diagnose(flow, target, n: int = EVAL_DRAWS, generator: torch.Generator | Non
 def warn_if_unreliable(summary: dict) -> None:
     """Warn when the Pareto k̂ of the importance weights says they cannot be trusted
     (k̂ ≥ :data:`PARETO_K_WARNING`: their variance is effectively infinite), or when a few draws
-    carry all the weight (ESS per draw below :data:`ESS_WARNING`; k̂, fitted to those few, can miss it)."""
+    carry all the weight (ESS per draw below :data:`ESS_WARNING`; k̂, fitted to those few, can miss it);
+    else, for a target of known modes or log Z, when q misses some of them."""
     if summary["pareto_k"] >= PARETO_K_WARNING:
         warn(f"Pareto k-hat of the importance weights is {summary['pareto_k']:.2f} (≥ {PARETO_K_WARNING}): "
              "q misses mass of the target, so log Z and resampled draws are unreliable")
@@ -142,6 +144,21 @@ def warn_if_unreliable(summary: dict) -> None:
         carried = f"{summary['ess_per_draw'] * draws:.1f} of {draws}" if draws else f"{summary['ess_per_draw']:.2g} per"
         warn(f"the importance weights' effective sample size is {carried} draws: q misses where the target keeps "
              "its mass, so log Z and resampled draws are unreliable")
+    else:
+        _warn_of_missed_mass(summary)
+
+
+def _warn_of_missed_mass(summary: dict) -> None:
+    """Where the target's log Z or its modes are known, warn of mass q never draws from (a dropped
+    mode): the weights cannot show it (ESS ≈ 1, k̂ low on the modes q covers)."""
+    if summary.get("modes_covered", 1.0) < 1.0:
+        warn(f"q covers {summary['modes_covered']:.0%} of the target's modes: its draws miss the others, so log Z "
+             "and resampled draws leave their mass out (fit longer, or with --objective forward-kl)")
+    elif "true_log_z" in summary and summary.get("log_z_stderr", 0) > 0:
+        off = (summary["log_z"] - summary["true_log_z"]) / summary["log_z_stderr"]
+        if abs(off) > MISSED_MASS_STDERRS:
+            warn(f"the log Z estimate {summary['log_z']:.4f} lies {abs(off):.0f} standard errors from the target's "
+                 f"{summary['true_log_z']:.4f}: q misses mass of the target that its weights cannot show")
 
 
 def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: float = 0.2) -> float:
