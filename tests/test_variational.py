@@ -739,6 +739,15 @@ def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, cap
     assert abs(results["log_z"] - math.log(2 * math.pi)) < 0.05 and results["ess_per_draw"] > 0.9
     placement = json.loads((run / "config.json").read_text())["variational"]["placement"]
     assert all(abs(v - 10) < 0.5 for v in placement["loc"])
+    # its figure was a blank [-4, 4]² about the origin, with no target panel though the fit imported it
+    from flowforge.training import load_run
+    from flowforge.variational.figures import density_panels, figure_window
+
+    flow, target = load_run(run)[0], load_target(f"{tmp_path / 'target.py'}:log_prob", 2)
+    box, centre = figure_window(flow, None)
+    assert all(abs(c - 10) < 0.5 for c in centre) and 3 < box < 8
+    panels = density_panels(flow, target, box, n=100, centre=centre)
+    assert len(panels.axes) == 3 and all(ax.get_xlim()[0] > 2 for ax in panels.axes)  # p, q, draws about (10, 10)
 
 
 def test_a_changed_target_file_is_refused_on_resume_and_named_by_eval(tmp_path, capsys):
@@ -917,6 +926,10 @@ def test_a_one_dimensional_target_fits_with_the_default_model(tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["model_options"]["autoregressive"] is True and "data_sha256" not in config
     assert abs(json.loads((run / "results.json").read_text())["log_z"] - 0.5 * math.log(2 * math.pi)) < 0.01
+    # a RealNVP was told of `--model-option`, an option fit does not have
+    code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / 'target.py'}:log_prob", "--dim", "1", "--model",
+                       "realnvp", "--out", tmp_path / "rnvp", *FAST)
+    assert code == 1 and "flowforge fit --model nsf` makes it so" in err
 
 
 def _far_gaussian(x):
@@ -978,3 +991,17 @@ def test_a_handful_of_effective_draws_is_warned_of_even_below_the_pareto_thresho
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_unreliable({"pareto_k": 0.6, "ess_per_draw": 0.2, "draws": 20_000})
+
+
+def test_resampling_judges_its_pool_as_fit_and_eval_do(monkeypatch):
+    # sample --resample judged k-hat alone: a handful of effective draws (k-hat can miss it) or a known
+    # log Z far off resampled without a word; and a flow of buffers only (no parameters) could not resample
+    from flowforge.variational import report
+
+    target = gaussian_target(torch.zeros(2), torch.full((2,), 0.1), 0.0)
+    judged = []
+    monkeypatch.setattr(report, "run_target", lambda raw, import_target=False: target)
+    monkeypatch.setattr(report, "warn_if_unreliable", judged.append)
+    flow = affine_flow(torch.zeros(2), torch.full((2,), 10.0))
+    assert next(report.resampled_batches(flow, {}, 10, seed=0)).shape == (10, 2)
+    assert judged[0]["ess_per_draw"] < 0.01 and judged[0]["true_log_z"] == 0.0 and "pareto_k" in judged[0]

@@ -50,7 +50,8 @@ def RealNVP(dim: int, num_layers: int = 6, hidden: int = 256, depth: int = 4,
     """
     if dim < 2:
         raise ValueError(f"RealNVP needs at least 2 features, got {dim} (for one: maf, or nsf with "
-                         "autoregressive=True, on the command line --model-option autoregressive=True)")
+                         "autoregressive=True: `flowforge fit --model nsf` makes it so, `flowforge train` takes "
+                         "--model-option autoregressive=True)")
     if num_layers < 1:
         raise ValueError("RealNVP needs at least one coupling layer")
     first = torch.as_tensor(alternating_mask(dim) if mask is None else mask).long().flatten()

@@ -73,16 +73,13 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
                                      seed=seed, device=device, model_options=sizes), out
     try:
         results = fit_run(config, run_dir, dim=dim, resume=resume is not None, force=force,
-                          progress_bar=not no_progress)
+                          progress_bar=not no_progress, plots=not no_plots)
     except ValueError as err:  # a model option the builder refuses
         if isinstance(err, FlowforgeError):
             raise
         raise FlowforgeError(f"cannot build model {config.model!r}: {err}") from None
-    if not no_plots:
-        from flowforge.variational.figures import plot_variational_run
-
-        for path in plot_variational_run(run_dir):
-            click.echo(f"wrote {path}")
+    for path in results.get("figures", []):
+        click.echo(f"wrote {path}")
     click.echo(eval_line(results) + f" · run: {run_dir}")
 
 

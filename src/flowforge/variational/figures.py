@@ -9,20 +9,38 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from flowforge.errors import FlowforgeError, warn
 from flowforge.plots.common import new_figure, save_figure
 from flowforge.training.checkpoint import METRICS, read_metrics
+from flowforge.variational.targets import checked_log_prob
 
 GRID = 200
 
 
-def _grid(box: float, resolution: int = GRID) -> tuple[np.ndarray, torch.Tensor]:
-    side = np.linspace(-box, box, resolution)
-    xx, yy = np.meshgrid(side, side)
-    return side, torch.tensor(np.stack([xx.ravel(), yy.ravel()], 1), dtype=torch.float32)
+def _grid(box: float, centre: tuple[float, float], resolution: int = GRID) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    xs, ys = (np.linspace(c - box, c + box, resolution) for c in centre)
+    xx, yy = np.meshgrid(xs, ys)
+    return xs, ys, torch.tensor(np.stack([xx.ravel(), yy.ravel()], 1), dtype=torch.float32)
 
 
-def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0) -> Figure:
-    """Target density p (when the target is known), flow density q, and draws of q over p's contours.
+def figure_window(flow, target) -> tuple[float, tuple[float, float]]:
+    """(half-width, centre) of the square a 2-D fit is drawn in: a built-in target's own box about
+    the origin, else where the flow's fixed first layer placed it (±4 of its scale about its mean)."""
+    from flowforge.transforms import Standardize
+    from flowforge.variational.placement import REACH
+
+    if target is not None and target.scale is not None:  # built-in: it knows where its mass lies
+        return target.box, (0.0, 0.0)
+    layer = next((m for m in flow.modules() if isinstance(m, Standardize)), None)
+    if layer is None:
+        return REACH, (0.0, 0.0)
+    return REACH * float(layer.std.max()), (float(layer.mean[0]), float(layer.mean[1]))
+
+
+def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0,
+                   centre: tuple[float, float] = (0.0, 0.0)) -> Figure:
+    """Target density p (when the target is known), flow density q, and draws of q over p's contours,
+    in the square of half-width ``box`` about ``centre``.
 
     >>> from flowforge.variational.figures import density_panels
     >>> from flowforge.models import RealNVP
@@ -30,17 +48,18 @@ def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0)
     >>> len(density_panels(RealNVP(2, num_layers=2, hidden=8, depth=1), banana(), n=100).axes)
     3
     """
-    side, points = _grid(box)
-    extent = (-box, box, -box, box)
+    xs, ys, points = _grid(box, centre)
+    extent = (xs[0], xs[-1], ys[0], ys[-1])
     with torch.no_grad():
         log_q = flow.log_prob(points.to(next(flow.parameters()))).cpu().reshape(GRID, GRID)
         draws = flow.sample(n, generator=torch.Generator(next(flow.parameters()).device).manual_seed(seed)).cpu()
+    log_p = _target_on(target, points)
+    target = target if log_p is not None else None
     panels = 3 if target is not None else 2
     fig, axes = new_figure(1, panels, figsize=(4.2 * panels, 4.6))  # room for the titles above square panels
     column = 0
     if target is not None:
-        with torch.no_grad():
-            log_p = target(points).reshape(GRID, GRID)
+        log_p = log_p.reshape(GRID, GRID)
         p = torch.exp(log_p - log_p.max()).numpy()
         axes[0].imshow(p, origin="lower", extent=extent, cmap="viridis")
         axes[0].set_title(f"target p̃ ({target.name})")
@@ -49,14 +68,27 @@ def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0)
     axes[column].set_title("flow q")
     last = axes[column + 1]
     if target is not None:
-        last.contour(side, side, p, levels=6, colors="0.6", linewidths=0.6)
+        last.contour(xs, ys, p, levels=6, colors="0.6", linewidths=0.6)
     last.scatter(draws[:, 0], draws[:, 1], s=2, alpha=0.5, linewidths=0, color="C1")
-    last.set_xlim(-box, box)
-    last.set_ylim(-box, box)
+    last.set_xlim(xs[0], xs[-1])
+    last.set_ylim(ys[0], ys[-1])
     last.set_title("draws of q" + (" over p's contours" if target is not None else ""))
     for ax in axes:
         ax.set_aspect("equal", adjustable="box")
     return fig
+
+
+def _target_on(target, points: torch.Tensor) -> torch.Tensor | None:
+    """The target's log-density on the figure's grid; None (said in a warning) when there is no
+    target, or a user's cannot be evaluated there: the figure then leaves it out."""
+    if target is None:
+        return None
+    try:
+        with torch.no_grad():
+            return checked_log_prob(target, points).float()
+    except FlowforgeError as err:
+        warn(f"{err}: the figure leaves the target out")
+        return None
 
 
 def curves(records: list[dict], log_z: float | None = None) -> Figure:
@@ -88,8 +120,10 @@ def curves(records: list[dict], log_z: float | None = None) -> Figure:
     return fig
 
 
-def plot_variational_run(run_dir: str | Path) -> list[Path]:
-    """A variational run's figures into ``RUN/plots/`` (under its lock, listed in its manifest)."""
+def plot_variational_run(run_dir: str | Path, target=None) -> list[Path]:
+    """A variational run's figures into ``RUN/plots/`` (under its lock, listed in its manifest). The
+    target panel needs the ``target`` (a user's file, imported by the fit that just ran); a built-in
+    one is rebuilt from the run's config."""
     from flowforge.training.run import load_run
     from flowforge.training.rundir import figures_folder, record_files, run_lock
     from flowforge.variational.report import run_target
@@ -97,12 +131,12 @@ def plot_variational_run(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     with run_lock(run_dir):
         flow, _, raw = load_run(run_dir)
-        target = run_target(raw)
+        target = target if target is not None else run_target(raw)
         out = figures_folder(run_dir)
         written = [save_figure(curves(read_metrics(run_dir / METRICS), raw["variational"].get("log_z")),
                                out / "fit_curves.png")]
         if int(raw["dim"]) == 2:
-            box = target.box if target is not None else 4.0
-            written.append(save_figure(density_panels(flow, target, box), out / "fit_density.png"))
+            box, centre = figure_window(flow, target)
+            written.append(save_figure(density_panels(flow, target, box, centre=centre), out / "fit_density.png"))
         record_files(run_dir, written)
     return written

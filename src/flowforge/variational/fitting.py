@@ -344,11 +344,13 @@ def _final_diagnostics(flow, target, config: TrainConfig, context_sampler, recor
 
 
 def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None, resume: bool = False,
-            force: bool = False, progress_bar: bool = True, max_params: int | None = None) -> dict[str, Any]:
+            force: bool = False, progress_bar: bool = True, max_params: int | None = None,
+            plots: bool = False) -> dict[str, Any]:
     """What ``flowforge fit`` runs: fit ``config.model`` to the target named ``config.data`` (a
     built-in name or ``path.py:function``, of ``dim`` features) into ``run_dir``, or continue it with ``resume``; writes
     config.json (with a ``"variational"`` section), metrics.jsonl, the best and last weights and
-    results.json (the final diagnostics), as ``flowforge train`` does. Returns the results."""
+    results.json (the final diagnostics), as ``flowforge train`` does. Returns the results, with the
+    ``figures`` drawn when ``plots`` (a user's target among them: it is imported now, not by ``plot``)."""
     from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
     from flowforge.training.device import denormals_flushed, resolve_device, resolve_dtype
     from flowforge.variational.targets import load_target
@@ -384,7 +386,11 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
                    "best_step": progress.best_step, "steps": progress.step,
                    "train_seconds": round(progress.elapsed, 2), "nan_events": progress.nan_events}
         write_json(run_dir / RESULTS, results)
-        return results
+    if plots:  # once the run's lock is released: the figures take it again
+        from flowforge.variational.figures import plot_variational_run
+
+        results = {**results, "figures": [str(path) for path in plot_variational_run(run_dir, target)]}
+    return results
 
 
 def _recorded_dim(run_dir: Path) -> int:

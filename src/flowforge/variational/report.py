@@ -18,7 +18,8 @@ import torch
 
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import LAST_CHECKPOINT, RESULTS, read_json
-from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, log_weights, pareto_k, resample,
+from flowforge.training.device import flow_device
+from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, importance_summary, log_weights, resample,
                                                warn_if_unreliable)
 from flowforge.variational.fitting import changed_target, variational_section
 from flowforge.variational.targets import Target, built_in_target, is_file_target, load_target
@@ -93,7 +94,7 @@ def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8, impor
         raise FlowforgeError(f"--resample needs the run's target, and {changed} has changed (or gone) since the fit"
                              if changed is not None else "--resample needs the run's target; a user's path.py:function "
                              "target is not imported on load: add --import-target to import it (it runs the file's code)")
-    generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
+    generator = torch.Generator(flow_device(flow)[0]).manual_seed(seed)  # a flow may hold buffers only
     batch = 65_536
     for start in range(0, num, batch):
         count = min(batch, num - start)
@@ -101,7 +102,7 @@ def resampled_batches(flow, raw: dict, num: int, seed: int, pool: int = 8, impor
         if not bool(torch.isfinite(log_w).any()):
             raise FlowforgeError("every importance weight is zero; the flow puts no mass where the target has any")
         if start == 0:
-            warn_if_unreliable({"pareto_k": pareto_k(log_w.double())})
+            warn_if_unreliable(importance_summary(log_w.double(), getattr(target, "log_z", None)))
         yield resample(x, log_w, count, generator)
 
 
