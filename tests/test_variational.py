@@ -813,6 +813,8 @@ def test_the_python_fit_refuses_what_it_cannot_fit_in_one_line_each():
     conditional = NSF(3, num_layers=1, hidden=8, context_dim=1)
     with pytest.raises(FlowforgeError, match=r"context_sampler\(64, generator\) returned \(65, 1\)"):
         fit(conditional, gaussian, steps=5, context_sampler=lambda n, g: torch.rand(n + 1, 1, generator=g))
+    with pytest.raises(FlowforgeError, match=r"raised TypeError.*called with the number of conditions and a torch.Gen"):
+        fit(conditional, gaussian, steps=5, context_sampler=lambda n: torch.rand(n, 1))  # a raw TypeError before
     with pytest.raises(FlowforgeError, match=r"conditional \(context_dim=1\): give fit\(\) a context_sampler"):
         fit(conditional, gaussian, steps=5)
     with pytest.raises(FlowforgeError, match="resample: n=0; give the number of draws"):
@@ -882,6 +884,10 @@ def test_a_resumed_fit_that_fails_leaves_no_stale_results_for_eval(tmp_path, cap
     code, _, err = cli(capsys, "eval", run)
     assert code == 1
     assert_one_line(err, "error", "its fit stopped before the end", f"flowforge fit --resume {run}")
+    # with --import-target (and for a built-in target) fresh figures of the stopped fit came without a note
+    (tmp_path / "broken").unlink()
+    code, out, err = cli(capsys, "eval", run, "--import-target")
+    assert code == 0 and "ELBO" in out and "its fit has not finished" in err and f"fit --resume {run}" in err
 
 
 def test_resample_takes_each_conditions_draws_and_refuses_weights_it_cannot_use():

@@ -485,7 +485,13 @@ def _warn_of_unused_coordinates(target, values: torch.Tensor, x: torch.Tensor) -
 
 def _checked_contexts(context_sampler: Callable, n: int, generator: torch.Generator) -> torch.Tensor:
     """``context_sampler(n, generator)``, refused in one line unless an (n, C) floating-point tensor."""
-    context = context_sampler(n, generator)
+    try:
+        context = context_sampler(n, generator)
+    except FlowforgeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a user's function may raise anything (a signature without generator)
+        raise FlowforgeError(f"context_sampler({n}, generator) raised {type(err).__name__}: {str(err)[:200]}; it is "
+                             "called with the number of conditions and a torch.Generator") from None
     if not torch.is_tensor(context) or context.dim() != 2 or len(context) != n or not context.is_floating_point():
         got = f"{tuple(context.shape)} {context.dtype}" if torch.is_tensor(context) else type(context).__name__
         raise FlowforgeError(f"context_sampler({n}, generator) returned {got}; it must return the n conditions "

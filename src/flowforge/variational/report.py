@@ -63,7 +63,10 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
             warn(f"{changed}: changed (or gone) since the fit; these diagnostics are of the file as it was")
         return {**{k: stored[k] for k in (*REPORTED, "draws") if k in stored}, "target": name, "stored": True,
                 "target_changed": changed is not None}
-    generator = torch.Generator(next(flow.parameters()).device).manual_seed(seed)
+    if not (Path(run_dir) / RESULTS).is_file():  # fresh figures of a fit stopped part-way, said as such
+        warn(f"{run_dir}: its fit has not finished (no {RESULTS}: stopped, or still running); these are its best "
+             f"weights so far; flowforge fit --resume {run_dir} finishes it")
+    generator = torch.Generator(flow_device(flow)[0]).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
     warn_if_unreliable(summary)
     return {**{k: summary[k] for k in REPORTED if k in summary}, "draws": draws, "target": name}
