@@ -135,10 +135,20 @@ def test_a_header_is_told_from_data_as_r_pandas_and_spreadsheets_write_them(tmp_
     cases = {'"400","410","420"\n': ["400", "410", "420"],  # R, numeric names
              '"income, usd",b,c\n': ["income, usd", "b", "c"],  # a comma inside a quoted name
              "a,b,c,\n": ["a", "b", "c"],  # a comma ending the header only
-             "# exported by tool v1\n": None}  # a comment: no header, names x0…
+             "# a,b,theta\n": ["a", "b", "theta"],  # np.savetxt(..., header="a,b,theta")
+             'a, "b", c\n': ["a", "b", "c"],  # a space before a quoted name
+             "# exported by tool v1\n": ["exported by tool v1"]}  # a comment of another width: names x0…
     for number, (header, names) in enumerate(cases.items()):
         path = tmp_path / f"t{number}.csv"
         path.write_text(header + body)
         assert np.allclose(read_table(path), table, atol=1e-5), header
         assert header_names(path) == names, header
-        assert table_columns(path, 3) == (names or ["x0", "x1", "x2"]), header
+        assert table_columns(path, 3) == (names if names and len(names) == 3 else ["x0", "x1", "x2"]), header
+    # quoted numbers: data in a file that quotes its rows (a blank line after the first, or no other
+    # row), a header over plain rows only when every cell is quoted
+    quoted = "\n".join(f'"{x:.6g}","{y:.6g}","{z:.6g}"' for x, y, z in table) + "\n"
+    for number, (text, rows) in enumerate(((quoted.replace("\n", "\n\n", 1), 12), (quoted.split("\n")[0] + "\n", 1),
+                                           ('"1",2,3\n' + body, 13))):
+        path = tmp_path / f"q{number}.csv"
+        path.write_text(text)
+        assert len(read_table(path)) == rows and header_names(path) is None, text[:40]

@@ -407,6 +407,8 @@ def test_a_header_that_does_not_fit_its_rows_is_refused(tmp_path, capsys):
             ("its header names 2 columns but its rows hold 3",), tmp_path)
     refused(capsys, 1, ["train", "--data", twice, "--out", tmp_path / "r2", *SMALL],
             ("its header names 'a' more than once",), tmp_path)
+    refused(capsys, 1, ["train", "--data", short, "--context-columns", "b", "--out", tmp_path / "r3", *SMALL],
+            ("its header names 2 columns but its rows hold 3",), tmp_path)  # not "no column 'b'"
     from flowforge.data.files import table_columns
 
     assert table_columns(short, 3) == ["x0", "x1", "x2"]  # as a run trained before the check reads its data

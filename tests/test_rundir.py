@@ -206,3 +206,6 @@ def test_plot_refuses_a_plots_folder_that_links_elsewhere(run, capsys, tmp_path)
     steps = json.loads((run / "config.json").read_text())["train"]["steps"]
     refused(capsys, 1, ["train", "--resume", run, "--steps", steps + 10, "--no-progress", "--plots"],
             ("plots is a link",), mine, run / "metrics.jsonl", run / "checkpoint.safetensors")  # before training
+    before = file_hashes(mine)
+    code, _, err = cli(capsys, "train", "--resume", run, "--steps", steps + 10, "--no-progress", "--no-plots")
+    assert code == 0 and file_hashes(mine) == before, err  # no figures: the link is not in the way

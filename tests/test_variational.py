@@ -745,7 +745,7 @@ def test_a_file_target_far_from_the_origin_is_fitted_where_it_lies(tmp_path, cap
 
     flow, target = load_run(run)[0], load_target(f"{tmp_path / 'target.py'}:log_prob", 2)
     box, centre = figure_window(flow, None)
-    assert all(abs(c - 10) < 0.5 for c in centre) and 3 < box < 8
+    assert all(abs(c - 10) < 0.5 for c in centre) and all(3 < half < 8 for half in box)
     panels = density_panels(flow, target, box, n=100, centre=centre)
     assert len(panels.axes) == 3 and all(ax.get_xlim()[0] > 2 for ax in panels.axes)  # p, q, draws about (10, 10)
 
@@ -1011,3 +1011,23 @@ def test_resampling_judges_its_pool_as_fit_and_eval_do(monkeypatch):
     flow = affine_flow(torch.zeros(2), torch.full((2,), 10.0))
     assert next(report.resampled_batches(flow, {}, 10, seed=0)).shape == (10, 2)
     assert judged[0]["ess_per_draw"] < 0.01 and judged[0]["true_log_z"] == 0.0 and "pareto_k" in judged[0]
+
+
+def test_fit_draws_a_file_targets_density_it_has_imported_or_leaves_out_one_that_fails_on_the_grid(tmp_path, capsys,
+                                                                                                   monkeypatch):
+    from flowforge.variational import figures
+
+    drawn = []
+    panels = figures.density_panels
+    monkeypatch.setattr(figures, "density_panels", lambda flow, target, *a, **k: drawn.append(target) or
+                        panels(flow, target, *a, **k))
+    source = "def log_prob(x):\n    if len(x) > 30_000:\n        raise MemoryError('too many points')\n" \
+             "    return -0.5 * (x ** 2).sum(-1)\n"
+    for name, text in (("fine.py", "def log_prob(x):\n    return -0.5 * (x ** 2).sum(-1)\n"), ("picky.py", source)):
+        (tmp_path / name).write_text(text)
+        code, _, err = cli(capsys, "fit", "--target", f"{tmp_path / name}:log_prob", "--dim", "2", "--out",
+                           tmp_path / name.replace(".py", ""), "--steps", "30", "--layers", "2", "--hidden", "16",
+                           "--no-progress")
+        assert code == 0 and (tmp_path / name.replace(".py", "") / "plots" / "fit_density.png").is_file(), err
+    assert drawn[0] is not None and drawn[0].name.endswith("fine.py:log_prob")  # the panel of the imported target
+    assert "raised MemoryError: too many points: the figure leaves the target out" in err

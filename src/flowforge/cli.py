@@ -252,6 +252,7 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
     """
     from flowforge.training import train as run_training
     from flowforge.training.distributed import launch_torchrun, launched_by_torchrun
+    from flowforge.training.rundir import figures_folder
 
     if nproc > _parallel_slots():
         raise click.BadParameter(f"{nproc} processes exceed this machine's {_parallel_slots()} CPU cores / GPUs",
@@ -267,6 +268,8 @@ def train(ctx: click.Context, out: Path | None, resume: Path | None, force: bool
         if given_on_command_line(ctx, "n_train") and not is_toy(config.data):
             raise click.BadParameter(f"draws a toy set's training points ({', '.join(TOY_DATASETS)}); "
                                      f"{config.data} is used as it is", param_hint="--n-train")
+    if plots:
+        figures_folder(run_dir)  # a plots link is refused before training, not after it
     results = run_training(config, run_dir, resume=resume is not None, force=force, progress_bar=progress,
                            max_params=max_params)
     if int(os.environ.get("RANK", "0")) != 0:

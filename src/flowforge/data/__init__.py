@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from flowforge.data.context import COLUMNS, LABEL, ContextInfo, column_positions, one_hot, split_columns
-from flowforge.data.files import column_problems, file_sha256, files_sha256, read_table, table_columns, write_table
+from flowforge.data.files import (column_problems, file_sha256, files_sha256, header_problem, read_table, table_columns,
+                                  write_table)
 from flowforge.data.images import (IMAGE_CLASSES, IMAGE_DATASETS, image_files, image_label_splits, image_splits,
                                    is_idx_directory, is_image_array, is_image_source, read_image_array,
                                    read_png_folder)
@@ -78,6 +79,9 @@ def load_splits(source: str, seed: int = 0, n_train: int = 3000, data_dir: str |
     columns = table_columns(source, table.shape[1])
     if context is None:
         return Splits(splits[2], splits[1], splits[0], columns)
+    mismatch = header_problem(source, table.shape[1])
+    if mismatch and any(name not in columns and not name.isdigit() for name in context):  # not "no column 'theta'"
+        raise FlowforgeError(mismatch)
     positions = column_positions(list(context), columns, source)
     (test, c_test), (val, c_val), (train, c_train) = (split_columns(part, positions) for part in splits)
     kept = [name for j, name in enumerate(columns) if j not in positions]

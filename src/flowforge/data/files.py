@@ -67,14 +67,17 @@ def _numbers(cells: list[str]) -> bool:
         return False
 
 
-def _is_header(line: str, next_line: str = "") -> bool:
-    """Whether a CSV's first line is a header: it is not numbers. In a file that quotes every value
-    ("0.12","3"), a first line of quoted numbers is data; over unquoted rows it stays a header (R's
-    write.csv quotes numeric column names: "400","410")."""
+def _is_header(line: str, next_row: str = "") -> bool:
+    """Whether a CSV's first line is a header: it is not numbers. A first line whose every cell is a
+    quoted number is a header over plain rows (R's write.csv quotes numeric column names: "400","410"),
+    and data in a file that quotes its rows too, or has no other row ("0.12","3")."""
     cells = line.split(",")
     if _numbers(cells):
         return False
-    return not ('"' in next_line and _numbers([_unquoted(cell) for cell in cells]))
+    if not _numbers([_unquoted(cell) for cell in cells]):
+        return True
+    all_quoted = all(cell.strip().startswith('"') for cell in cells)
+    return all_quoted and bool(next_row) and '"' not in next_row
 
 
 def _unquoted(cell: str) -> str:
@@ -83,33 +86,48 @@ def _unquoted(cell: str) -> str:
     return cell[1:-1] if len(cell) >= 2 and cell[0] == cell[-1] == '"' else cell
 
 
-def header_names(path: str | Path) -> list[str] | None:
-    """A CSV's header names (split by CSV quoting rules, spaces and quotes stripped, an empty name
-    after a trailing comma dropped), or None for a file without one (its first line numbers, or a
-    ``#`` comment) or that is no CSV."""
-    path = Path(path)
-    if path.suffix.lower() != ".csv":
-        return None
+def _first_and_next_row(path: Path) -> tuple[str, str]:
+    """A CSV's first line, and the first data row after it (blank lines and # comments skipped)."""
     with open(path, "rb") as fh:
         rows = _rows(fh, path)
-        first, second = next(rows, ""), next(rows, "")
-    if first.lstrip().startswith("#") or not first.strip() or not _is_header(first, second):
-        return None
-    names = [name.strip().strip("'").strip() for name in next(csv.reader([first.rstrip("\r\n")]))]
-    return names[:-1] if len(names) > 1 and not names[-1] else names
+        first = next(rows, "")
+        return first, next((line for line in rows if _is_row(line)), "")
+
+
+def _header(path: str | Path) -> tuple[list[str] | None, bool]:
+    """A CSV's header names and whether they come from a ``#`` comment line (np.savetxt writes its
+    header so); (None, False) for a file without one, or no CSV. Names are split by CSV quoting
+    rules, spaces and quotes stripped, an empty name after a trailing comma dropped."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None, False
+    first, next_row = _first_and_next_row(path)
+    comment = first.lstrip().startswith("#")
+    text = first.lstrip()[1:] if comment else first
+    if not text.strip() or (not comment and not _is_header(first, next_row)):
+        return None, False
+    cells = next(csv.reader([text.rstrip("\r\n")], skipinitialspace=True))
+    names = [cell.strip().strip('"').strip("'").strip() for cell in cells]
+    return (names[:-1] if len(names) > 1 and not names[-1] else names), comment
+
+
+def header_names(path: str | Path) -> list[str] | None:
+    """A CSV's header names (see :func:`_header`), or None for a file without one."""
+    return _header(path)[0]
 
 
 def table_columns(path: str | Path, width: int) -> list[str]:
-    """The column names of a table: a CSV's header, else (or where it does not name each of the
-    ``width`` columns) x0, x1, …"""
+    """The column names of a table: a CSV's header (or a first ``#`` comment line of as many names),
+    else (or where it does not name each of the ``width`` columns) x0, x1, …"""
     names = header_names(path)
     return names if names is not None and len(names) == width and all(names) else [f"x{i}" for i in range(width)]
 
 
 def header_problem(path: str | Path, width: int) -> str | None:
-    """Why a CSV's header cannot name its ``width`` columns (their names would be dropped), or None."""
-    names = header_names(path)
-    if names is None or len(names) == width:
+    """Why a CSV's header (not a comment line) cannot name its ``width`` columns (their names would be
+    dropped), or None."""
+    names, comment = _header(path)
+    if names is None or comment or len(names) == width:
         return None
     return (f"{path}: its header names {len(names)} column{'s' if len(names) != 1 else ''} but its rows hold "
             f"{width}; give one name per column, or no header")
@@ -207,8 +225,13 @@ def _csv_chunks(path: Path) -> Iterator[np.ndarray]:
         first = next(rows, "")
         if not first.strip():
             raise FlowforgeError(f"{path}: the file holds no rows")
-        second = next(rows, "")
-        batch, done = ([] if _is_header(first, second) else [first]) + ([second] if second else []), 0
+        batch = [first]  # read on to the first data row after it: whether the first line is a header
+        for line in rows:
+            batch.append(line)
+            if _is_row(line):
+                break
+        next_row = batch[-1] if len(batch) > 1 and _is_row(batch[-1]) else ""
+        batch, done = (batch[1:] if _is_header(first, next_row) else batch), 0
         for line in rows:
             batch.append(line)
             if len(batch) == CHUNK_ROWS:

@@ -57,7 +57,6 @@ def check_run_target(run_dir: Path, *, resume: bool, force: bool) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise FlowforgeError(f"{run_dir}: exists and is not a directory")
     entries = _user_entries(run_dir) if run_dir.is_dir() else []
-    figures_folder(run_dir)  # a plots link is refused before training, not after it
     if resume:
         if not run_dir.is_dir():
             raise no_run_directory(run_dir)

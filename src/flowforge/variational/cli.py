@@ -71,6 +71,10 @@ def fit(ctx, target, dim, model, out, resume, force, steps, objective, draws, lr
         sizes = {k: v for k, v in (("num_layers", layers), ("hidden", hidden)) if v is not None}
         config, run_dir = fit_config(model, absolute_target(target), steps=steps, objective=objective, batch_size=draws, lr=lr,
                                      seed=seed, device=device, model_options=sizes), out
+    if not no_plots:
+        from flowforge.training.rundir import figures_folder
+
+        figures_folder(run_dir)  # a plots link is refused before the fit, not after it
     try:
         results = fit_run(config, run_dir, dim=dim, resume=resume is not None, force=force,
                           progress_bar=not no_progress, plots=not no_plots)

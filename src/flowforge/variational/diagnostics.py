@@ -11,13 +11,12 @@ enough for the estimates to be trusted, k̂ ≥ 0.7 that q misses mass of p.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from flowforge.checks import whole_number
 from flowforge.errors import FlowforgeError, warn
 from flowforge.nets import evaluation_mode
 from flowforge.variational.targets import checked_log_prob
@@ -179,13 +178,9 @@ def mode_coverage(x: Tensor, modes: Tensor, mass: Tensor | None = None, share: f
 def _draw_count(n) -> int:
     """``n`` as a positive int (NumPy and one-element torch integers too; not a bool or a float)."""
     try:
-        boolean = isinstance(n, bool) or getattr(n, "dtype", None) in (torch.bool, np.bool_)
-        count = None if boolean else operator.index(n)
-    except TypeError:
-        count = None
-    if count is None or count < 1:
-        raise FlowforgeError(f"resample: n={n!r}; give the number of draws to return, a positive integer")
-    return count
+        return whole_number(n, "n")
+    except ValueError:
+        raise FlowforgeError(f"resample: n={n!r}; give the number of draws to return, a positive integer") from None
 
 
 def resample(x: Tensor, log_w: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -17,15 +17,18 @@ from flowforge.variational.targets import checked_log_prob
 GRID = 200
 
 
-def _grid(box: float, centre: tuple[float, float], resolution: int = GRID) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    xs, ys = (np.linspace(c - box, c + box, resolution) for c in centre)
+def _grid(box: float | tuple[float, float], centre: tuple[float, float], resolution: int = GRID
+          ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    half = (box, box) if np.isscalar(box) else box
+    xs, ys = (np.linspace(c - h, c + h, resolution) for c, h in zip(centre, half))
     xx, yy = np.meshgrid(xs, ys)
     return xs, ys, torch.tensor(np.stack([xx.ravel(), yy.ravel()], 1), dtype=torch.float32)
 
 
-def figure_window(flow, target) -> tuple[float, tuple[float, float]]:
-    """(half-width, centre) of the square a 2-D fit is drawn in: a built-in target's own box about
-    the origin, else where the flow's fixed first layer placed it (±4 of its scale about its mean)."""
+def figure_window(flow, target) -> tuple[float | tuple[float, float], tuple[float, float]]:
+    """(half-width, centre) of the window a 2-D fit is drawn in: a built-in target's own square about
+    the origin, else where the flow's fixed first layer placed it (±4 of its scale about its mean,
+    coordinate by coordinate)."""
     from flowforge.transforms import Standardize
     from flowforge.variational.placement import REACH
 
@@ -34,13 +37,13 @@ def figure_window(flow, target) -> tuple[float, tuple[float, float]]:
     layer = next((m for m in flow.modules() if isinstance(m, Standardize)), None)
     if layer is None:
         return REACH, (0.0, 0.0)
-    return REACH * float(layer.std.max()), (float(layer.mean[0]), float(layer.mean[1]))
+    return (REACH * float(layer.std[0]), REACH * float(layer.std[1])), (float(layer.mean[0]), float(layer.mean[1]))
 
 
-def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0,
+def density_panels(flow, target, box: float | tuple[float, float] = 4.0, n: int = 3000, seed: int = 0,
                    centre: tuple[float, float] = (0.0, 0.0)) -> Figure:
     """Target density p (when the target is known), flow density q, and draws of q over p's contours,
-    in the square of half-width ``box`` about ``centre``.
+    in the window of half-width ``box`` (one, or one per coordinate) about ``centre``.
 
     >>> from flowforge.variational.figures import density_panels
     >>> from flowforge.models import RealNVP
@@ -73,8 +76,9 @@ def density_panels(flow, target, box: float = 4.0, n: int = 3000, seed: int = 0,
     last.set_xlim(xs[0], xs[-1])
     last.set_ylim(ys[0], ys[-1])
     last.set_title("draws of q" + (" over p's contours" if target is not None else ""))
-    for ax in axes:
-        ax.set_aspect("equal", adjustable="box")
+    widths = (xs[-1] - xs[0], ys[-1] - ys[0])
+    for ax in axes:  # equal units, unless one coordinate spreads far wider (it would draw the other as a line)
+        ax.set_aspect("equal" if max(widths) <= 3 * min(widths) else "auto", adjustable="box")
     return fig
 
 

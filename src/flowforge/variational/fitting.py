@@ -389,7 +389,13 @@ def fit_run(config: TrainConfig, run_dir: str | Path, *, dim: int | None = None,
     if plots:  # once the run's lock is released: the figures take it again
         from flowforge.variational.figures import plot_variational_run
 
-        results = {**results, "figures": [str(path) for path in plot_variational_run(run_dir, target)]}
+        try:
+            figures = plot_variational_run(run_dir, target)
+        except ValueError as err:  # not a builder's refusal (the caller reads a ValueError so): say what failed
+            if isinstance(err, FlowforgeError):
+                raise
+            raise FlowforgeError(f"drawing the figures of {run_dir} failed ({err})") from None
+        results = {**results, "figures": [str(path) for path in figures]}
     return results
 
 

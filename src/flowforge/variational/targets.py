@@ -12,7 +12,6 @@ that raises, has the wrong shape or is NaN.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import math
 import sys
@@ -283,24 +282,27 @@ def load_target(spec: str, dim: int | None = None) -> Target:
         raise FlowforgeError(f"target {spec}: {path} defines no function {name!r}")
     if dim is None:
         raise FlowforgeError(f"target {spec}: give its dimension (--dim; load_target(spec, dim) in Python)")
-    return Target(spec, dim, _printing_to_stderr(function))
+    return Target(spec, dim, _PrintingToStderr(function))
 
 
 class TargetExit(Exception):
     """A user's target function called sys.exit: its error, not an exit of flowforge's."""
 
 
-def _printing_to_stderr(function: Callable) -> Callable:
+class _PrintingToStderr:
     """A user's function whose prints go to stderr (flowforge's stdout carries its results) and whose
-    sys.exit is an error like any other it raises."""
-    @functools.wraps(function)
-    def quiet(*args):
+    sys.exit is an error like any other it raises. A class, not a closure: it pickles with the function."""
+
+    def __init__(self, function: Callable):
+        self.function = function
+        self.__name__ = getattr(function, "__name__", "log_prob")
+
+    def __call__(self, *args):
         try:
             with contextlib.redirect_stdout(sys.stderr):
-                return function(*args)
+                return self.function(*args)
         except SystemExit as done:
             raise TargetExit(f"sys.exit({done.code!r})") from None
-    return quiet
 
 
 def target_name(target: Callable) -> str:
