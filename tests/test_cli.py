@@ -132,7 +132,7 @@ BAD_INPUTS = [
     (["eval", "{run}", "--data", "{tmp}/three.csv"], 1, "3 columns"),
     (["eval", "{run}", "--data", "{tmp}/missing.csv"], 1, "no such file"),
     (["sample", "{run}", "-n", "5", "-o", "{tmp}/s.txt"], 1, "unsupported output"),
-    (["train", "--resume", "{run}", "--lr", "0.1"], 2, "cannot change"),
+    (["train", "--resume", "{run}", "--lr", "0.1"], 2, "cannot be given with --resume"),
     (["train", "--out", "{run}", "--steps", "1"], 1, "already holds a run"),
     (["train", "--steps", "0", "--out", "{tmp}/r"], 2, "0"),
     (["train", "--data", "moons"], 2, "--out"),

@@ -494,3 +494,17 @@ def test_the_adjoint_solve_gives_a_context_its_gradient():
         flow.log_prob(x, context).sum().backward()
         grads.append(context.grad)
     assert grads[1] is not None and torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_likelihood_only_options_are_refused_for_a_flow_matching_run(tmp_path, capsys):
+    # the docs' own command trained by flow matching, ignored trace/kinetic/jacobian and recorded them
+    from flowforge.models.specs import spec_of
+
+    code = main(["train", "--model", "ffjord", "--data", "8gaussians", "--steps", "5", "--model-option",
+                 "trace=hutchinson", "--model-option", "kinetic=0.01", "--out", str(tmp_path / "fm")])
+    err = capsys.readouterr().err
+    assert code == 1 and "trace=hutchinson, kinetic=0.01: ffjord uses them only when it trains by mle" in err
+    assert not (tmp_path / "fm").exists()
+    ffjord = spec_of("ffjord")
+    assert ffjord.idle_options("mle", {"trace": "hutchinson", "kinetic": 0.01}) == {}
+    assert ffjord.idle_options("flow-matching", {"trace": "exact", "kinetic": 0.0}) == {}  # defaults: nothing set

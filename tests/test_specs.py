@@ -118,6 +118,10 @@ def test_table_recipes_follow_the_rows_and_the_family():
     assert resolved("maf", 142).model_options["scale_bound"] == 3.0  # the builder's default on tables
     toy = TrainConfig(data="moons", model="maf").resolved(DataInfo("toy", 3000, (2,)))
     assert toy.model_options["scale_bound"] == 1.0 and "scale_bound" not in SPECS["nsf"].recipe(DataInfo("toy", 3000, (2,)))["model_options"]
+    # FFJORD: flow matching at a table's learning rate did not beat the fitted Gaussian under 2,000 rows
+    assert [resolved("ffjord", n).objective for n in (178, 600, 1_999, 2_000, 9_000)] == \
+        ["mle", "mle", "mle", "flow-matching", "flow-matching"]
+    assert TrainConfig(data="pinwheel", model="ffjord").resolved(DataInfo("toy", 3000, (2,))).objective == "flow-matching"
 
 
 def test_the_gaussian_baseline_is_the_exact_nll_of_a_fitted_gaussian():

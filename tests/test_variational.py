@@ -503,7 +503,7 @@ def test_fit_resume_refuses_an_option_it_would_ignore(fitted_run, capsys, option
     before = (fitted_run / "config.json").read_bytes()
     code, _, err = cli(capsys, "fit", "--resume", fitted_run, "--steps", "60", *option, "--no-progress")
     assert code == 2
-    assert_one_line(err, "error", f"{option[0]} cannot change on --resume", "--steps")
+    assert_one_line(err, "error", f"{option[0]} cannot be given with --resume", "--steps")
     assert (fitted_run / "config.json").read_bytes() == before
 
 

@@ -218,7 +218,8 @@ Examples:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help=DATA_DIR_HELP)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="run directory to create")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path),
-              help="continue the run in this directory (only --steps may change)")
+              help="continue the run in this directory with its recorded options (only --steps, --device, --nproc, "
+                   "--progress/--no-progress, --plots/--no-plots and --max-params may be given)")
 @click.option("--force", is_flag=True, help="replace a run already in --out")
 @click.option("--recipe", "recipe_name", default=None, help="a named recipe instead of the model's own (book)")
 @click.option("--context-columns", default=None, metavar="A,B",

@@ -21,8 +21,8 @@ def refuse_changes_on_resume(ctx: click.Context, allowed: tuple[str, ...]) -> No
                and given_on_command_line(ctx, name)]
     if changed:
         kept = ", ".join(flags[name] for name in allowed)
-        raise click.UsageError(f"{', '.join(changed)} cannot change on --resume (the run keeps its recorded "
-                               f"options; only {kept} may be given)")
+        raise click.UsageError(f"{', '.join(changed)} cannot be given with --resume (the run keeps its recorded "
+                               f"options, whatever they were; only {kept} may be given)")
 
 
 def recorded_config(run_dir: Path) -> dict:

@@ -366,6 +366,8 @@ def _checked_setup(config: TrainConfig, run_dir: Path, ranks: distributed.Contex
         info = data_info(config.data, splits)  # once: an image set's pixel depth scans every pixel
         config = config.resolved(info)
     config = config.validate()
+    if not resume:
+        _refuse_idle_options(config)
     if ranks.is_main and not resume:
         _check_columns(config, splits)
         _check_sizes(config, splits, batch_given, info.bits)
@@ -489,6 +491,18 @@ def held_out(splits, part: int) -> tuple[Any, Any]:
     """(points, conditions or None) of the validation (``part`` 1) or test (2) split."""
     points = (splits.train, splits.val, splits.test)[part]
     return points, None if splits.context is None else splits.context[part]
+
+
+def _refuse_idle_options(config: TrainConfig) -> None:
+    """A new run's model options that its objective never uses: recorded, they would claim a
+    training that did not happen (FFJORD's penalties under flow matching)."""
+    idle = spec_of(config.model).idle_options(config.objective, config.model_options)
+    if idle:
+        given = ", ".join(f"{name}={config.model_options[name]}" for name in idle)
+        needed = " or ".join(sorted(set(idle.values())))
+        raise FlowforgeError(f"--model-option {given}: {config.model} uses {'it' if len(idle) == 1 else 'them'} only "
+                             f"when it trains by {needed}, and this run trains by {config.objective} "
+                             f"(add --objective {needed})")
 
 
 def _check_context_size(config: TrainConfig, splits) -> None:
