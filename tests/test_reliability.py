@@ -77,3 +77,32 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     w1, w2 = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(run / "model.safetensors"))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert not list(run.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_a_torchrun_launch_stopped_or_killed_is_said_in_one_line(monkeypatch, capsys):
+    # Ctrl-C showed torch's SignalException as an internal error (exit 3); a rank 0 killed by a signal, nothing
+    import signal
+
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from flowforge.training.distributed import launch_torchrun
+
+    def failing(*failures):
+        def run(args):
+            raise ChildFailedError("flowforge", {rank: ProcessFailure(rank, 100 + rank, code, "") for rank, code in failures})
+        return run
+
+    def interrupted(args):
+        raise SignalException("got signal: 2", signal.SIGINT)
+
+    for run, code, words in ((interrupted, 130, "flowforge: interrupted (the run keeps its last checkpoint"),
+                             (failing((0, -9)), 1, "training process 0 was killed by signal 9"),
+                             (failing((1, 2)), 2, "training process 1 failed (exit code 2)")):
+        monkeypatch.setattr(torchrun, "run", run)
+        assert launch_torchrun(2, ["train", "--data", "moons"]) == code
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and words in err and "train --resume" in err, err
+    monkeypatch.setattr(torchrun, "run", failing((0, 1)))  # rank 0 said what went wrong itself
+    assert launch_torchrun(2, ["train"]) == 1 and capsys.readouterr().err == ""

@@ -947,7 +947,10 @@ def _main(argv: list[str]) -> int:
     except click.exceptions.Exit as done:
         return done.exit_code
     except click.Abort:
-        _report("aborted")
+        from flowforge.training.distributed import launched_by_torchrun
+
+        if not launched_by_torchrun():  # a torchrun worker stays quiet: its launcher says "interrupted"
+            _report("aborted")
         return 130
     except click.ClickException as err:
         _report(f"error: {err.format_message()}")

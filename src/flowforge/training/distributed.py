@@ -79,19 +79,31 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     torchrun runs in this process so its own logs stay quiet: each worker reports its errors
     (rank 0 only), and a failure elsewhere is summed up here in one line.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):  # torchrun's own loggers set their levels themselves
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", "--no-python", sys.executable, "-m", "flowforge", *argv])
     try:
         run(args)
         return 0
+    except SignalException:  # Ctrl-C or SIGTERM to the launcher: torchrun has stopped the workers
+        print("flowforge: interrupted (the run keeps its last checkpoint; train --resume goes on from it)",
+              file=sys.stderr)
+        return 130
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        if 0 not in err.failures:  # rank 0 has not said what went wrong
-            print(f"flowforge: error: training process {rank} failed (exit code {failure.exitcode})",
-                  file=sys.stderr)
+        # rank 0 reports its own errors, but says nothing when another rank failed or a signal killed it
+        if 0 not in err.failures or err.failures[0].exitcode < 0:
+            rank, failure = (0, err.failures[0]) if 0 in err.failures else (rank, failure)
+            how = f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0 else \
+                f"failed (exit code {failure.exitcode})"
+            print(f"flowforge: error: training process {rank} {how} (the run keeps its last checkpoint; train "
+                  "--resume goes on from it)", file=sys.stderr)
         return failure.exitcode if failure.exitcode > 0 else 1
