@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
 
+from flowforge.checks import whole_number
 from flowforge.transforms.base import VolumePreserving
-
-
-def _is_count(value) -> bool:
-    """An integer of any kind (Python's, NumPy's, a 0-d integer tensor), not a bool nor an order."""
-    if isinstance(value, bool) or (torch.is_tensor(value) and (value.dim() or value.dtype == torch.bool)):
-        return False
-    try:
-        operator.index(value)
-    except TypeError:
-        return False
-    return True
 
 
 class Permutation(VolumePreserving):
@@ -37,10 +25,8 @@ class Permutation(VolumePreserving):
 
     def __init__(self, perm: Tensor | list[int] | int):
         super().__init__()
-        if _is_count(perm):
-            if perm < 1:
-                raise ValueError(f"a permutation needs at least one feature, got {perm}")
-            perm = torch.randperm(operator.index(perm))
+        if isinstance(perm, int) or getattr(perm, "ndim", None) == 0:  # a number of features, not an order
+            perm = torch.randperm(whole_number(perm, "a permutation's number of features"))
         perm = torch.as_tensor(perm, dtype=torch.long)
         if perm.dim() != 1:
             raise ValueError(f"a permutation is one order of the features (a 1-D list), got shape {tuple(perm.shape)}")
