@@ -51,6 +51,10 @@ class Standardize(Statistics, Transform):
         super().set_statistics(mean, std)
         self.statistics_checked = True  # set on purpose: nothing to warn of
 
+    def at_unit_scale(self) -> bool:
+        """Whether the layer is still the identity it is built as (mean 0, std 1: never set, or set so)."""
+        return not bool((self.mean != 0).any() or (self.std != 1).any())
+
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return (-self.std.log().sum()).to(like.dtype).expand(batch)
 
@@ -63,7 +67,7 @@ class Standardize(Statistics, Transform):
     def _warn_if_never_set(self, x: Tensor) -> None:
         """A loop of one's own that skipped :func:`fit_standardization` trains on raw data with a layer
         that does nothing: said once, at the first training batch, when that batch is far from unit scale."""
-        if len(x) < 2 or bool((self.mean != 0).any() or (self.std != 1).any()):
+        if len(x) < 2 or not self.at_unit_scale():
             return
         with torch.no_grad():
             rows = x.detach().reshape(len(x), -1)

@@ -93,7 +93,7 @@ def place_on_target(flow, target: Callable, seed: int = 0, on_lost: Callable[[st
     from flowforge.transforms import Standardize
 
     layers = [layer for layer in flow.modules() if isinstance(layer, Standardize)]
-    if any(bool((layer.mean != 0).any() or (layer.std != 1).any()) for layer in layers):
+    if not all(layer.at_unit_scale() for layer in layers):
         return None  # placed already: by the caller, or by an earlier fit of this flow
     known = isinstance(target, Target) and target.scale is not None  # a built-in's scale; else searched
     dim, (device, dtype) = int(flow.base.event_shape[-1]), flow_device(flow)
