@@ -400,11 +400,10 @@ def _load(run: Path, max_params: int, device: str = "cpu", dtype: str | None = N
 def _warn_if_unfinished(run: Path, raw: dict, config: TrainConfig) -> None:
     """A training run without its results (stopped part-way, or still training) holds its best
     weights so far: said once, so that no figure of it passes for the finished run's."""
-    from flowforge.training.checkpoint import RESULTS
+    from flowforge.training.rundir import warn_if_unfinished
 
-    if not (run / RESULTS).is_file() and not _fitted_to_target(raw, run):  # a fit's report says so itself
-        warn(f"{run}: its training has not finished (no {RESULTS}: stopped, or still running); these are its best "
-             f"weights so far, of {config.steps:,} steps; flowforge train --resume {run} finishes it")
+    if not _fitted_to_target(raw, run):  # a fit's report says so itself
+        warn_if_unfinished(run, "training", "train", config.steps)
 
 
 @cli.command(epilog="""\b

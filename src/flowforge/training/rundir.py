@@ -103,6 +103,16 @@ def clear_run(run_dir: Path) -> None:
         plots.rmdir()
 
 
+def warn_if_unfinished(run_dir: Path, what: str, command: str, steps: int | None = None) -> None:
+    """A run without its results (stopped part-way, or still running) holds its best weights so far:
+    said once, so that no figure of it passes for the finished run's (``what`` it is, a "training"
+    or a "fit"; ``command`` finishes it)."""
+    if not (run_dir / RESULTS).is_file():
+        of = f", of {steps:,} steps" if steps is not None else ""
+        warn(f"{run_dir}: its {what} has not finished (no {RESULTS}: stopped, or still running); these are its "
+             f"best weights so far{of}; flowforge {command} --resume {run_dir} finishes it")
+
+
 def figures_folder(run_dir: Path) -> Path:
     """``RUN/plots``, where a run's figures go: refused when it is a link or no folder, so that no
     figure replaces a file outside the run."""

@@ -19,6 +19,7 @@ import torch
 from flowforge.errors import FlowforgeError, warn
 from flowforge.training.checkpoint import LAST_CHECKPOINT, RESULTS, read_json
 from flowforge.training.device import flow_device
+from flowforge.training.rundir import warn_if_unfinished
 from flowforge.variational.diagnostics import (EVAL_DRAWS, diagnose, importance_summary, log_weights, resample,
                                                warn_if_unreliable)
 from flowforge.variational.fitting import changed_target, variational_section
@@ -63,9 +64,7 @@ def evaluate_run(run_dir: Path, flow, raw: dict, seed: int = 0, draws: int = EVA
             warn(f"{changed}: changed (or gone) since the fit; these diagnostics are of the file as it was")
         return {**{k: stored[k] for k in (*REPORTED, "draws") if k in stored}, "target": name, "stored": True,
                 "target_changed": changed is not None}
-    if not (Path(run_dir) / RESULTS).is_file():  # fresh figures of a fit stopped part-way, said as such
-        warn(f"{run_dir}: its fit has not finished (no {RESULTS}: stopped, or still running); these are its best "
-             f"weights so far; flowforge fit --resume {run_dir} finishes it")
+    warn_if_unfinished(Path(run_dir), "fit", "fit")  # fresh figures of a fit stopped part-way, said as such
     generator = torch.Generator(flow_device(flow)[0]).manual_seed(seed)
     summary = diagnose(flow, target, draws, generator=generator)
     warn_if_unreliable(summary)
