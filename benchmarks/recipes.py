@@ -50,6 +50,9 @@ CASES = {  # name → (model, data); a table name means the CSV written by write
     "maf/breast_cancer": ("maf", "breast_cancer"),
     "nsf/miniboone": ("nsf", "miniboone"),
     "maf/miniboone": ("maf", "miniboone"),
+    "ffjord/wine": ("ffjord", "wine"),
+    "ffjord/breast_cancer": ("ffjord", "breast_cancer"),
+    "ffjord/miniboone": ("ffjord", "miniboone"),
 }
 
 

@@ -301,7 +301,7 @@ def test_runs_saved_before_the_time_power_resume_with_uniform_times():
     assert TrainConfig.from_dict(new.to_dict()).model_options["fm_time_power"] == 2.0
     old = {k: v for k, v in new.to_dict().items()}
     old["model_options"] = {"hidden": 16}                        # a format-1 config.json from before the option
-    assert TrainConfig.from_dict(old, version=1).model_options == {"fm_time_power": 1.0, "hidden": 16}
+    assert TrainConfig.from_dict(old, version=1).model_options == {"fm_time_power": 1.0, "hidden": 16, "whiten": False}
     assert "fm_time_power" not in TrainConfig(model="realnvp").resolved(pinwheel).model_options
 
 

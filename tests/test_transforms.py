@@ -9,7 +9,7 @@ import torch
 from flowforge.models import RealNVP
 from flowforge.nets import MLPConditioner, native_bf16
 from flowforge.transforms import (Additive, AffineCoupling, Compose, Coupling, FeatureMask, Inverse, Permutation,
-                                  Reverse, Standardize)
+                                  Reverse, Standardize, Whiten, fit_standardization)
 from transform_base import TransformTests
 
 
@@ -83,6 +83,41 @@ class TestStandardize(TransformTests):
         s = Standardize(3)
         s.set_statistics(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 3.0, 1.5]))
         return s
+
+
+class TestWhiten(TransformTests):
+    shape = (3,)
+
+    def make(self, context_dim=0):
+        w = Whiten(3)
+        rows = torch.randn(200, 3, generator=torch.Generator().manual_seed(3)) @ torch.tensor(
+            [[2.0, 1.0, 0.5], [0.0, 0.5, -0.3], [0.0, 0.0, 0.2]]) + torch.tensor([1.0, -2.0, 0.5])
+        fit_standardization(w, rows)
+        return w
+
+
+def test_whiten_then_a_standard_normal_is_the_fitted_full_covariance_gaussian():
+    """A Whiten set from rows, before a standard normal, is the maximum-likelihood Gaussian of those rows
+    (its ridge aside): what a whitened flow starts from."""
+    from torch.distributions import MultivariateNormal
+    from flowforge.distributions import Flow, StandardNormal
+    rows = (torch.randn(400, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+            @ torch.tensor([[1.0, 0.9, 0.0], [0.0, 0.3, 2.0], [0.0, 0.0, 0.1]], dtype=torch.float64) + 5)
+    flow = Flow(Whiten(3), StandardNormal(3)).double()
+    fit_standardization(flow, rows)
+    centred = rows - rows.mean(0)
+    gaussian = MultivariateNormal(rows.mean(0), covariance_matrix=centred.T @ centred / len(rows))
+    assert torch.allclose(flow.log_prob(rows), gaussian.log_prob(rows), atol=1e-4)
+    assert Whiten(3).at_unit_scale()  # built as the identity
+    assert not flow.transform.at_unit_scale()
+
+
+def test_whiten_takes_collinear_columns():
+    rows = torch.randn(100, 1, dtype=torch.float64).repeat(1, 2)  # two copies of one column
+    w = Whiten(2).double()
+    fit_standardization(w, rows)
+    y, log_abs_det = w(rows)
+    assert torch.isfinite(y).all() and torch.isfinite(log_abs_det).all()
 
 
 class TestCompose(TransformTests):

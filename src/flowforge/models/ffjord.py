@@ -15,7 +15,7 @@ from torch import Tensor
 from flowforge.distributions import Base, Flow, StandardNormal
 from flowforge.errors import FlowforgeError
 from flowforge.models.flow_matching import TIME_POWER, check_coupling, check_time_power, flow_matching_loss
-from flowforge.transforms import Compose, Standardize, Transform
+from flowforge.transforms import Compose, Standardize, Transform, Whiten
 from flowforge.transforms.cnf import CNF
 from flowforge.transforms.dynamics import ConcatSquashMLP
 
@@ -115,7 +115,8 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
            atol: float = 1e-5, rtol: float = 1e-5, trace: str = "exact", noise: str = "gaussian",
            adjoint: bool = False, kinetic: float = 0.0, jacobian: float = 0.0, time: float = 1.0,
            standardize: bool = False, activation: str = "tanh", solver_steps: int = 20,
-           fm_coupling: str = "independent", fm_time_power: float = TIME_POWER, context_dim: int = 0) -> CNFFlow:
+           fm_coupling: str = "independent", fm_time_power: float = TIME_POWER, context_dim: int = 0,
+           whiten: bool = False) -> CNFFlow:
     """FFJORD: ``num_layers`` CNF blocks of duration ``time``, each a concat-squash MLP
     (``depth`` layers of ``hidden`` units), solved by torchdiffeq's ``solver`` (adaptive with
     atol/rtol, or fixed-step with ``solver_steps`` steps per block), ``adjoint`` for O(1) memory.
@@ -123,7 +124,8 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
     ``kinetic`` and ``jacobian`` weigh the RNODE penalties; ``fm_coupling`` pairs noise and data
     for flow matching ("independent", or "ot": minibatch optimal transport) and ``fm_time_power``
     weighs its times towards the data end (density p·s^(p-1); 1: uniform). With ``standardize`` a
-    :class:`Standardize` layer comes first, as in RealNVP. With ``context_dim`` > 0 the velocity
+    :class:`Standardize` layer comes first, as in RealNVP, or with ``whiten`` too a :class:`Whiten`
+    (the data decorrelated as well: the flow starts from the fitted Gaussian, as tables need). With ``context_dim`` > 0 the velocity
     field sees a context beside z, for both objectives: the flow models p(x | c).
 
     Grathwohl et al. 2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative
@@ -142,6 +144,6 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
     velocities = [ConcatSquashMLP(dim, hidden, depth, activation, context_dim) for _ in range(num_layers)]
     cnf = CNF(velocities, time=time, solver=solver, atol=atol, rtol=rtol, solver_steps=solver_steps,
               trace=trace, noise=noise, adjoint=adjoint)
-    layers: list[Transform] = [Standardize(dim)] if standardize else []
+    layers: list[Transform] = [(Whiten if whiten else Standardize)(dim)] if standardize else []
     return CNFFlow(Compose(layers + [cnf]), StandardNormal(dim), kinetic=kinetic, jacobian=jacobian,
                    fm_coupling=fm_coupling, fm_time_power=fm_time_power)

@@ -38,7 +38,7 @@ from flowforge.models.specs import DataInfo, spec_of
 from flowforge.training.run import build_flow, check_flow_size, check_path_encoding
 from flowforge.training.rundir import MARKER, RUN_FILES, claim_run_dir, clear_run, record_files
 from flowforge.training.validate import check_weights_file_size
-from flowforge.transforms import fit_standardization
+from flowforge.transforms import Whiten, fit_standardization
 
 MAX_NAN_EVENTS = 3  # non-finite steps tolerated (rolled back or skipped) before stopping
 
@@ -220,15 +220,22 @@ def _fit_context_standardization(flow, splits, source: str) -> None:
     flow.context_embedding.set_statistics(c_train.mean(0), c_train.std(0, unbiased=False))
 
 
-def _jitter_scale(config: TrainConfig, x_train: torch.Tensor) -> torch.Tensor | None:
-    """Per-feature std of the noise added to training batches (None for none).
+def _jitter_scale(config: TrainConfig, x_train: torch.Tensor, flow: torch.nn.Module) -> torch.Tensor | None:
+    """The scale of the noise added to training batches: a per-feature std (D,), or for a flow that
+    whitens its input a (D, D) factor A, the noise being A ε (None for none).
 
     Noise regularisation: each training point becomes a small Gaussian blob, so the flow cannot
     collapse its mass onto the points it has seen. It also blurs what is learned: a Gaussian
     direction of width σ widens to √(σ² + σ_noise²), which costs about ¼ (σ_noise / σ)⁴ nats.
+    Behind a :class:`Whiten` the noise is shaped like the data (A = noise · diag(std) L): the
+    thin directions of near-collinear columns, which the layer stretches to unit width, would
+    otherwise be swamped (breast cancer, 30 columns: 10.63 nats with per-feature noise, 6.44 shaped).
     """
     if not config.train_noise:
         return None
+    whiten = next((m for m in flow.modules() if isinstance(m, Whiten)), None)
+    if whiten is not None:
+        return config.train_noise * whiten.std[:, None] * whiten.cholesky
     return config.train_noise * x_train.std(dim=0)  # vector data only: TrainConfig.validate refuses images
 
 
@@ -342,7 +349,8 @@ def draw_batch(x_train: torch.Tensor, batch_size: int, generator: torch.Generato
     rows = torch.randint(len(x_train), (batch_size,), generator=generator, device=x_train.device)
     batch = x_train[rows]
     if jitter is not None:
-        batch = batch + jitter * torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+        noise = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+        batch = batch + (noise @ jitter.T if jitter.dim() == 2 else jitter * noise)
     return batch, None if c_train is None else c_train[rows]
 
 
@@ -437,7 +445,7 @@ def _train(config: TrainConfig, run_dir: Path, ranks: distributed.Context, resum
     objective = _parallel_objective(flow, config, ranks, device)
     x_train = torch.from_numpy(splits.train).to(device, dtype)
     c_train = None if splits.context is None else torch.from_numpy(splits.context[0]).to(device, dtype)
-    jitter = _jitter_scale(config, x_train)
+    jitter = _jitter_scale(config, x_train, flow)
     offset = -standardization_log_scale(flow) if config.objective == "mle" else 0.0  # → standardised NLL
     train_key = "train_nll" if config.objective == "mle" else "train_loss"
     good = snapshot_state(flow, optimizer, ema, generator, progress)

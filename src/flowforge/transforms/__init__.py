@@ -13,11 +13,11 @@ from flowforge.transforms.multiscale import Split
 from flowforge.transforms.permutation import Permutation, Reverse
 from flowforge.transforms.pixels import Logit, Shift
 from flowforge.transforms.squeeze import Squeeze, Unsqueeze
-from flowforge.transforms.standardize import Standardize, StandardizeContext, fit_standardization
+from flowforge.transforms.standardize import Standardize, StandardizeContext, Whiten, fit_standardization
 
 __all__ = ["Transform", "VolumePreserving", "Compose", "Inverse",
            "Coupling", "Mask", "FeatureMask", "ChannelSplit", "PixelMask", "ElementwiseMap", "Affine", "Additive",
            "AffineCoupling", "SplineCoupling", "ChannelCoupling", "MaskedCoupling", "checkerboard_mask", "channel_mask",
            "RationalQuadraticSpline", "MaskedAutoregressive",
-           "Permutation", "Reverse", "Standardize", "StandardizeContext", "fit_standardization",
+           "Permutation", "Reverse", "Standardize", "StandardizeContext", "Whiten", "fit_standardization",
            "ActNorm", "InvConv1x1", "Squeeze", "Unsqueeze", "Split", "Logit", "Shift"]

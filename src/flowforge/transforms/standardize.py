@@ -51,6 +51,10 @@ class Standardize(Statistics, Transform):
         super().set_statistics(mean, std)
         self.statistics_checked = True  # set on purpose: nothing to warn of
 
+    def fit(self, rows: Tensor, statistics: tuple[Tensor, Tensor]) -> None:
+        """Set the layer from the training ``rows`` (N, D), whose per-column (mean, std) are ``statistics``."""
+        self.set_statistics(*statistics)
+
     def at_unit_scale(self) -> bool:
         """Whether the layer is still the identity it is built as (mean 0, std 1: never set, or set so)."""
         return not bool((self.mean != 0).any() or (self.std != 1).any())
@@ -83,6 +87,52 @@ class Standardize(Statistics, Transform):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
+
+
+WHITEN_RIDGE = 1e-6  # added to a singular correlation matrix (collinear columns) to give it a Cholesky factor
+
+
+class Whiten(Standardize):
+    """y = L⁻¹ (x − mean) / std, with L Lᵀ the correlation matrix of the training rows (plus
+    ``WHITEN_RIDGE`` on its diagonal where it is singular): the data standardised and decorrelated, so the layers after it
+    start from the fitted full-covariance Gaussian; log|det J| = −Σ log std − Σ log Lᵢᵢ.
+
+    Set by :func:`fit_standardization` as a :class:`Standardize` is; until then the identity.
+
+    >>> import torch
+    >>> from flowforge.transforms import Whiten, fit_standardization
+    >>> x = torch.randn(500, 2) @ torch.tensor([[1.0, 0.9], [0.0, 0.4]]) + 3
+    >>> w = Whiten(2); fit_standardization(w, x)
+    >>> y, _ = w(x)
+    >>> bool((torch.cov(y.T) - torch.eye(2)).abs().max() < 1e-2)
+    True
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        self.register_buffer("cholesky", torch.eye(dim))
+
+    def fit(self, rows: Tensor, statistics: tuple[Tensor, Tensor]) -> None:
+        super().fit(rows, statistics)
+        unit = ((rows - statistics[0]) / statistics[1]).to(torch.float64)
+        correlation = unit.T @ unit / len(unit)
+        cholesky, singular = torch.linalg.cholesky_ex(correlation)
+        if singular:
+            cholesky = torch.linalg.cholesky(correlation + WHITEN_RIDGE * torch.eye(len(correlation), dtype=torch.float64))
+        self.cholesky.copy_(cholesky.to(self.cholesky.dtype))
+
+    def at_unit_scale(self) -> bool:
+        return super().at_unit_scale() and bool((self.cholesky == torch.eye(len(self.cholesky))).all())
+
+    def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
+        return super().log_abs_det(batch, like) - self.cholesky.diagonal().log().sum().to(like.dtype)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        unit, log_abs_det = super().forward(x, context)
+        return torch.linalg.solve_triangular(self.cholesky, unit.T, upper=False).T, log_abs_det
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return super().inverse(y @ self.cholesky.T, context)
 
 
 class StandardizeContext(Statistics):
@@ -127,7 +177,7 @@ def fit_standardization(module: torch.nn.Module, train: Tensor, context: Tensor 
         context = _context_rows(module, context, len(train))
         context_statistics = _statistics(context, "context")
     for layer in layers:
-        layer.set_statistics(*statistics)
+        layer.fit(train, statistics)
     if context is not None:
         if getattr(module, "context_embedding", None) is None:
             module.context_embedding = StandardizeContext(context.shape[1])
