@@ -127,11 +127,13 @@ def test_table_recipes_follow_the_rows_and_the_family():
 def test_ffjord_whitens_tables_of_twenty_columns_or_more():
     """A wide table starts from the fitted Gaussian and trains by likelihood with Hutchinson's trace
     (breast cancer, 30 columns, had lost to the Gaussian); a narrow one keeps its Standardize."""
-    def resolved(columns, rows=569, **given):
-        return TrainConfig(data="t.csv", model="ffjord", **given).resolved(DataInfo("table", rows, (columns,)))
+    def resolved(columns, rows=569, model="ffjord", **given):
+        return TrainConfig(data="t.csv", model=model, **given).resolved(DataInfo("table", rows, (columns,)))
 
     wide = resolved(30, rows=3_000)
     assert (wide.objective, wide.model_options["whiten"], wide.model_options["trace"]) == ("mle", True, "hutchinson")
+    assert resolved(30).patience * resolved(30).eval_every >= 300  # its validation NLL is flat for ~60 steps
+    assert resolved(13).patience == resolved(30, model="nsf").patience
     narrow = resolved(13)
     assert (narrow.model_options["whiten"], narrow.model_options["trace"]) == (False, "exact")
     toy = TrainConfig(data="moons", model="ffjord").resolved(DataInfo("toy", 3000, (2,)))
