@@ -106,3 +106,21 @@ def test_a_torchrun_launch_stopped_or_killed_is_said_in_one_line(monkeypatch, ca
         assert len(err.splitlines()) == 1 and words in err and "train --resume" in err, err
     monkeypatch.setattr(torchrun, "run", failing((0, 1)))  # rank 0 said what went wrong itself
     assert launch_torchrun(2, ["train"]) == 1 and capsys.readouterr().err == ""
+    # rank 1 failed first and torchrun's SIGTERM stopped rank 0: the cause is rank 1, unless rank 0 had
+    # already said what went wrong (the same check failing on every rank; under load the order varies)
+    monkeypatch.setattr(torchrun, "run", failing((0, -signal.SIGTERM), (1, 1)))
+    assert launch_torchrun(2, ["train"]) == 1
+    assert "training process 1 failed (exit code 1)" in capsys.readouterr().err
+    failed = failing((0, -signal.SIGTERM), (1, 1))
+
+    def reported_then_stopped(args):
+        from flowforge.cli import _report
+        _report("error: --batch-size 255 must divide among 2 processes")  # rank 0's own line
+        failed(args)
+
+    monkeypatch.setattr(torchrun, "run", reported_then_stopped)
+    assert launch_torchrun(2, ["train"]) == 1
+    assert capsys.readouterr().err.splitlines() == ["flowforge: error: --batch-size 255 must divide among 2 processes"]
+    monkeypatch.setattr(torchrun, "run", failing((0, -signal.SIGTERM), (1, -signal.SIGKILL)))
+    assert launch_torchrun(2, ["train"]) == 1 and "process 1 was killed by signal 9" in capsys.readouterr().err
+    assert "FLOWFORGE_REPORTED_FILE" not in os.environ

@@ -19,7 +19,7 @@ import click
 
 from flowforge.atomic import refuse_to_replace
 from flowforge.data import IMAGE_DATASETS, TOY_DATASETS, is_toy
-from flowforge.errors import FlowforgeError, FlowforgeWarning, warn
+from flowforge.errors import REPORTED_FILE, FlowforgeError, FlowforgeWarning, warn
 from flowforge.models.specs import SPECS, spec_of
 from flowforge.training.config import TrainConfig, cli_fields
 from flowforge.training.fields import DEFAULT_MAX_PARAMS, MAX_PARAMS, TRAIN_FIELDS
@@ -912,17 +912,20 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
-def _report(message: str) -> None:
-    """One error line, from rank 0 only when several processes share a run."""
+def _report(message: str, final: bool = True) -> None:
+    """One line, from rank 0 only when several processes share a run; a ``final`` one (why the
+    command stopped) is marked for a --nproc launcher, which then adds no line of its own."""
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"flowforge: {message}", err=True)
+        if final and os.environ.get(REPORTED_FILE):
+            Path(os.environ[REPORTED_FILE]).touch()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Any warning (flowforge's, numpy's, torch's) as one line in flowforge's words."""
     text = " ".join(str(message).split()) or category.__name__
     origin = "" if issubclass(category, FlowforgeWarning) else f" ({category.__name__})"
-    _report(f"warning: {text[:300]}{origin}")
+    _report(f"warning: {text[:300]}{origin}", final=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import warnings
 
+# set by the --nproc launcher to a path a worker touches once it has said why it stopped (the launcher adds no line)
+REPORTED_FILE = "FLOWFORGE_REPORTED_FILE"
+
 
 class FlowforgeError(ValueError):
     """Bad input from the user (data, options, run directories), said in one sentence."""

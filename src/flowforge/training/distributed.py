@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from flowforge.errors import REPORTED_FILE
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     """Run ``flowforge <argv>`` in ``nproc`` local processes with torchrun; return the exit status.
 
     torchrun runs in this process so its own logs stay quiet: each worker reports its errors
-    (rank 0 only), and a failure elsewhere is summed up here in one line.
+    (rank 0 only), and a failure it did not report is summed up here in one line.
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -90,20 +95,37 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", "--no-python", sys.executable, "-m", "flowforge", *argv])
-    try:
-        run(args)
-        return 0
-    except SignalException:  # Ctrl-C or SIGTERM to the launcher: torchrun has stopped the workers
-        print("flowforge: interrupted (the run keeps its last checkpoint; train --resume goes on from it)",
-              file=sys.stderr)
-        return 130
-    except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        # rank 0 reports its own errors, but says nothing when another rank failed or a signal killed it
-        if 0 not in err.failures or err.failures[0].exitcode < 0:
-            rank, failure = (0, err.failures[0]) if 0 in err.failures else (rank, failure)
-            how = f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0 else \
-                f"failed (exit code {failure.exitcode})"
-            print(f"flowforge: error: training process {rank} {how} (the run keeps its last checkpoint; train "
-                  "--resume goes on from it)", file=sys.stderr)
-        return failure.exitcode if failure.exitcode > 0 else 1
+    with tempfile.TemporaryDirectory(prefix="flowforge-launch-") as folder:
+        marker = Path(folder) / "reported"
+        os.environ[REPORTED_FILE] = str(marker)
+        try:
+            run(args)
+            return 0
+        except SignalException:  # Ctrl-C or SIGTERM to the launcher: torchrun has stopped the workers
+            print("flowforge: interrupted (the run keeps its last checkpoint; train --resume goes on from it)",
+                  file=sys.stderr)
+            return 130
+        except ChildFailedError as err:
+            codes = {rank: failure.exitcode for rank, failure in err.failures.items()}
+            rank, code = failure_to_name(codes)
+            # rank 0 reports its own errors (and marks that it did: torchrun may SIGTERM it just after)
+            if not (marker.exists() or codes.get(0, 0) > 0):
+                how = f"was killed by signal {-code}" if code < 0 else f"failed (exit code {code})"
+                print(f"flowforge: error: training process {rank} {how} (the run keeps its last checkpoint; train "
+                      "--resume goes on from it)", file=sys.stderr)
+            return code if code > 0 else 1
+        finally:
+            os.environ.pop(REPORTED_FILE, None)
+
+
+def failure_to_name(codes: dict[int, int]) -> tuple[int, int]:
+    """The (rank, exit code) that says why a launch failed, of each failed rank's code (−N: killed by
+    signal N): a kill other than torchrun's SIGTERM of the survivors, else an error exit, else the first."""
+    ranks = sorted(codes)
+    for rank in ranks:
+        if codes[rank] < 0 and codes[rank] != -signal.SIGTERM:
+            return rank, codes[rank]
+    for rank in ranks:
+        if codes[rank] > 0:
+            return rank, codes[rank]
+    return ranks[0], codes[ranks[0]]
