@@ -38,6 +38,8 @@ def test_train_sample_eval_density_plot_resume(tmp_path, capsys):
     assert code == 0 and samples.shape == (100, 2) and np.isfinite(samples).all()
     code, _, _ = flowforge(capsys, "sample", out, "-n", 100, "-o", tmp_path / "s.npy", "--seed", 1)
     assert np.allclose(np.load(tmp_path / "s.npy"), samples, atol=1e-6)  # same seed, same draws
+    code, stdout, _ = flowforge(capsys, "sample", out, "-n", 100, "-o", "-", "--seed", 1)  # CSV on standard output
+    assert code == 0 and stdout == (tmp_path / "s.csv").read_text() and not (tmp_path / "-").exists()
 
     code, stdout, _ = flowforge(capsys, "eval", out, "--json")
     report = json.loads(stdout)

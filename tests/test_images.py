@@ -195,6 +195,8 @@ def test_glow_on_digits_train_eval_sample_plot(tmp_path, capsys):
     code, out, _ = flowforge(capsys, "eval", run)
     assert code == 0 and f"{report['bits_per_dim']:.4f} bits/dim" in out
 
+    code, out, err = flowforge(capsys, "sample", run, "-n", 10, "-o", "-")
+    assert code == 2 and out == "" and "give -o FILE.png" in err and err.count("\n") == 1
     code, out, _ = flowforge(capsys, "sample", run, "-n", 10, "-o", tmp_path / "s.png", "--temperature", 0.7)
     assert code == 0
     samples = np.load(tmp_path / "s.npy")

@@ -231,7 +231,11 @@ def test_a_data_file_edited_since_training_is_noticed(tmp_path, capsys):
     assert code == 0 and err == "" and "60 points" in out
     table.unlink()  # gone: the loader's one line, no warning before it
     refused(capsys, 1, ["eval", tmp_path / "r"], ("mine.csv: no such file", "--data FILE"), tmp_path)
-    refused(capsys, 1, ["plot", tmp_path / "r"], ("mine.csv: no such file", "the data", "was trained on"), tmp_path)
+    (tmp_path / "r" / "plots" / "training_curve.png").unlink()
+    code, out, err = cli(capsys, "plot", tmp_path / "r")  # the training curve needs no data
+    assert code == 0 and out.splitlines() == [f"wrote {tmp_path / 'r' / 'plots' / 'training_curve.png'}"]
+    assert_one_line(err, "warning", "mine.csv: no such file", "was trained on", "drew the training curve only")
+    assert (tmp_path / "r" / "plots" / "training_curve.png").stat().st_size > 0
 
 
 def test_a_folders_digest_follows_its_files(tmp_path):

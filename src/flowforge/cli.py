@@ -360,13 +360,13 @@ def _parallel_slots() -> int:
     return max(cores, torch.cuda.device_count())
 
 
-def _plot(run_dir: Path) -> None:
+def _plot(run_dir: Path, with_data: bool = True) -> None:
     """Draw a run's figures under its lock, and list them in its manifest (so --force may replace them)."""
     from flowforge.plots import plot_run
     from flowforge.training.rundir import record_files, run_lock
 
     with run_lock(run_dir):
-        written = plot_run(run_dir)
+        written = plot_run(run_dir, with_data)
         record_files(run_dir, written)
     for path in written:
         click.echo(f"wrote {path}")
@@ -410,6 +410,7 @@ def _warn_if_unfinished(run: Path, raw: dict, config: TrainConfig) -> None:
 Examples:
   flowforge sample runs/moons -n 1000 -o samples.csv
   flowforge sample runs/moons -n 5000 -o samples.npy --seed 3
+  flowforge sample runs/moons -n 5 -o -                           # CSV on standard output
   flowforge sample runs/digits -n 64 -o digits.png --temperature 0.7   # image run: digits.png + digits.npy
   flowforge sample runs/sbi -n 100 --context 0.5,1.2 -o draws.csv    # a conditional run: p(x | c)
   flowforge sample runs/sbi -n 10 --context-file thetas.csv -o draws.csv   # -n for each row's condition
@@ -417,8 +418,9 @@ Examples:
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="output file, .csv or .npy (image runs: .png or .npy, and the other beside it)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), required=True,
+              help="output file, .csv or .npy, or - for CSV on standard output (image runs: .png or .npy, and "
+              "the other beside it)")
 @click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=MAX_TEMPERATURE), default=1.0,
               show_default=True, help="scale of the latent noise")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
@@ -449,8 +451,12 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     if resample:
         _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file, _numpy_dtype(flow))
-    refuse_to_replace(_image_outputs(output) if spec.images else (output,), force, inputs=(run, context_file),
-                      kept=_kept_files(run, raw))
+    to_stdout = str(output) == "-"
+    if to_stdout and spec.images:
+        raise click.UsageError("-o -: an image run writes a .png grid and a .npy array; give -o FILE.png")
+    if not to_stdout:
+        refuse_to_replace(_image_outputs(output) if spec.images else (output,), force, inputs=(run, context_file),
+                          kept=_kept_files(run, raw))
     if spec.images:
         _sample_images(flow, num, output, temperature, seed, conditions)
         return
@@ -468,8 +474,9 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     rows = num * (1 if conditions is None else len(conditions))
     write_table_batches(output, batches, (rows, len(names)), _numpy_dtype(flow),
                         header=",".join(_csv_name(n) for n in names), fmt=_digits(flow))
-    click.echo(f"wrote {rows} samples to {output}" + (f" ({num} for each of {len(conditions)} conditions)"
-                                                      if conditions is not None and len(conditions) > 1 else ""))
+    if not to_stdout:  # standard output holds the samples alone
+        click.echo(f"wrote {rows} samples to {output}" + (f" ({num} for each of {len(conditions)} conditions)"
+                                                          if conditions is not None and len(conditions) > 1 else ""))
 
 
 def _check_resample(raw: dict, run: Path, ctx: click.Context) -> None:
@@ -883,7 +890,11 @@ def plot(run: Path, max_params: int) -> None:
     _, config, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
     if _fitted_to_target(raw, run):  # flowforge.variational.figures
         return _variational().plot_and_list(run)
-    _check_training_data(run, raw, config, "its figures draw the flow beside it")
+    try:
+        _check_training_data(run, raw, config, "the other figures draw the flow beside it")
+    except FlowforgeError as gone:  # the training curve needs no data
+        warn(f"{gone}: drew the training curve only")
+        return _plot(run, with_data=False)
     _plot(run)
 
 

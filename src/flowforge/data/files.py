@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+import sys
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
@@ -381,24 +383,35 @@ def write_table_batches(path: str | Path, batches: Iterable[np.ndarray], shape: 
                         dtype=np.float32, header: str | None = None, fmt: str = "%.8g") -> None:
     """Write rows arriving in ``batches`` (``shape`` in all, as ``dtype``) as .csv (each number as
     ``fmt``) or .npy, atomically and without holding them all: memory depends on the batch, not on
-    the table."""
+    the table. ``path`` "-" writes the CSV to standard output."""
     path = Path(path)
-    suffix = path.suffix.lower()
+    suffix = ".csv" if str(path) == "-" else path.suffix.lower()
     if suffix not in (".csv", ".npy"):
         raise FlowforgeError(f"{path}: unsupported output type {suffix or '(none)'}; use .csv or .npy")
     try:
+        if str(path) == "-":
+            _write_rows(sys.stdout.buffer, batches, suffix, shape, dtype, header, fmt)
+            sys.stdout.flush()
+            return
         with atomic_target(path) as tmp, open(tmp, "wb") as fh:
-            if suffix == ".npy":
-                npy_format.write_array_header_1_0(fh, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
-                                                       "fortran_order": False, "shape": tuple(shape)})
-            elif header:
-                fh.write(f"{header}\n".encode())
-            written = 0
-            for batch in batches:
-                batch = np.ascontiguousarray(batch, dtype=dtype)
-                fh.write(batch.tobytes()) if suffix == ".npy" else np.savetxt(fh, batch, delimiter=",", fmt=fmt)
-                written += len(batch)
-            if written != shape[0]:
-                raise RuntimeError(f"write_table_batches: {written} rows written, {shape[0]} announced")
+            _write_rows(fh, batches, suffix, shape, dtype, header, fmt)
+    except BrokenPipeError:  # `flowforge sample ... -o - | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     except OSError as err:
         raise FlowforgeError(f"{path}: cannot be written ({err.strerror or err})") from None
+
+
+def _write_rows(fh, batches: Iterable[np.ndarray], suffix: str, shape: tuple[int, ...], dtype, header: str | None,
+                fmt: str) -> None:
+    if suffix == ".npy":
+        npy_format.write_array_header_1_0(fh, {"descr": npy_format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": tuple(shape)})
+    elif header:
+        fh.write(f"{header}\n".encode())
+    written = 0
+    for batch in batches:
+        batch = np.ascontiguousarray(batch, dtype=dtype)
+        fh.write(batch.tobytes()) if suffix == ".npy" else np.savetxt(fh, batch, delimiter=",", fmt=fmt)
+        written += len(batch)
+    if written != shape[0]:
+        raise RuntimeError(f"write_table_batches: {written} rows written, {shape[0]} announced")

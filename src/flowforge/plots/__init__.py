@@ -27,15 +27,18 @@ from flowforge.training.run import load_run
 from flowforge.training.rundir import figures_folder
 
 
-def plot_run(run_dir: str | Path) -> list[Path]:
-    """Every figure for a trained run, into ``RUN/plots/``; returns the files written."""
+def plot_run(run_dir: str | Path, with_data: bool = True) -> list[Path]:
+    """Every figure for a trained run, into ``RUN/plots/``; returns the files written. Without
+    ``with_data`` (its data gone) only the training curve, which needs none."""
     run_dir = Path(run_dir)
     flow, config, _ = load_run(run_dir)
+    out = figures_folder(run_dir)
+    curve = training_curve(run_dir / METRICS, config)
+    if not with_data:
+        return [save_figure(curve, out / "training_curve.png")]
     spec = spec_of(config.model)
     splits = load_splits(config.data, config.seed, config.n_train, data_dir=config.data_dir,
                          context=config.conditions_on, dtype=np.dtype(config.dtype))
-    out = figures_folder(run_dir)
-    curve = training_curve(run_dir / METRICS, config)
     if splits.context_info is not None:  # p(x | c): figures per condition
         return conditional_figures(flow, splits, out) + [save_figure(curve, out / "training_curve.png")]
     if spec.images:  # samples by temperature, reconstructions, interpolations
