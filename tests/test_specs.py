@@ -30,7 +30,8 @@ def test_every_recipe_resolves_to_a_valid_config_that_builds(name):
         assert config.objective in spec.objectives and config.recipe == f"{name}/{info.kind}"
         options = {k: v for k, v in config.model_options.items() if k != "bits"}
         dim = info.shape if spec.images else info.shape[0]
-        assert sum(p.numel() for p in build_model(name, dim, **options).parameters()) > 0
+        standardize = {} if spec.images else {"standardize": config.standardize}  # as the trainer builds it
+        assert sum(p.numel() for p in build_model(name, dim, **standardize, **options).parameters()) > 0
         assert config.model_options.keys() >= spec.builder_options().keys()  # all recorded
         assert "standardize" not in spec.builder_options()  # a trainer field of its own
 
@@ -142,6 +143,17 @@ def test_ffjord_whitens_tables_of_twenty_columns_or_more():
     matched = resolved(30, objective="flow-matching")
     assert matched.model_options["trace"] == "exact" and matched.model_options["whiten"] is True
     assert SPECS["ffjord"].idle_options(matched.objective, matched.model_options) == {}
+    plain = resolved(30, standardize=False)  # a Whiten standardises: under --no-standardize the recipe's is left out
+    assert plain.model_options["whiten"] is False and plain.model_options["trace"] == "hutchinson"
+
+
+def test_whiten_without_standardize_is_refused_in_one_line(capsys, tmp_path):
+    from flowforge.models import FFJORD
+    with pytest.raises(ValueError, match="needs standardize=True"):
+        FFJORD(3, whiten=True)
+    code, _, err = cli(capsys, "train", "--model", "ffjord", "--data", "moons", "--model-option", "whiten=true",
+                       "--no-standardize", "--out", str(tmp_path / "r"), "--steps", "2", "--no-progress", "--no-plots")
+    assert code == 1 and err.count("\n") == 1 and "needs standardize=True" in err and not (tmp_path / "r").exists()
 
 
 def test_training_noise_behind_a_whiten_is_shaped_like_the_data():

@@ -112,12 +112,27 @@ def test_whiten_then_a_standard_normal_is_the_fitted_full_covariance_gaussian():
     assert not flow.transform.at_unit_scale()
 
 
-def test_whiten_takes_collinear_columns():
-    rows = torch.randn(100, 1, dtype=torch.float64).repeat(1, 2)  # two copies of one column
-    w = Whiten(2).double()
-    fit_standardization(w, rows)
-    y, log_abs_det = w(rows)
+def test_whiten_takes_collinear_columns_and_starts_at_the_baseline_gaussian():
+    """Two copies of one column: the layer still has a factor, and with a standard normal after it scores
+    the rows as the fitted Gaussian that training runs are compared with does (the same ridge)."""
+    from flowforge.distributions import Flow, StandardNormal
+    from flowforge.training.evaluate import gaussian_baseline_nll
+    column = torch.randn(300, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    rows = torch.cat([column, column, torch.randn(300, 1, dtype=torch.float64) + column], 1)
+    flow = Flow(Whiten(3), StandardNormal(3)).double()
+    fit_standardization(flow, rows)
+    y, log_abs_det = flow.transform(rows)
     assert torch.isfinite(y).all() and torch.isfinite(log_abs_det).all()
+    baseline = gaussian_baseline_nll(rows.numpy(), rows.numpy())
+    assert float(-flow.log_prob(rows).mean()) == pytest.approx(baseline, abs=1e-3)
+
+
+def test_whiten_takes_inputs_of_another_dtype_both_ways():
+    w = Whiten(2)
+    fit_standardization(w, torch.randn(50, 2) @ torch.tensor([[1.0, 0.5], [0.0, 1.0]]))
+    y = torch.randn(4, 2, dtype=torch.float64)
+    x, _ = w.inverse(y)
+    assert x.dtype == torch.float64 and torch.allclose(w(x)[0], y, atol=1e-5)
 
 
 class TestCompose(TransformTests):

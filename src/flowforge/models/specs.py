@@ -62,6 +62,8 @@ class ModelSpec:
         objective_options: builder options that act only under one objective (objective → names).
         added_options: builder options added since config format 3 (which recorded every option),
             with the value a run saved without them was built with.
+        standardized_options: builder options that act only on standardised data (a recipe's are
+            left out under ``--no-standardize``).
     """
     name: str
     builder: str
@@ -75,6 +77,7 @@ class ModelSpec:
     unrecorded_options: Mapping[str, Any] = field(default_factory=dict)
     added_options: Mapping[str, Any] = field(default_factory=dict)
     objective_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    standardized_options: tuple[str, ...] = ()
 
     @property
     def images(self) -> bool:
@@ -191,7 +194,7 @@ FFJORD_TOY = {"steps": 1200, "lr": 4e-2, "batch_size": 1024, "eval_every": 400, 
 # Tables of WIDE_TABLE columns or more start from the fitted Gaussian (a Whiten layer; the training noise is shaped
 # like the data behind it) and train by likelihood with Hutchinson's trace, waiting WIDE_TABLE_PATIENCE steps for a
 # better validation NLL (it stays flat for the first ~60). Test NLL at seeds 0-2 against the Gaussian's: breast
-# cancer (30 columns) 7.20 / 3.16 / 52.51 against 10.63 / 7.44 / 56.03 in 93-95 s (it had lost: 20.75 on
+# cancer (30 columns) 7.20 / 3.16 / 52.51 against 10.63 / 7.44 / 56.03 in 89-92 s (it had lost: 20.75 on
 # validation), MINIBOONE (43) 34.35 / 34.47 against 37.99 / 39.45 in 316 s (flow matching: 37.99); wine (13)
 # lost to the Gaussian when whitened (15.95 against 15.93; 13.87 as it is); docs/recipes.md
 WIDE_TABLE, WIDE_TABLE_PATIENCE = 20, 300
@@ -241,7 +244,7 @@ SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               "FFJORD: a continuous-time flow (an ODE), trained by flow matching or likelihood",
               _ffjord_recipe, _SIZES, objectives=("mle", "flow-matching"), metrics=("nfe",),
               figures="flowforge.plots.ffjord:ffjord_figures", unrecorded_options={"fm_time_power": 1.0},
-              added_options={"whiten": False},
+              added_options={"whiten": False}, standardized_options=("whiten",),
               objective_options={"mle": ("trace", "noise", "adjoint", "kinetic", "jacobian")}),
     ModelSpec("glow", "flowforge.models.glow:Glow", IMAGE,
               "Glow: actnorm, invertible 1x1 convolutions and affine couplings at several scales",

@@ -120,7 +120,8 @@ class TrainConfig:
         values = {name: defaults[name] if getattr(self, name) is None and name in defaults else getattr(self, name)
                   for name in self.field_names() if name != "model_options"}
         values["recipe"] = self.recipe or f"{self.model}/{info.kind}"
-        idle = spec.idle_options(values["objective"], options)  # the recipe's, for an objective the user replaced
+        idle = set(spec.idle_options(values["objective"], options))  # the recipe's, for an objective the user replaced
+        idle |= set() if values["standardize"] else set(spec.standardized_options)  # or under --no-standardize
         options = {name: value for name, value in options.items() if name not in idle}
         recorded = spec.builder_options()
         conditional = {"context_dim": info.context_dim} if info.context_dim else {}  # the data's, not an option

@@ -15,6 +15,7 @@ from flowforge.errors import warn
 from flowforge.nets import evaluation_mode
 from flowforge.training.device import dtype_name, flow_device
 from flowforge.transforms import Standardize
+from flowforge.transforms.standardize import CORRELATION_RIDGE
 
 DEQUANTIZATION_SEED = 0  # evaluation noise is fixed, so repeated evaluations of the same weights agree
 IMAGE_BATCH = 256  # images per evaluation batch (convolutional flows hold large activations)
@@ -138,7 +139,7 @@ def gaussian_baseline_nll(train: np.ndarray, test: np.ndarray, train_context: np
     # column of 10⁻³ and one of 10³, and the figure does not move with the data's units
     spread = np.sqrt(np.diag(cov))
     spread[spread == 0] = 1.0
-    correlation = cov / np.outer(spread, spread) + 1e-9 * np.eye(len(cov))
+    correlation = cov / np.outer(spread, spread) + CORRELATION_RIDGE * np.eye(len(cov))
     logdet = np.linalg.slogdet(correlation)[1] + 2 * np.log(spread).sum()
     centred = test - (np.ones((len(test), 1)) if test_context is None else _with_intercept(test_context)) @ weights
     centred = centred / spread

@@ -80,7 +80,7 @@ class Standardize(Statistics, Transform):
                 return
             centre, spread = float(rows.mean(0).abs().max()), float(rows.std(0).max())
         if centre > UNSET_WARNING_SCALE or spread > UNSET_WARNING_SCALE:
-            warn(f"this flow's Standardize layer still has mean 0 and std 1 (its statistics were never set), yet its "
+            warn(f"this flow's {type(self).__name__} layer still has mean 0 and std 1 (its statistics were never set), yet its "
                  f"first training batch has a column of mean up to {centre:.3g} in size and std up to {spread:.3g}: "
                  "call flowforge.transforms.fit_standardization(flow, x_train) before training (flowforge train "
                  "does), or build the flow without standardize=True")
@@ -89,13 +89,14 @@ class Standardize(Statistics, Transform):
         return y * self.std + self.mean, -self.log_abs_det(y.shape[0], y)
 
 
-WHITEN_RIDGE = 1e-6  # added to a singular correlation matrix (collinear columns) to give it a Cholesky factor
+CORRELATION_RIDGE = 1e-9  # on a correlation matrix's diagonal: collinear columns still have a Cholesky factor
+# (the fitted Gaussian the flows are compared with adds the same, so a Whiten starts exactly at it)
 
 
 class Whiten(Standardize):
     """y = L⁻¹ (x − mean) / std, with L Lᵀ the correlation matrix of the training rows (plus
-    ``WHITEN_RIDGE`` on its diagonal where it is singular): the data standardised and decorrelated, so the layers after it
-    start from the fitted full-covariance Gaussian; log|det J| = −Σ log std − Σ log Lᵢᵢ.
+    ``CORRELATION_RIDGE`` on its diagonal): the data standardised and decorrelated, so the layers
+    after it start from the fitted full-covariance Gaussian; log|det J| = −Σ log std − Σ log Lᵢᵢ.
 
     Set by :func:`fit_standardization` as a :class:`Standardize` is; until then the identity.
 
@@ -116,23 +117,23 @@ class Whiten(Standardize):
         super().fit(rows, statistics)
         unit = ((rows - statistics[0]) / statistics[1]).to(torch.float64)
         correlation = unit.T @ unit / len(unit)
-        cholesky, singular = torch.linalg.cholesky_ex(correlation)
-        if singular:
-            cholesky = torch.linalg.cholesky(correlation + WHITEN_RIDGE * torch.eye(len(correlation), dtype=torch.float64))
-        self.cholesky.copy_(cholesky.to(self.cholesky.dtype))
+        correlation = correlation + CORRELATION_RIDGE * torch.eye(len(correlation), dtype=torch.float64,
+                                                                  device=correlation.device)
+        self.cholesky.copy_(torch.linalg.cholesky(correlation).to(self.cholesky))
 
     def at_unit_scale(self) -> bool:
-        return super().at_unit_scale() and bool((self.cholesky == torch.eye(len(self.cholesky))).all())
+        off_diagonal = self.cholesky - torch.diag(self.cholesky.diagonal())
+        return super().at_unit_scale() and not bool((self.cholesky.diagonal() != 1).any() or off_diagonal.any())
 
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return super().log_abs_det(batch, like) - self.cholesky.diagonal().log().sum().to(like.dtype)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         unit, log_abs_det = super().forward(x, context)
-        return torch.linalg.solve_triangular(self.cholesky, unit.T, upper=False).T, log_abs_det
+        return torch.linalg.solve_triangular(self.cholesky.to(unit.dtype), unit.T, upper=False).T, log_abs_det
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return super().inverse(y @ self.cholesky.T, context)
+        return super().inverse(y @ self.cholesky.T.to(y.dtype), context)
 
 
 class StandardizeContext(Statistics):
