@@ -40,6 +40,8 @@ def test_train_sample_eval_density_plot_resume(tmp_path, capsys):
     assert np.allclose(np.load(tmp_path / "s.npy"), samples, atol=1e-6)  # same seed, same draws
     code, stdout, _ = flowforge(capsys, "sample", out, "-n", 100, "-o", "-", "--seed", 1)  # CSV on standard output
     assert code == 0 and stdout == (tmp_path / "s.csv").read_text() and not (tmp_path / "-").exists()
+    code, stdout, err = flowforge(capsys, "sample", out, "-n", 100, "-o", f"{tmp_path}/-")  # a file named -, not stdout
+    assert code == 1 and stdout == "" and "unsupported output type" in err
 
     code, stdout, _ = flowforge(capsys, "eval", out, "--json")
     report = json.loads(stdout)

@@ -239,6 +239,10 @@ def test_glow_trains_on_mnist_named_with_data_dir(tmp_path, capsys):
                                "--out", tmp_path / "r", "--steps", 2, "--batch-size", 8, "--hidden", 4,
                                "--model-option", "steps=1", "--model-option", "levels=2", "--no-progress", "--no-plots")
     assert code == 0 and "bits/dim" in out, err
+    (tmp_path / "idx").rename(tmp_path / "moved")  # plot: the training curve needs no data
+    code, out, err = flowforge(capsys, "plot", tmp_path / "r")
+    assert code == 0 and out.strip().endswith("training_curve.png") and err.count("\n") == 1, err
+    assert "idx: no such folder" in err and "drew the training curve only" in err
 
 
 def test_resuming_an_image_run_is_bit_identical(tmp_path):

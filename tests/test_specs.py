@@ -149,11 +149,11 @@ def test_ffjord_whitens_tables_of_twenty_columns_or_more():
 
 def test_whiten_without_standardize_is_refused_in_one_line(capsys, tmp_path):
     from flowforge.models import FFJORD
-    with pytest.raises(ValueError, match="needs standardize=True"):
+    with pytest.raises(ValueError, match="needs standardised data"):
         FFJORD(3, whiten=True)
     code, _, err = cli(capsys, "train", "--model", "ffjord", "--data", "moons", "--model-option", "whiten=true",
                        "--no-standardize", "--out", str(tmp_path / "r"), "--steps", "2", "--no-progress", "--no-plots")
-    assert code == 1 and err.count("\n") == 1 and "needs standardize=True" in err and not (tmp_path / "r").exists()
+    assert code == 1 and err.count("\n") == 1 and "drop --no-standardize" in err and not (tmp_path / "r").exists()
 
 
 def test_training_noise_behind_a_whiten_is_shaped_like_the_data():

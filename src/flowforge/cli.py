@@ -418,7 +418,7 @@ Examples:
 """)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-n", "--num", type=click.IntRange(min=1), default=1000, show_default=True, help="how many samples")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), required=True,
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), required=True,
               help="output file, .csv or .npy, or - for CSV on standard output (image runs: .png or .npy, and "
               "the other beside it)")
 @click.option("--temperature", type=FiniteFloatRange(min=0, min_open=True, max=MAX_TEMPERATURE), default=1.0,
@@ -431,7 +431,7 @@ Examples:
 @CONTEXT_OPTIONS
 @DEVICE_OPTION
 @MAX_PARAMS_OPTION
-def sample(run: Path, num: int, output: Path, temperature: float, seed: int, device: str, dtype: str | None,
+def sample(run: Path, num: int, output: str, temperature: float, seed: int, device: str, dtype: str | None,
            max_params: int, context_text: str | None = None, context_file: Path | None = None,
            resample: bool = False, import_target: bool = False, force: bool = False) -> None:
     """Draw samples x = g(z), z ~ N(0, T²I), in data units (a table's columns keep its header's names).
@@ -451,7 +451,9 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
     if resample:
         _check_resample(raw, run, click.get_current_context())
     info, conditions = _run_conditions(run, raw, context_text, context_file, _numpy_dtype(flow))
-    to_stdout = str(output) == "-"
+    to_stdout, output = output == "-", Path(output)  # "./-" is a file of that name
+    if to_stdout and sys.stdout is None:
+        raise FlowforgeError("-o -: standard output is closed; give -o FILE")
     if to_stdout and spec.images:
         raise click.UsageError("-o -: an image run writes a .png grid and a .npy array; give -o FILE.png")
     if not to_stdout:
@@ -472,7 +474,7 @@ def sample(run: Path, num: int, output: Path, temperature: float, seed: int, dev
         names = _condition_names(info) + names
         batches = _with_conditions(batches, info, conditions, num)
     rows = num * (1 if conditions is None else len(conditions))
-    write_table_batches(output, batches, (rows, len(names)), _numpy_dtype(flow),
+    write_table_batches("-" if to_stdout else output, batches, (rows, len(names)), _numpy_dtype(flow),
                         header=",".join(_csv_name(n) for n in names), fmt=_digits(flow))
     if not to_stdout:  # standard output holds the samples alone
         click.echo(f"wrote {rows} samples to {output}" + (f" ({num} for each of {len(conditions)} conditions)"
@@ -890,8 +892,11 @@ def plot(run: Path, max_params: int) -> None:
     _, config, raw, _ = _load(run, max_params)  # refuse an untrusted run before drawing anything
     if _fitted_to_target(raw, run):  # flowforge.variational.figures
         return _variational().plot_and_list(run)
+    instead = "the other figures draw the flow beside it: put it back there for them"
     try:
-        _check_training_data(run, raw, config, "the other figures draw the flow beside it")
+        _check_training_data(run, raw, config, instead)
+        if config.data_dir and not Path(config.data_dir).is_dir():  # MNIST's folder
+            raise FlowforgeError(f"{config.data_dir}: no such folder (the data {run} was trained on; {instead})")
     except FlowforgeError as gone:  # the training curve needs no data
         warn(f"{gone}: drew the training curve only")
         return _plot(run, with_data=False)

@@ -383,13 +383,13 @@ def write_table_batches(path: str | Path, batches: Iterable[np.ndarray], shape: 
                         dtype=np.float32, header: str | None = None, fmt: str = "%.8g") -> None:
     """Write rows arriving in ``batches`` (``shape`` in all, as ``dtype``) as .csv (each number as
     ``fmt``) or .npy, atomically and without holding them all: memory depends on the batch, not on
-    the table. ``path`` "-" writes the CSV to standard output."""
-    path = Path(path)
-    suffix = ".csv" if str(path) == "-" else path.suffix.lower()
+    the table. ``path`` "-" (a string) writes the CSV to standard output, as it goes."""
+    to_stdout, path = isinstance(path, str) and path == "-", Path(path)  # a Path("-") is a file of that name
+    suffix = ".csv" if to_stdout else path.suffix.lower()
     if suffix not in (".csv", ".npy"):
         raise FlowforgeError(f"{path}: unsupported output type {suffix or '(none)'}; use .csv or .npy")
     try:
-        if str(path) == "-":
+        if to_stdout:
             _write_rows(sys.stdout.buffer, batches, suffix, shape, dtype, header, fmt)
             sys.stdout.flush()
             return

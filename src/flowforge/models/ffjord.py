@@ -142,8 +142,8 @@ def FFJORD(dim: int, hidden: int = 64, depth: int = 3, num_layers: int = 1, solv
     if num_layers < 1:
         raise ValueError("FFJORD needs at least one CNF block")
     if whiten and not standardize:
-        raise ValueError("whiten=True puts a Whiten layer in place of standardize=True's Standardize; "
-                         "it needs standardize=True (the command line's default)")
+        raise ValueError("whiten=True needs standardised data: a Whiten layer takes the place of standardize=True's "
+                         "Standardize (on the command line, drop --no-standardize)")
     velocities = [ConcatSquashMLP(dim, hidden, depth, activation, context_dim) for _ in range(num_layers)]
     cnf = CNF(velocities, time=time, solver=solver, atol=atol, rtol=rtol, solver_steps=solver_steps,
               trace=trace, noise=noise, adjoint=adjoint)
