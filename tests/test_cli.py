@@ -276,3 +276,16 @@ def test_the_density_grid_keeps_a_float64_runs_resolution():
     xs, ys, logp = density_grid(RealNVP(2, num_layers=2, hidden=8, depth=1).double(), (1e6 - 0.05, 1e6 + 0.05),
                                 (-1, 1), resolution=50)
     assert len(np.unique(xs)) == 50 and np.isfinite(logp).all()
+
+
+def test_a_run_without_standardisation_reports_its_nll_in_data_units_once(tmp_path, capsys):
+    args = ["train", "--data", "moons", "--steps", 4, "--eval-every", 2, "--layers", 2, "--hidden", 8, "--depth", 1,
+            "--no-progress", "--no-plots"]
+    code, stdout, _ = flowforge(capsys, *args, "--no-standardize", "--out", tmp_path / "plain")
+    assert code == 0 and "nats/sample (data units; a full-covariance Gaussian:" in stdout, stdout
+    code, stdout, _ = flowforge(capsys, "eval", tmp_path / "plain")
+    assert code == 0 and "nats/sample (data units), " in stdout and "in data units" not in stdout, stdout
+    code, stdout, _ = flowforge(capsys, *args, "--out", tmp_path / "standardised")
+    assert code == 0 and "nats/sample (standardised units; " in stdout and " in data units; " in stdout, stdout
+    code, stdout, _ = flowforge(capsys, "eval", tmp_path / "standardised")
+    assert code == 0 and "nats/sample (standardised units), " in stdout and "nats/sample in data units" in stdout
