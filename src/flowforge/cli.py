@@ -348,9 +348,15 @@ def _results_line(model: str, results: dict, run_dir: Path) -> str:
                 + tail)
     gaussian = "a Gaussian linear in the context" if results.get("conditional") else "a full-covariance Gaussian"
     baseline = (f"; {gaussian}: {results['test_gaussian_nll']:.4f}" if "test_gaussian_nll" in results else "")
-    units = ("data units" if results["test_nll"] == results["test_nll_data"]  # not standardised
-             else f"standardised units; {results['test_nll_data']:.4f} in data units")
+    units = (f"standardised units; {results['test_nll_data']:.4f} in data units"
+             if _standardised(results["test_nll"], results["test_nll_data"]) else "data units")
     return f"test NLL: {results['test_nll']:.4f} nats/sample ({units}{baseline})" + tail
+
+
+def _standardised(nll: float, nll_data: float) -> bool:
+    """Whether a report's NLL is in standardised units: it equals the data-unit NLL exactly when the
+    data were not standardised (the offset Σ log std is 0), and then one figure, in data units, is said."""
+    return nll != nll_data
 
 
 def _parallel_slots() -> int:
@@ -744,7 +750,7 @@ def _nll_line(summary: dict, source: str, held_out: str, bits: int | None) -> st
         return (f"{source}: {summary['bits_per_dim']:.4f} bits/dim · NLL {summary['nll']:.2f}"
                 f"{_plus_minus(summary['nll_stderr'], 2)} nats/image (dequantised at {bits} bit{'s' * (bits != 1)}) · "
                 f"{n} image{'s' * (n != 1)}{held_out}")
-    standardised = summary["nll"] != summary["nll_data"]
+    standardised = _standardised(summary["nll"], summary["nll_data"])
     return (f"{source}: NLL {summary['nll']:.4f}{_plus_minus(summary['nll_stderr'], 4)} nats/sample "
             f"({'standardised' if standardised else 'data'} units), {summary['nll_per_dim']:.4f} nats/dim"
             + (f", {summary['nll_data']:.4f} nats/sample in data units" if standardised else "")
