@@ -201,8 +201,11 @@ WIDE_TABLE, WIDE_TABLE_PATIENCE = 20, 300
 FFJORD_WIDE_TABLE = {"whiten": True, "trace": "hutchinson"}
 
 
+_ffjord_vector_recipe = _vector_recipe(FFJORD_TOY, lambda tier: {"hidden": 64, "depth": 3}, small_table_objective="mle")
+
+
 def _ffjord_recipe(info: DataInfo) -> dict[str, Any]:
-    values = _vector_recipe(FFJORD_TOY, lambda tier: {"hidden": 64, "depth": 3}, small_table_objective="mle")(info)
+    values = _ffjord_vector_recipe(info)
     if info.kind == "table" and info.shape[-1] >= WIDE_TABLE:
         patience = max(values["patience"], -(-WIDE_TABLE_PATIENCE // values["eval_every"]))
         values.update(objective="mle", patience=patience, model_options={**values["model_options"], **FFJORD_WIDE_TABLE})

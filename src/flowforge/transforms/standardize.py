@@ -122,8 +122,8 @@ class Whiten(Standardize):
         self.cholesky.copy_(torch.linalg.cholesky(correlation).to(self.cholesky))
 
     def at_unit_scale(self) -> bool:
-        off_diagonal = self.cholesky - torch.diag(self.cholesky.diagonal())
-        return super().at_unit_scale() and not bool((self.cholesky.diagonal() != 1).any() or off_diagonal.any())
+        identity = torch.eye(len(self.cholesky), dtype=self.cholesky.dtype, device=self.cholesky.device)
+        return super().at_unit_scale() and torch.equal(self.cholesky, identity)
 
     def log_abs_det(self, batch: int, like: Tensor) -> Tensor:
         return super().log_abs_det(batch, like) - self.cholesky.diagonal().log().sum().to(like.dtype)
