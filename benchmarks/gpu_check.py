@@ -1,7 +1,7 @@
 """Every model trained a few hundred steps with its default recipe on CUDA and on the CPU, side by
 side: steps/s and samples/s, and a loud failure on any tensor left on the wrong device. Then each
 variational recipe (``flowforge fit``) fitted to a built-in target on both, and the Python ``fit()``
-on the variational benchmark's own flow (its mixture base included): steps/s (the optimisation
+of a RealNVP on a mixture base of learned Student-t components: steps/s (the optimisation
 loop's, evaluations during it included), the ELBO and the ESS per draw.
 
     python -m benchmarks.gpu_check              # a few minutes on one GPU (the training table alone: under 5)
@@ -73,11 +73,16 @@ def measure_fit(model: str, target: str, device: str, steps: int, root: Path) ->
 
 
 def measure_python_fit(device: str, steps: int) -> dict:
-    """``fit()`` of the variational benchmark's own flow (RealNVP, mixture base, float32) on ``device``."""
-    from benchmarks.variational import flowforge_flow
+    """``fit()`` of a RealNVP on a base of 8 Student-t components (learned locations and scales, the
+    parameters a base carries) in float32 on ``device``."""
+    from flowforge.models import RealNVP
     from flowforge.variational import fit, load_target
+    from flowforge.variational.fitting import MODEL_RECIPES, set_target_scale, student_t_base
 
-    flow = flowforge_flow(8, 64, seed=0).to(device)
+    torch.manual_seed(0)
+    flow = RealNVP(2, standardize=True, mixed_precision=False, **MODEL_RECIPES["realnvp"])
+    set_target_scale(flow, 1.5)
+    flow = student_t_base(flow, components=8).to(device)
     result = fit(flow, load_target("moons"), steps=steps, draws=512, eval_every=max(1, steps // 2))
     return fit_figures(flow, device, "fit()", result, result["seconds"])
 

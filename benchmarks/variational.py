@@ -4,19 +4,25 @@
     python -m benchmarks.variational --budget 10     # a smoke run
 
 Targets: ``TwoMoons``, ``RingMixture`` and ``CircularGaussianMixture`` from
-``normflows.distributions.target``. Both libraries fit a RealNVP of the same size (``--layers``
-affine couplings, MLPs of two hidden layers of ``--hidden``) to each target for the same
-wall-clock budget. normflows trains as its examples do: ``model.reverse_kld`` on batches of 512,
-Adam (lr 5e-4, weight decay 1e-5) at a constant learning rate, the last iterate evaluated, for
-``--budget`` seconds. flowforge runs :func:`flowforge.variational.fit` at its defaults
-(forward KL by importance weights for the first 10% of the run, then reverse- and forward-KL steps
-alternately; AdamW at 3e-3 with warm-up and cosine decay; EMA; best-ELBO weights kept) on the same
-512 draws per step, in float32 as normflows, on a base of 8 equal-weight Student-t components (5 dof)
-with learned locations and scales (32 parameters; ``student_t_base(flow, components=8)``), with
-``seconds=budget``: it stops after the same wall-clock, its own evaluations included, and its
-schedule follows the clock. Both are scored alike on 20,000 fresh
-draws: ELBO, Kish ESS per draw, Pareto k̂, and KL(q‖p) = log Z − ELBO (log Z is exact for
-the circular mixture, 0, and the rings, closed form; by quadrature for the moons).
+``normflows.distributions.target``. Each flow is fitted to each target for the same wall-clock budget,
+on 512 draws per step, in float32, on one thread; flowforge's is no larger than either of normflows'.
+
+normflows, two peers, each trained as its examples train: ``model.reverse_kld`` on batches of 512,
+Adam (lr 5e-4, weight decay 1e-5) at a constant learning rate, the last iterate evaluated, on a
+Gaussian base. ``RealNVP``: its examples' RealNVP (``--layers`` affine coupling blocks with MLPs of
+two hidden layers of ``--hidden``, swaps between them). ``NSF``: its rational-quadratic spline
+couplings (``CoupledRationalQuadraticSpline``, 4 of them, alternating masks, a residual net of one
+block of 60, 8 bins, tail bound 4), of about the RealNVP's size.
+
+flowforge: an NSF of 4 spline couplings (MLPs of 2 × 64, 22 bins: 34,052 parameters against the
+RealNVP's 35,348) on its Gaussian base, fitted by :func:`flowforge.variational.fit` with
+``objective="forward-kl"`` (``--objectives``; self-normalised importance weights on every step) and
+its other defaults (AdamW at 3e-3 with warm-up and cosine decay; EMA; best-ELBO weights kept; the
+target placed, here left at the unit scale since all three lie within ±4), with ``seconds=budget``:
+it stops after the same wall-clock, its own evaluations included, and its schedule follows the
+clock. All are scored alike on 20,000 fresh draws: ELBO, Kish ESS per draw, Pareto k̂, and
+KL(q‖p) = log Z − ELBO (log Z is exact for the circular mixture, 0, and the rings, closed form; by
+quadrature for the moons).
 
 A second table reports the fraction of the 8 modes of flowforge's Gaussian mixture covered by
 reverse KL (STL) against forward KL by importance weights, with a figure of their draws.
@@ -32,15 +38,18 @@ from pathlib import Path
 
 import torch
 
-from flowforge.models import RealNVP
+from flowforge.models import NSF
 from flowforge.variational import fit, load_target
 from flowforge.variational.diagnostics import EVAL_DRAWS, importance_summary
-from flowforge.variational.fitting import MODEL_RECIPES, set_target_scale, student_t_base
+from flowforge.variational.fitting import set_target_scale
 from flowforge.variational.targets import ring_mixture, two_moons
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-DRAWS = 512  # draws per step, both libraries (normflows' examples use 512)
-MIXTURE_COMPONENTS = 8  # flowforge's base: moons, ring and circular mixture at seeds 0 and 1 against 4 and 16 (docs/variational.md)
+DRAWS = 512  # draws per step, every library (normflows' examples use 512)
+# flowforge's flow, no larger than normflows' RealNVP (34,052 parameters against 35,348): of 8, 16 and 22 bins,
+# 5 couplings of 12 bins and 3 of 32, 22 bins fitted two moons best (docs/variational.md)
+FLOWFORGE_NSF = {"num_layers": 4, "hidden": 64, "depth": 2, "bins": 22}
+NORMFLOWS_NSF = {"couplings": 4, "hidden": 60, "bins": 8, "tail_bound": 4.0}  # 35,468 parameters
 
 
 def normflows_targets() -> dict:
@@ -67,9 +76,24 @@ def normflows_realnvp(layers: int, hidden: int):
     return nf.NormalizingFlow(nf.distributions.DiagGaussian(2), flows)
 
 
-def fit_normflows(target, layers: int, hidden: int, budget: float, seed: int):
+def normflows_nsf():
+    """normflows' rational-quadratic spline couplings, masks alternating, on a Gaussian."""
+    import normflows as nf
+
+    o = NORMFLOWS_NSF
+    flows = [nf.flows.CoupledRationalQuadraticSpline(2, 1, o["hidden"], num_bins=o["bins"], tail_bound=o["tail_bound"],
+                                                     reverse_mask=i % 2 == 1) for i in range(o["couplings"])]
+    return nf.NormalizingFlow(nf.distributions.DiagGaussian(2), flows)
+
+
+def normflows_peers(layers: int, hidden: int) -> dict:
+    """The normflows flows flowforge is measured against, by name: builders of a fresh flow."""
+    return {"RealNVP": lambda: normflows_realnvp(layers, hidden), "NSF": normflows_nsf}
+
+
+def fit_normflows(build, target, budget: float, seed: int):
     torch.manual_seed(seed)
-    model = normflows_realnvp(layers, hidden)
+    model = build()
     model.p = target
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-5)
     started, steps = time.perf_counter(), 0
@@ -83,21 +107,16 @@ def fit_normflows(target, layers: int, hidden: int, budget: float, seed: int):
     return model, steps, time.perf_counter() - started
 
 
-def flowforge_flow(layers: int, hidden: int, seed: int):
-    """flowforge's side of the comparison: the RealNVP, its target scale and its mixture base."""
+def flowforge_flow(seed: int):
+    """flowforge's side of the comparison: an NSF on its Gaussian base, its first layer placed by fit()."""
     torch.manual_seed(seed)
-    # float32, as normflows; the variational recipe's log-scale bound of 3 (normflows' scale is unbounded)
-    flow = RealNVP(2, num_layers=layers, hidden=hidden, depth=2, standardize=True, mixed_precision=False,
-                   scale_bound=MODEL_RECIPES["realnvp"]["scale_bound"])
-    set_target_scale(flow, 1.5)  # every target here lies within radius ~3
-    # heavy tails for importance sampling, and separate components for separate modes (no seams between them)
-    return student_t_base(flow, components=MIXTURE_COMPONENTS)
+    return NSF(2, standardize=True, **FLOWFORGE_NSF)
 
 
-def fit_flowforge(target, layers: int, hidden: int, budget: float, seed: int, objective: str | None):
-    """fit() at its defaults (``objective`` None: the default objective) on the same draws per step,
-    its schedule following the clock: it stops after ``budget`` seconds, its own evaluations included."""
-    flow = flowforge_flow(layers, hidden, seed)
+def fit_flowforge(target, budget: float, seed: int, objective: str | None):
+    """fit() on the same draws per step, its schedule following the clock (``objective`` None: fit()'s
+    default): it stops after ``budget`` seconds, its own evaluations included."""
+    flow = flowforge_flow(seed)
     options = {} if objective is None else {"objective": objective}
     result = fit(flow, target, steps=10_000_000, seconds=budget, draws=DRAWS, eval_every=400, seed=seed, **options)
     return flow, result["steps"], result["seconds"]  # the optimisation loop's wall-clock, as normflows' below
@@ -106,44 +125,51 @@ def fit_flowforge(target, layers: int, hidden: int, budget: float, seed: int, ob
 def score(draws_and_log_q, target, log_z: float) -> dict:
     x, log_q = draws_and_log_q
     with torch.no_grad():
-        summary = importance_summary(target.log_prob(x) - log_q, log_z)
-    return {k: summary[k] for k in ("elbo", "ess_per_draw", "pareto_k", "kl", "log_z", "log_z_stderr")}
+        log_w = target.log_prob(x) - log_q
+        summary = importance_summary(log_w, log_z)
+    elbo_stderr = float(log_w.double().std() / len(log_w) ** 0.5)  # the ELBO is a mean of log w over the draws
+    return {**{k: summary[k] for k in ("elbo", "ess_per_draw", "pareto_k", "kl", "log_z", "log_z_stderr")},
+            "elbo_stderr": elbo_stderr}
 
 
-def compare(budget: float, layers: int, hidden: int, seed: int, objectives: list[str]) -> list[dict]:
-    """Per target: normflows, then flowforge with each of ``objectives``, each on the same budget."""
-    rows = []
+def compare(budget: float, layers: int, hidden: int, seed: int, objectives: list[str], peers: list[str]) -> list[dict]:
+    """Per target: each normflows peer, then flowforge with each of ``objectives``, each on the same budget."""
+    rows, builders = [], normflows_peers(layers, hidden)
     for name, (target, log_z) in normflows_targets().items():
-        model, steps, seconds = fit_normflows(target, layers, hidden, budget, seed)
-        with torch.no_grad():
-            theirs = {**score(model.sample(EVAL_DRAWS), target, log_z), "steps": steps, "seconds": seconds}
+        theirs = {}
+        for peer in peers:
+            model, steps, seconds = fit_normflows(builders[peer], target, budget, seed)
+            with torch.no_grad():
+                theirs[peer] = {**score(model.sample(EVAL_DRAWS), target, log_z), "steps": steps, "seconds": seconds,
+                                "params": sum(p.numel() for p in model.parameters())}
         for objective in objectives:
-            flow, ff_steps, ff_seconds = fit_flowforge(target.log_prob, layers, hidden, budget, seed, objective)
+            flow, ff_steps, ff_seconds = fit_flowforge(target.log_prob, budget, seed, objective)
             gen = torch.Generator().manual_seed(seed + 100)
-            ours = score(flow.sample_and_log_prob(EVAL_DRAWS, generator=gen), target, log_z)
-            params = (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in flow.parameters()))
-            rows.append({"target": name, "objective": objective or "forward-then-jeffreys (default)", "log_z": log_z, "normflows": theirs,
-                         "flowforge": {**ours, "steps": ff_steps, "seconds": ff_seconds}, "params": params})
-            print(row_line(rows[-1]), flush=True)
+            ours = {**score(flow.sample_and_log_prob(EVAL_DRAWS, generator=gen), target, log_z), "steps": ff_steps,
+                    "seconds": ff_seconds, "params": sum(p.numel() for p in flow.parameters())}
+            for peer in peers:
+                rows.append({"target": name, "objective": objective or "forward-then-jeffreys (default)", "peer": peer,
+                             "log_z": log_z, "normflows": theirs[peer], "flowforge": ours})
+                print(row_line(rows[-1]), flush=True)
     return rows
 
 
 def row_line(row: dict) -> str:
     nf_, ff = row["normflows"], row["flowforge"]
-    return (f"| {row['target']} | {row['objective']} | {nf_['elbo']:.4f} / {ff['elbo']:.4f} | "
+    return (f"| {row['target']} | {row['peer']} | {row['objective']} | {nf_['elbo']:.4f} / {ff['elbo']:.4f} "
+            f"(± {nf_['elbo_stderr']:.4f} / {ff['elbo_stderr']:.4f}) | "
             f"{nf_['ess_per_draw']:.3f} / {ff['ess_per_draw']:.3f} ({ff['ess_per_draw'] / nf_['ess_per_draw']:.2f}×) | "
             f"{nf_['kl']:.4f} / {ff['kl']:.4f} | {nf_['pareto_k']:.2f} / {ff['pareto_k']:.2f} | "
             f"{nf_['steps']:,} in {nf_['seconds']:.0f} s / {ff['steps']:,} in {ff['seconds']:.0f} s | "
-            f"{row['params'][0]:,} / {row['params'][1]:,} |")
+            f"{nf_['params']:,} / {ff['params']:,} |")
 
 
-HEADER = ("| target | flowforge objective | ELBO (normflows / flowforge) | ESS per draw (ratio) | KL(q‖p) | "
-          "Pareto k̂ | steps in wall-clock | parameters |\n|---|---|---|---|---|---|---|---|")
+HEADER = ("| target | normflows flow | flowforge objective | ELBO (normflows / flowforge, ± its standard error) | ESS per draw (ratio) | "
+          "KL(q‖p) | Pareto k̂ | steps in wall-clock | parameters |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def mode_coverage_table(steps: int, seed: int, figure: Path | None) -> list[dict]:
     """Reverse KL (STL), forward KL and the recipe on the 8-mode mixture: modes covered, ESS, KL."""
-    from flowforge.models import NSF
 
     target, rows, draws = load_target("gmm"), [], {}
     for objective in ("stl", "reverse-kl", "forward-kl", "forward-then-stl", "forward-then-jeffreys"):
@@ -181,27 +207,32 @@ def _coverage_figure(draws: dict, target, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=45.0, help="seconds of training per library and target")
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=8, help="normflows' RealNVP: coupling blocks")
+    parser.add_argument("--hidden", type=int, default=64, help="normflows' RealNVP: hidden units per layer")
+    parser.add_argument("--peers", default="RealNVP,NSF", help="normflows flows to fit (comma-separated)")
     parser.add_argument("--coverage-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--objectives", default="default",
+    parser.add_argument("--objectives", default="forward-kl",
                         help="flowforge objectives to run (comma-separated; 'default': fit()'s own)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="the mode-coverage figure (PNG)")
     args = parser.parse_args()
+    peers = args.peers.split(",")
+    if unknown := set(peers) - set(normflows_peers(args.layers, args.hidden)):
+        parser.error(f"--peers: unknown {', '.join(sorted(unknown))}; choose from RealNVP, NSF")
     torch.set_num_threads(1)
-    print(f"budget {args.budget:g} s per library and target, RealNVP {args.layers} couplings of 2×{args.hidden}, "
-          f"torch {torch.__version__}, 1 thread\n\n{HEADER}")
+    print(f"budget {args.budget:g} s per library and target; normflows RealNVP {args.layers} couplings of "
+          f"2×{args.hidden}, normflows NSF {NORMFLOWS_NSF}; flowforge NSF {FLOWFORGE_NSF}; torch {torch.__version__}, "
+          f"1 thread\n\n{HEADER}")
     objectives = [None if o == "default" else o for o in args.objectives.split(",")]
-    rows = compare(args.budget, args.layers, args.hidden, args.seed, objectives)
+    rows = compare(args.budget, args.layers, args.hidden, args.seed, objectives, peers)
     print("\n| objective | modes covered | ESS per draw | KL(q‖p) | log Z | Pareto k̂ |\n|---|---|---|---|---|---|")
     coverage = mode_coverage_table(args.coverage_steps, args.seed, args.figure) if args.coverage_steps else []
     if args.out is not None:
         record = {"command": "python -m benchmarks.variational " + " ".join(sys.argv[1:]),
                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seed": args.seed,
-                  "realnvp_scale_bound": MODEL_RECIPES["realnvp"]["scale_bound"], "budget": args.budget,
-                  "base": f"{MIXTURE_COMPONENTS} Student-t components (5 dof)",
+                  "budget": args.budget, "flowforge_nsf": FLOWFORGE_NSF, "normflows_nsf": NORMFLOWS_NSF,
+                  "normflows_realnvp": {"layers": args.layers, "hidden": args.hidden},
                   "rows": rows, "coverage": coverage}
         args.out.write_text(json.dumps(record, indent=2) + "\n")
 
