@@ -42,6 +42,7 @@ from flowforge.models import NSF
 from flowforge.variational import fit, load_target
 from flowforge.variational.diagnostics import EVAL_DRAWS, importance_summary
 from flowforge.variational.fitting import set_target_scale
+from flowforge.variational.objectives import OBJECTIVES
 from flowforge.variational.targets import ring_mixture, two_moons
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -119,7 +120,7 @@ def fit_flowforge(target, budget: float, seed: int, objective: str | None):
     flow = flowforge_flow(seed)
     options = {} if objective is None else {"objective": objective}
     result = fit(flow, target, steps=10_000_000, seconds=budget, draws=DRAWS, eval_every=400, seed=seed, **options)
-    return flow, result["steps"], result["seconds"]  # the optimisation loop's wall-clock, as normflows' below
+    return flow, result["steps"], result["seconds"]  # the optimisation loop's wall-clock, as fit_normflows's
 
 
 def score(draws_and_log_q, target, log_z: float) -> dict:
@@ -170,7 +171,6 @@ HEADER = ("| target | normflows flow | flowforge objective | ELBO (normflows / f
 
 def mode_coverage_table(steps: int, seed: int, figure: Path | None) -> list[dict]:
     """Reverse KL (STL), forward KL and the recipe on the 8-mode mixture: modes covered, ESS, KL."""
-
     target, rows, draws = load_target("gmm"), [], {}
     for objective in ("stl", "reverse-kl", "forward-kl", "forward-then-stl", "forward-then-jeffreys"):
         torch.manual_seed(seed)
@@ -204,6 +204,17 @@ def _coverage_figure(draws: dict, target, path: Path) -> None:
     save_figure(fig, path)
 
 
+def _choices(parser: argparse.ArgumentParser, option: str, text: str, allowed: list[str]) -> list[str]:
+    """A comma-separated option's names, in order and once each; any name not ``allowed`` is refused
+    before anything is fitted."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        parser.error(f"{option}: {'unknown ' + ', '.join(unknown) if unknown else 'none given'}; "
+                     f"choose from {', '.join(allowed)}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=45.0, help="seconds of training per library and target")
@@ -217,14 +228,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="the mode-coverage figure (PNG)")
     args = parser.parse_args()
-    peers = args.peers.split(",")
-    if unknown := set(peers) - set(normflows_peers(args.layers, args.hidden)):
-        parser.error(f"--peers: unknown {', '.join(sorted(unknown))}; choose from RealNVP, NSF")
+    peers = _choices(parser, "--peers", args.peers, list(normflows_peers(args.layers, args.hidden)))
+    objectives = _choices(parser, "--objectives", args.objectives, ["default", *OBJECTIVES])
     torch.set_num_threads(1)
     print(f"budget {args.budget:g} s per library and target; normflows RealNVP {args.layers} couplings of "
           f"2×{args.hidden}, normflows NSF {NORMFLOWS_NSF}; flowforge NSF {FLOWFORGE_NSF}; torch {torch.__version__}, "
           f"1 thread\n\n{HEADER}")
-    objectives = [None if o == "default" else o for o in args.objectives.split(",")]
+    objectives = [None if o == "default" else o for o in objectives]
     rows = compare(args.budget, args.layers, args.hidden, args.seed, objectives, peers)
     print("\n| objective | modes covered | ESS per draw | KL(q‖p) | log Z | Pareto k̂ |\n|---|---|---|---|---|---|")
     coverage = mode_coverage_table(args.coverage_steps, args.seed, args.figure) if args.coverage_steps else []

@@ -105,7 +105,7 @@ def objective_function(name: str, step: int = 0, steps: int = 1, fraction: float
     reaches), then descends the Jeffreys divergence by alternating steps: reverse KL on odd steps
     (it sharpens q: the ELBO), forward KL on even ones (it keeps the importance weights bounded:
     the ESS), each step the cost of one objective (:func:`jeffreys` takes both on every step, at
-    1.7 times a reverse-KL step's cost, measured on the RealNVP of the benchmark); ``forward-then-stl`` is forward KL for the first
+    1.7 times a reverse-KL step's cost, measured on a RealNVP of 8 couplings of 2 × 64); ``forward-then-stl`` is forward KL for the first
     :data:`WARM_FRACTION`, then the path-gradient ELBO (which sharpens q)."""
     fraction = step / max(1, steps) if fraction is None else fraction
     if name == "forward-then-jeffreys":
