@@ -49,7 +49,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 DRAWS = 512  # draws per step, every library (normflows' examples use 512)
 # flowforge's flow, no larger than normflows' RealNVP (34,052 parameters against 35,348): of 8, 16 and 22 bins,
 # 5 couplings of 12 bins and 3 of 32, 22 bins fitted two moons best. The splines span ±5, not ±4: outside
-# them q keeps the Gaussian base's tails (per coordinate 1.3e-4 of its mass beyond ±4, 1.1e-6 beyond ±5),
+# them q keeps the Gaussian base's tails (1.3e-4 of its mass outside the square ±4, 1.1e-6 outside ±5),
 # where two moons' and the rings' log-density is −50 or lower: two moons KL 0.027 → 0.012 (docs/variational.md)
 FLOWFORGE_NSF = {"num_layers": 4, "hidden": 64, "depth": 2, "bins": 22, "bound": 5.0}
 NORMFLOWS_NSF = {"couplings": 4, "hidden": 60, "bins": 8, "tail_bound": 4.0}  # 35,468 parameters
