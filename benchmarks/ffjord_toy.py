@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.options import names_option
 from flowforge.data import load_splits
 from flowforge.models import FFJORD, CNFFlow
 from flowforge.training.ema import EMA
@@ -280,9 +281,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small ODE ops gain nothing from more)")
     parser.add_argument("--out", type=Path, default=Path("runs/ffjord_toy.json"))
     args = parser.parse_args(argv)
-    args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    if unknown := [c for c in args.contenders if c not in CONTENDERS]:
-        parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    args.contenders = names_option(parser, "--contenders", args.contenders, list(CONTENDERS))
     if not all(b is None or b > 0 for b in (args.budget, args.fm_budget)) or not args.lr > 0 \
             or (args.fm_lr is not None and not args.fm_lr > 0):
         parser.error("--budget, --fm-budget, --lr and --fm-lr must be positive")

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from benchmarks.options import names_option
 from flowforge.data import load_splits
 from flowforge.distributions.dequantization import bits_per_dim, dequantize
 from flowforge.models.specs import spec_of
@@ -141,9 +142,7 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help=f"comma-separated, from {','.join(CONTENDERS)}")
     parser.add_argument("--out", default="runs/glow_digits", help="flowforge's run directory (replaced)")
     args = parser.parse_args()
-    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    if unknown := [c for c in contenders if c not in CONTENDERS]:
-        parser.error(f"unknown contender(s) {', '.join(unknown)}; choose from {', '.join(CONTENDERS)}")
+    contenders = names_option(parser, "--contenders", args.contenders, list(CONTENDERS))
     torch.set_num_threads(args.threads)
 
     config = TrainConfig(model="glow", data="digits", steps=args.steps, batch_size=args.batch_size, lr=args.lr,

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.options import names_option
 from flowforge.models import NSF
 from flowforge.variational import fit, load_target
 from flowforge.variational.diagnostics import EVAL_DRAWS, importance_summary
@@ -206,17 +207,6 @@ def _coverage_figure(draws: dict, target, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _choices(parser: argparse.ArgumentParser, option: str, text: str, allowed: list[str]) -> list[str]:
-    """A comma-separated option's names, in order and once each; any name not ``allowed`` is refused
-    before anything is fitted."""
-    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        parser.error(f"{option}: {'unknown ' + ', '.join(unknown) if unknown else 'none given'}; "
-                     f"choose from {', '.join(allowed)}")
-    return names
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=45.0, help="seconds of training per library and target")
@@ -230,8 +220,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     parser.add_argument("--figure", type=Path, default=None, help="the mode-coverage figure (PNG)")
     args = parser.parse_args()
-    peers = _choices(parser, "--peers", args.peers, list(normflows_peers(args.layers, args.hidden)))
-    objectives = _choices(parser, "--objectives", args.objectives, ["default", *OBJECTIVES])
+    peers = names_option(parser, "--peers", args.peers, list(normflows_peers(args.layers, args.hidden)))
+    objectives = names_option(parser, "--objectives", args.objectives, ["default", *OBJECTIVES])
     torch.set_num_threads(1)
     print(f"budget {args.budget:g} s per library and target; normflows RealNVP {args.layers} couplings of "
           f"2×{args.hidden}, normflows NSF {NORMFLOWS_NSF}; flowforge NSF {FLOWFORGE_NSF}; torch {torch.__version__}, "
